@@ -1,0 +1,136 @@
+"""One TOML config for the whole gateway; every key, with its default, is documented in DEFAULTS below.
+
+``vogateway config`` prints DEFAULTS, so a user starts from a file that explains itself. Command-line flags
+override the file; the file overrides these defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any, Optional
+
+DEFAULTS = """\
+# vogateway configuration. Every key is shown with its default value.
+
+[gateway]
+# IVORNs are ivo://<authority>/<stream>#<alertId>
+authority = "vogateway.local"
+stream = "alerts"
+# Base URL of this gateway's HTTP service; VOEvents reference cutouts at <public_url>/cutouts/<alertId>/<kind>.fits
+public_url = "http://127.0.0.1:8080"
+# Where the gateway keeps its state (SQLite DB, file checkpoints, UWS job files).
+state_dir = "var"
+# Role of VOEvents built from alerts: "auto" means "test" for simulated alerts, "observation" otherwise.
+role = "auto"
+
+[sources]
+# Inputs: Avro container files, directories of them, or kafka://BROKER[,BROKER]/TOPIC[,TOPIC].
+# Empty means: replay the bundled sample alerts.
+inputs = []
+# Keep watching directories for new files (each file is processed once, across restarts).
+watch = false
+# Seconds between directory scans when watching.
+watch_interval = 2.0
+# Confluent-compatible schema registry (GET /schemas/ids/<id>); empty: offline schemas only.
+schema_registry = ""
+# Largest Avro packet accepted, in bytes.
+max_packet_bytes = 4_000_000
+
+[kafka]
+# Consumer group shared by all gateway processes reading the same topics.
+group_id = "vogateway"
+# "earliest" or "latest": where a new consumer group starts.
+auto_offset_reset = "earliest"
+# What the Kafka topics carry: "avro" (alert packets, Confluent wire format) or "voevent" (XML, e.g. GCN).
+payload = "avro"
+
+[kafka.settings]
+# Extra librdkafka properties, passed through unchanged, e.g. for GCN or Rubin:
+# "security.protocol" = "SASL_SSL"
+# "sasl.mechanisms" = "OAUTHBEARER"
+# "sasl.oauthbearer.method" = "oidc"
+# "sasl.oauthbearer.client.id" = "..."
+# "sasl.oauthbearer.client.secret" = "..."
+# "sasl.oauthbearer.token.endpoint.url" = "..."
+
+[output]
+# Also write every event as <directory>/<localID>.xml; empty: don't.
+directory = ""
+
+[store]
+# Alert DB: sqlite:///PATH (relative to the working directory) or postgresql://USER@HOST:PORT/DB
+db = "sqlite:///var/gateway.db"
+
+[http]
+# TAP service (/tap) and cutouts (/cutouts); endpoint string or HOST:PORT.
+listen = "127.0.0.1:8080"
+
+[vtp]
+# Broker for subscribers; endpoint string or HOST:PORT; empty: off.
+broadcast = "127.0.0.1:8099"
+# Receiver for authors; empty: off.
+receive = "127.0.0.1:8098"
+# Remote brokers to subscribe to (HOST:PORT or endpoint strings).
+remotes = []
+# Our identity in transport messages.
+local_ivo = "ivo://vogateway.local/gateway"
+# XPath filter sent upstream to remote brokers; empty: everything.
+filter = ""
+# Seconds between iamalive messages to subscribers.
+iamalive_interval = 60.0
+# Largest VTP frame accepted, in bytes.
+max_frame_bytes = 1_000_000
+# Networks allowed to submit events / to subscribe.
+author_whitelist = ["127.0.0.1/32"]
+subscriber_whitelist = ["0.0.0.0/0", "::/0"]
+"""
+
+
+class ConfigError(ValueError):
+    """A config file or flag that can't be used; the message says which key and why."""
+
+
+def defaults() -> dict[str, Any]:
+    return tomllib.loads(DEFAULTS)
+
+
+# Sections whose keys are not ours to check (passed through to librdkafka).
+FREE_FORM = {"kafka.settings"}
+
+
+def _merge(base: dict, override: dict, where: str = "") -> dict:
+    for key, value in override.items():
+        path = f"{where}.{key}" if where else key
+        if where in FREE_FORM:
+            base[key] = value
+        elif key not in base:
+            raise ConfigError(f"unknown config key {path!r}")  # a typo must not silently mean "default"
+        elif isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {path!r} is a section, got {value!r}")
+            _merge(base[key], value, path)
+        else:
+            expected = type(base[key])
+            if not isinstance(value, expected) and not (expected is float and isinstance(value, int)):
+                raise ConfigError(f"config key {path!r} should be {expected.__name__}, got {value!r}")
+            base[key] = value
+    return base
+
+
+def load(path: Optional[Path] = None, overrides: Optional[dict] = None) -> dict[str, Any]:
+    """Defaults, then the TOML file at ``path`` (if any), then ``overrides`` (nested dict from flags)."""
+    config = defaults()
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as error:
+            raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+        try:
+            _merge(config, tomllib.loads(text))
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: {error}") from None
+    if overrides:
+        _merge(config, copy.deepcopy(overrides))
+    return config

@@ -1,0 +1,153 @@
+"""The pipeline, top to bottom: alerts -> VOEvent -> router -> sinks.
+
+Sources call :meth:`Pipeline.ingest_alert` (decoded Avro) or :meth:`Pipeline.ingest_voevent` (XML that
+arrived over VTP or Kafka). Both return a Deferred that fires once every sink has accepted the event;
+a source commits its position (Kafka offset, file checkpoint, VTP ack) only then.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Optional, Protocol
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from gateway.alerts import Alert, AlertError
+from gateway.event import Event
+
+log = Logger()
+
+
+class Sink(Protocol):
+    """Anything that takes events: ``accept`` returns None or a Deferred that fires when the event is safe."""
+
+    def accept(self, event: Event) -> Optional[defer.Deferred]: ...
+
+
+class SeenIvorns:
+    """A bounded, expiring memory of IVORNs already routed (dedup until the store remembers for us)."""
+
+    def __init__(self, capacity: int = 100_000, ttl: float = 86_400.0, clock=None):
+        from twisted.internet import reactor
+
+        self._clock = clock or reactor
+        self._capacity, self._ttl = capacity, ttl
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, ivorn: str) -> bool:
+        """Remember ``ivorn``; False if it was already there (and not expired)."""
+        now = self._clock.seconds()
+        while self._seen:
+            oldest, when = next(iter(self._seen.items()))
+            if now - when <= self._ttl and len(self._seen) < self._capacity:
+                break
+            self._seen.popitem(last=False)
+        if ivorn in self._seen:
+            return False
+        self._seen[ivorn] = now
+        return True
+
+    def forget(self, ivorn: str) -> None:
+        self._seen.pop(ivorn, None)
+
+    def __contains__(self, ivorn: str) -> bool:
+        when = self._seen.get(ivorn)
+        return when is not None and self._clock.seconds() - when <= self._ttl
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+class Router:
+    """Hands every event to every sink; fires when all of them accepted it."""
+
+    def __init__(self, sinks=()):
+        self.sinks: list[Sink] = list(sinks)
+
+    def add_sink(self, sink: Sink) -> None:
+        self.sinks.append(sink)
+
+    def publish(self, event: Event) -> defer.Deferred:
+        return defer.gatherResults(
+            [defer.maybeDeferred(sink.accept, event) for sink in self.sinks], consumeErrors=True
+        ).addCallback(lambda _: event)
+
+
+class Stats:
+    """What the pipeline did, for logs and the CLI summary."""
+
+    def __init__(self):
+        self.converted = 0
+        self.duplicates = 0
+        self.rejected: dict[str, int] = {}
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def summary(self) -> str:
+        text = f"{self.converted} converted, {self.duplicates} duplicates, {self.rejected_total} rejected"
+        if self.rejected:
+            text += " (" + "; ".join(f"{n} × {why}" for why, n in sorted(self.rejected.items())) + ")"
+        return text
+
+
+class Pipeline:
+    """Decoded alerts and incoming VOEvents become Events, deduplicated by IVORN, and go to the router.
+
+    ``convert`` turns an :class:`Alert` into an :class:`Event` (``voevent.build.Converter``); ``parse``
+    turns VOEvent bytes into an Event (``voevent.parse.parse_event``).
+    """
+
+    def __init__(self, convert: Callable[[Alert], Event], parse: Callable[..., Event], router: Router,
+                 seen: Optional[SeenIvorns] = None):
+        self.convert, self.parse, self.router = convert, parse, router
+        self.seen = seen if seen is not None else SeenIvorns()
+        self.stats = Stats()
+
+    def ingest_alert(self, alert: Alert) -> defer.Deferred:
+        """Convert and route one alert. Fires with the Event (None if rejected or a duplicate)."""
+        try:
+            event = self.convert(alert)
+        except AlertError as error:
+            return defer.succeed(self._reject(error))
+        except Exception as error:  # a converter bug must not stop the stream; it is counted and logged
+            return defer.succeed(self._reject(AlertError(alert.source, alert.position, f"conversion failed: {error!r}")))
+        return self._route(event)
+
+    def ingest_voevent(self, xml: bytes, origin: str) -> defer.Deferred:
+        """Parse (safely) and route one VOEvent that arrived as XML. Fires with the Event or None."""
+        try:
+            event = self.parse(xml, origin=origin)
+        except AlertError as error:
+            return defer.succeed(self._reject(error))
+        except ValueError as error:
+            return defer.succeed(self._reject(AlertError(origin, None, str(error))))
+        return self._route(event)
+
+    def reject(self, error: AlertError) -> None:
+        """Count and log a packet a source could not even decode."""
+        self._reject(error)
+
+    def _reject(self, error: AlertError) -> None:
+        self.stats.reject(error.reason.split(":")[0])
+        log.warn("rejected {error}", error=str(error))
+        return None
+
+    def _route(self, event: Event) -> defer.Deferred:
+        if not self.seen.add(event.ivorn):
+            self.stats.duplicates += 1
+            log.debug("duplicate {ivorn} from {origin}, not routed again", ivorn=event.ivorn, origin=event.origin)
+            return defer.succeed(None)
+        self.stats.converted += 1
+
+        def forget(failure):
+            # a sink failed: the source will not commit, so the event may come again and must not be a "duplicate"
+            self.seen.forget(event.ivorn)
+            return failure
+
+        return self.router.publish(event).addErrback(forget)
