@@ -82,8 +82,10 @@ class Stats:
         self.duplicates = 0
         self.rejected: dict[str, int] = {}
 
-    def reject(self, reason: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+    def reject(self, error: AlertError) -> None:
+        """Count a rejection under its kind: the reason up to the first colon ("unknown schema id", ...)."""
+        kind = error.reason.split(":")[0]
+        self.rejected[kind] = self.rejected.get(kind, 0) + 1
 
     @property
     def rejected_total(self) -> int:
@@ -134,7 +136,7 @@ class Pipeline:
         self._reject(error)
 
     def _reject(self, error: AlertError) -> None:
-        self.stats.reject(error.reason.split(":")[0])
+        self.stats.reject(error)
         log.warn("rejected {error}", error=str(error))
         return None
 

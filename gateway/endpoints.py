@@ -1,0 +1,48 @@
+"""Endpoint strings for every socket: ``HOST:PORT`` is shorthand for plain TCP, anything else is Twisted's syntax.
+
+``127.0.0.1:8099`` -> ``tcp:8099:interface=127.0.0.1`` (server) or ``tcp:127.0.0.1:8099`` (client); ``[::1]:8099``
+works too; ``ssl:8099:privateKey=key.pem:certKey=cert.pem``, ``unix:/path`` and the rest pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet.endpoints import clientFromString, serverFromString
+
+_HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d{1,5})$")
+
+
+def _split(description: str):
+    match = _HOST_PORT.match(description.strip())
+    if not match:
+        return None
+    host = match.group("v6") or match.group("host")
+    return host, int(match.group("port")), bool(match.group("v6"))
+
+
+def server_description(description: str) -> str:
+    parts = _split(description)
+    if parts is None:
+        return description
+    host, port, v6 = parts
+    interface = host.replace(":", r"\:") if v6 else host
+    return f"tcp:{port}:interface={interface}"
+
+
+def client_description(description: str) -> str:
+    parts = _split(description)
+    if parts is None:
+        return description
+    host, port, v6 = parts
+    return f"tcp:{host.replace(':', chr(92) + ':') if v6 else host}:{port}"
+
+
+def server_endpoint(reactor, description: str):
+    """A listening endpoint from ``HOST:PORT`` or a Twisted server endpoint string."""
+    return serverFromString(reactor, server_description(description))
+
+
+def client_endpoint(reactor, description: str):
+    """A connecting endpoint from ``HOST:PORT`` or a Twisted client endpoint string."""
+    return clientFromString(reactor, client_description(description))

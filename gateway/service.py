@@ -1,0 +1,174 @@
+"""Assembles the gateway from one config: sources -> pipeline -> router -> sinks, plus the query side.
+
+Protocol modules never read the config; this module does, and hands them plain arguments.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import (FilteringLogObserver, Logger, LogLevel, LogLevelFilterPredicate, globalLogBeginner,
+                            formatEventAsClassicLogText)
+
+from gateway.pipeline import Pipeline, Router
+from gateway.resources import SAMPLES
+from gateway.sinks import DirectorySink
+
+log = Logger()
+
+
+class StatsReporter(service.Service):
+    """Logs what the pipeline did, every ``interval`` seconds when something changed."""
+
+    def __init__(self, pipeline: Pipeline, interval: float = 10.0, clock=None):
+        self.pipeline, self.interval, self.clock = pipeline, interval, clock
+        self._last = None
+        self._loop = None
+
+    def report(self, force: bool = False) -> None:
+        summary = self.pipeline.stats.summary()
+        if force or summary != self._last:
+            log.info("pipeline: {summary}", summary=summary)
+            self._last = summary
+
+    def startService(self):
+        super().startService()
+        self._loop = task.LoopingCall(self.report)
+        if self.clock is not None:
+            self._loop.clock = self.clock
+        self._loop.start(self.interval, now=False)
+
+    def stopService(self):
+        if self._loop and self._loop.running:
+            self._loop.stop()
+        self.report(force=True)
+        return super().stopService()
+
+
+class Gateway(service.MultiService):
+    """The whole gateway; ``pipeline``, ``router`` and the named parts are attributes for tests and tools."""
+
+    def __init__(self, config: dict, reactor=None):
+        super().__init__()
+        from twisted.internet import reactor as default_reactor
+
+        self.config = config
+        self.reactor = reactor or default_reactor
+        self.state_dir = Path(config["gateway"]["state_dir"])
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.sources: list = []
+        self.router = Router()
+        self.store = self._make_store()
+        self.pipeline = Pipeline(self._make_converter(), self._parse, self.router)
+        self._add_sinks()
+        self._add_sources()
+        self._add_vtp()
+        self._add_http()
+        StatsReporter(self.pipeline, clock=self.reactor).setServiceParent(self)
+
+    # -- the pieces, in the order data flows ------------------------------------------------------------------
+
+    def _make_store(self):
+        from gateway.store import open_store
+
+        url = self.config["store"]["db"]
+        return open_store(url, reactor=self.reactor) if url else None
+
+    def _make_converter(self):
+        from gateway.convert import make_converter
+
+        return make_converter(self.config, history=self.store)
+
+    @staticmethod
+    def _parse(xml: bytes, origin: str):
+        from gateway.voevent.parse import parse_event
+
+        return parse_event(xml, origin=origin)
+
+    def _add_sinks(self):
+        if self.store is not None:
+            self.router.add_sink(self.store)
+        directory = self.config["output"]["directory"]
+        if directory:
+            self.router.add_sink(DirectorySink(directory))
+
+    def _add_sources(self):
+        from gateway.alerts.files import DirectorySource
+        from gateway.alerts.kafka import KafkaSource, parse_kafka_url
+
+        sources = self.config["sources"]
+        inputs = list(sources["inputs"])
+        files = [name for name in inputs if not name.startswith("kafka://")]
+        if not inputs:
+            log.info("no inputs configured: replaying the bundled sample alerts from {path}", path=SAMPLES)
+            files = [str(SAMPLES)]
+        if files:
+            source = DirectorySource(files, self.pipeline, self.state_dir, watch=sources["watch"],
+                                     interval=sources["watch_interval"], clock=self.reactor)
+            source.setServiceParent(self)
+            self.sources.append(source)
+        kafka = self.config["kafka"]
+        for url in inputs:
+            if url.startswith("kafka://"):
+                brokers, topics = parse_kafka_url(url)
+                source = KafkaSource(brokers, topics, self.pipeline, group_id=kafka["group_id"],
+                                     settings={"auto.offset.reset": kafka["auto_offset_reset"], **kafka["settings"]},
+                                     payload=kafka["payload"])
+                source.setServiceParent(self)
+                self.sources.append(source)
+
+    def _add_vtp(self):
+        from gateway.vtp.service import vtp_services
+
+        broker, services = vtp_services(self.config, self.pipeline)
+        if broker is not None:
+            self.router.add_sink(broker)
+        for child in services:
+            child.setServiceParent(self)
+
+    def _add_http(self):
+        listen = self.config["http"]["listen"]
+        if not listen or self.store is None:
+            return
+        from twisted.application.internet import StreamServerEndpointService
+        from twisted.web.server import Site
+
+        from gateway.endpoints import server_endpoint
+        from gateway.tap import http_root
+
+        site = Site(http_root(self.store, self.config, reactor=self.reactor))
+        site.noisy = False
+        StreamServerEndpointService(server_endpoint(self.reactor, listen), site).setServiceParent(self)
+
+
+def start_logging(verbose: bool = False, stream=None) -> None:
+    """Readable one-line logs on stderr; debug-level event logs only with ``verbose``."""
+    level = LogLevel.debug if verbose else LogLevel.info
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+
+    def write(event):
+        text = formatEventAsClassicLogText(event)
+        if text:
+            (stream or sys.stderr).write(text)
+
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(write, [predicate])], redirectStandardIO=False)
+
+
+def run(config: dict, verbose: bool = False) -> int:
+    """Run the gateway until SIGINT/SIGTERM."""
+    from twisted.internet import reactor
+
+    start_logging(verbose)
+    gateway = Gateway(config, reactor)
+    gateway.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", gateway.stopService)
+    for source in gateway.sources:
+        done = getattr(source, "finished", None)
+        if isinstance(done, defer.Deferred):
+            done.addCallback(lambda _: log.info("replay done: {summary}", summary=gateway.pipeline.stats.summary()))
+    log.info("vogateway running; Ctrl-C to stop")
+    reactor.run()
+    return 0
