@@ -1,0 +1,46 @@
+import pytest
+
+from gateway import config
+from gateway.cli import build_parser, load_config
+
+
+def test_defaults_are_the_documented_text():
+    values = config.defaults()
+    assert values["store"]["db"] == "sqlite:///var/gateway.db"
+    assert values["http"]["listen"] == "127.0.0.1:8080"
+    assert values["vtp"]["broadcast"] == "127.0.0.1:8099"
+    assert values["vtp"]["receive"] == "127.0.0.1:8098"
+    # every key in DEFAULTS is preceded by a comment explaining it
+    lines = config.DEFAULTS.splitlines()
+    for number, line in enumerate(lines):
+        if "=" in line and not line.startswith("#") and not line.startswith("["):
+            above = lines[number - 1]
+            assert above.startswith("#") or "=" in above, f"undocumented key: {line}"
+
+
+def test_file_then_flags_override(tmp_path):
+    path = tmp_path / "gateway.toml"
+    path.write_text('[gateway]\nauthority = "example.org"\n[vtp]\nremotes = ["10.0.0.1:8099"]\n')
+    args = build_parser().parse_args(["serve", "--config", str(path), "--remote", "127.0.0.1:9000",
+                                      "--db", "sqlite:///x.db"])
+    values = load_config(args)
+    assert values["gateway"]["authority"] == "example.org"
+    assert values["vtp"]["remotes"] == ["127.0.0.1:9000"]
+    assert values["store"]["db"] == "sqlite:///x.db"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[vtp]\nremote = ["a:1"]\n', "unknown config key 'vtp.remote'"),
+    ('[vtp]\niamalive_interval = "often"\n', "should be float"),
+    ('[vtp\n', "gateway.toml"),
+])
+def test_bad_config_files_say_what_is_wrong(tmp_path, text, message):
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError, match=message):
+        config.load(path)
+
+
+def test_kafka_settings_pass_through_unchecked():
+    values = config.load(overrides={"kafka": {"settings": {"security.protocol": "SASL_SSL"}}})
+    assert values["kafka"]["settings"] == {"security.protocol": "SASL_SSL"}

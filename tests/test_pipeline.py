@@ -1,0 +1,102 @@
+"""The pipeline's contract: events reach every sink, duplicates don't, failures are not remembered as seen."""
+
+from datetime import datetime, timezone
+
+import pytest
+from twisted.internet import defer, task
+
+from gateway.alerts import Alert, AlertError
+from gateway.event import Event
+from gateway.pipeline import Pipeline, Router, SeenIvorns
+
+NOW = datetime(2026, 11, 24, tzinfo=timezone.utc)
+
+
+def make_event(ivorn="ivo://test.local/alerts#1", role="observation"):
+    return Event(ivorn=ivorn, role=role, received=NOW, xml=b"<x/>", origin="test")
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    def accept(self, event):
+        self.events.append(event)
+
+
+class Failing:
+    def accept(self, event):
+        return defer.fail(RuntimeError("disk full"))
+
+
+def convert(alert):
+    if alert.record.get("bad"):
+        raise AlertError(alert.source, alert.position, "no position: ra is null")
+    if alert.record.get("bug"):
+        raise KeyError("diaSource")
+    return make_event(f"ivo://test.local/alerts#{alert.record['id']}")
+
+
+def parse(xml, origin):
+    if not xml.startswith(b"<"):
+        raise ValueError("not XML")
+    return make_event(xml.decode()[1:-2], "test")
+
+
+def results(d):
+    out = []
+    d.addBoth(out.append)
+    return out[0]
+
+
+def test_event_refuses_unknown_role_and_naive_time():
+    with pytest.raises(ValueError, match="role"):
+        make_event(role="alert")
+    with pytest.raises(ValueError, match="timezone"):
+        Event("ivo://a/b#c", "test", datetime(2026, 1, 1), b"")
+
+
+def test_every_sink_gets_each_event_once_and_duplicates_are_counted():
+    first, second = Recorder(), Recorder()
+    pipeline = Pipeline(convert, parse, Router([first, second]), SeenIvorns(clock=task.Clock()))
+    alert = Alert("rubin", "7.4", {"id": 1}, "f.avro", 0)
+    assert results(pipeline.ingest_alert(alert)).ivorn.endswith("#1")
+    assert results(pipeline.ingest_alert(alert)) is None
+    assert len(first.events) == len(second.events) == 1
+    assert pipeline.stats.converted == 1 and pipeline.stats.duplicates == 1
+
+
+def test_rejections_are_counted_by_kind_and_never_raise():
+    sink = Recorder()
+    pipeline = Pipeline(convert, parse, Router([sink]), SeenIvorns(clock=task.Clock()))
+    assert results(pipeline.ingest_alert(Alert("rubin", "7.4", {"bad": 1}, "f.avro", 3))) is None
+    assert results(pipeline.ingest_alert(Alert("rubin", "7.4", {"bug": 1}, "f.avro", 4))) is None
+    assert results(pipeline.ingest_voevent(b"garbage", origin="vtp://x")) is None
+    pipeline.reject(AlertError("f.avro", 5, "truncated container: unexpected end"))
+    assert sink.events == []
+    assert pipeline.stats.rejected == {"no position": 1, "conversion failed": 1, "not XML": 1,
+                                       "truncated container": 1}
+    assert "4 rejected" in pipeline.stats.summary()
+
+
+def test_a_failing_sink_fails_the_deferred_and_the_event_can_come_again():
+    sink = Recorder()
+    pipeline = Pipeline(convert, parse, Router([sink, Failing()]), SeenIvorns(clock=task.Clock()))
+    alert = Alert("rubin", "7.4", {"id": 7}, "f.avro", 0)
+    outcome = results(pipeline.ingest_alert(alert))
+    assert isinstance(outcome.value, defer.FirstError)
+    # not remembered: the source did not commit, the redelivery must be routed again
+    pipeline.router.sinks.pop()
+    assert results(pipeline.ingest_alert(alert)).ivorn.endswith("#7")
+    assert len(sink.events) == 2
+
+
+def test_seen_ivorns_expire_and_stay_bounded():
+    clock = task.Clock()
+    seen = SeenIvorns(capacity=3, ttl=10, clock=clock)
+    assert seen.add("a") and not seen.add("a")
+    clock.advance(11)
+    assert "a" not in seen and seen.add("a")
+    for name in "bcdef":
+        seen.add(name)
+    assert len(seen) <= 3
