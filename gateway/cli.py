@@ -97,17 +97,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     return send_main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vogateway",
-        description="Rubin/LSST and ZTF Avro alerts in; IVOA VOEvent 2.0 out, over VTP, TAP and forwards.")
-    parser.add_argument("--version", action="version", version=f"vogateway {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    serve = commands.add_parser("serve", help="run the gateway",
-                                description="Run the gateway. With no arguments it replays the bundled sample "
-                                            "alerts into the embedded default: SQLite under var/, VTP broker on "
-                                            "127.0.0.1:8099, receiver on 127.0.0.1:8098, TAP on 127.0.0.1:8080.")
+def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
+    """The flags of `vogateway serve` (shared with `twistd vogateway`)."""
     _add_identity_flags(serve)
     serve.add_argument("--state-dir", help="state directory (config gateway.state_dir, default var)")
     serve.add_argument("--source", action="append", metavar="PATH|kafka://BROKERS/TOPIC",
@@ -124,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--local-ivo", metavar="IVO", help="our IVO identity in VTP transport messages")
     serve.add_argument("--output", metavar="DIR", help="also write every event as DIR/<localID>.xml")
     serve.add_argument("-v", "--verbose", action="store_true", help="log every event, not only summaries")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vogateway",
+        description="Rubin/LSST and ZTF Avro alerts in; IVOA VOEvent 2.0 out, over VTP, TAP and forwards.")
+    parser.add_argument("--version", action="version", version=f"vogateway {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway",
+                                description="Run the gateway. With no arguments it replays the bundled sample "
+                                            "alerts into the embedded default: SQLite under var/, VTP broker on "
+                                            "127.0.0.1:8099, receiver on 127.0.0.1:8098, TAP on 127.0.0.1:8080.")
+    add_serve_arguments(serve)
     serve.set_defaults(handler=cmd_serve)
 
     convert = commands.add_parser("convert", help="convert Avro alerts to VOEvent files",

@@ -1,0 +1,36 @@
+"""Options and service factory for ``twistd vogateway`` (the plugin lives in twisted/plugins/)."""
+
+import argparse
+
+from twisted.python import usage
+
+from gateway import config as configuration
+from gateway.cli import add_serve_arguments, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="twistd vogateway", description="Run the gateway under twistd.")
+    add_serve_arguments(parser)
+    return parser
+
+
+class Options(usage.Options):
+    """Takes exactly the flags of ``vogateway serve``."""
+
+    def parseOptions(self, options=None):
+        try:
+            self.serve_args = _parser().parse_args(options or [])
+        except SystemExit as exit:
+            raise usage.UsageError("bad arguments (see above)") from exit
+
+    def __str__(self):
+        return _parser().format_help()
+
+
+def makeService(options: Options):
+    from gateway.service import Gateway
+
+    try:
+        return Gateway(load_config(options.serve_args))
+    except configuration.ConfigError as error:
+        raise usage.UsageError(str(error)) from None
