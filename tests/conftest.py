@@ -1,12 +1,11 @@
-"""Shared test helpers."""
-
-import os
+"""Shared fixtures. Helper functions live in tests/support.py (tests/ is on sys.path: `from support import ...`)."""
 
 import pytest
 
+from support import free_port
 
-def skip_or_fail(reason: str):
-    """Skip with a loud reason on a developer machine; under CI=true a missing component is a failure."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"required test component missing under CI: {reason}")
-    pytest.skip(f"SKIPPED LOUDLY: {reason}")
+
+@pytest.fixture
+def port():
+    """A free TCP port on 127.0.0.1."""
+    return free_port()

@@ -1,0 +1,31 @@
+"""Helpers shared by test modules: free loopback ports, waiting for a condition."""
+
+import socket
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def skip_or_fail(reason: str):
+    """Skip with a loud reason on a developer machine; under CI=true a missing component is a failure."""
+    import os
+
+    import pytest
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"required test component missing under CI: {reason}")
+    pytest.skip(f"SKIPPED LOUDLY: {reason}")
