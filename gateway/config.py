@@ -82,9 +82,33 @@ filter = ""
 iamalive_interval = 60.0
 # Largest VTP frame accepted, in bytes.
 max_frame_bytes = 1_000_000
-# Networks allowed to submit events / to subscribe.
+# Who may submit events / subscribe: IP networks ("10.0.0.0/8", "::1/128") or TLS client identities
+# written "cn:NAME" (the client certificate's subject commonName, on tls: ports with tls_ca set).
 author_whitelist = ["127.0.0.1/32"]
 subscriber_whitelist = ["0.0.0.0/0", "::/0"]
+# Per-subscriber send buffer, beyond Twisted's own ~64 KiB. Slow-subscriber policy: a subscriber whose queue
+# overflows either bound is disconnected and logged; the queued events count as missed for it.
+subscriber_buffer_bytes = 4_000_000
+subscriber_buffer_events = 1_000
+# Server-side rules for subscribers (first match wins), one table each, matched by network or TLS identity:
+#   [[vtp.subscriber_rules]]
+#   network = "192.168.0.0/16"       # or: identity = "alice" (client certificate commonName)
+#   filter = "//Param[@name='mag' and @value < 19]"   # XPath on the VOEvent; empty: everything
+#   max_events = 20                  # cap: at most this many events per window (0: no cap); default 20
+#   window = 30.0                    # seconds; default 30
+# Subscribers matching no rule get every event (after their own upstream filter), uncapped.
+subscriber_rules = []
+# Seconds an author connection may stay silent before the receiver closes it.
+author_idle_timeout = 20.0
+# Seconds without any message from a remote broker before we reconnect (Comet sends iamalive every 60).
+remote_alive_timeout = 120.0
+# TLS (PEM files) for endpoints written tls:HOST:PORT (broadcast, receive, remotes). tls_cert/tls_key: our
+# certificate and key (the key may be inside tls_cert). tls_ca: CA that signs the peers we trust; on our ports
+# clients are then asked for a certificate (optional: without one they are whitelisted by network only); for
+# remotes it verifies the broker (empty: the system's trust store). Twisted ssl: endpoint strings work too.
+tls_cert = ""
+tls_key = ""
+tls_ca = ""
 """
 
 

@@ -1,0 +1,70 @@
+"""Assembles the VTP services from the ``[vtp]`` config section; protocol modules never read the config."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.application.internet import StreamServerEndpointService
+
+from gateway.vtp.access import Rule, Whitelist
+from gateway.vtp.broker import Broker
+from gateway.vtp.receiver import Receiver
+from gateway.vtp.subscriber import subscriber_service
+from gateway.vtp.tls import TLSFiles, vtp_server_endpoint
+
+
+def _whitelist(entries, key: str) -> Whitelist:
+    try:
+        return Whitelist(entries)
+    except ValueError as error:
+        from gateway.config import ConfigError
+
+        raise ConfigError(f"vtp.{key}: {error}") from None
+
+
+def _rules(tables) -> list[Rule]:
+    from gateway.config import ConfigError
+
+    rules = []
+    for number, table in enumerate(tables, 1):
+        try:
+            if not isinstance(table, dict):
+                raise ValueError("each rule is a table: {network = ..., filter = ..., max_events = ...}")
+            rules.append(Rule.from_config(table))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"vtp.subscriber_rules #{number}: {error}") from None
+    return rules
+
+
+def vtp_services(config: dict, pipeline, reactor=None) -> tuple[Optional[Broker], list]:
+    """(broker sink or None, services to start): the broker on ``vtp.broadcast``, the receiver on ``vtp.receive``,
+    one subscriber client per ``vtp.remotes`` entry. The caller adds the broker to the router."""
+    if reactor is None:
+        from twisted.internet import reactor
+    vtp = config["vtp"]
+    tls = TLSFiles(vtp["tls_cert"], vtp["tls_key"], vtp["tls_ca"])
+    services, broker = [], None
+    if vtp["broadcast"]:
+        broker = Broker(vtp["local_ivo"], clock=reactor, iamalive_interval=vtp["iamalive_interval"],
+                        max_frame_bytes=vtp["max_frame_bytes"], buffer_bytes=vtp["subscriber_buffer_bytes"],
+                        buffer_events=vtp["subscriber_buffer_events"],
+                        whitelist=_whitelist(vtp["subscriber_whitelist"], "subscriber_whitelist"),
+                        rules=_rules(vtp["subscriber_rules"]))
+        service = StreamServerEndpointService(vtp_server_endpoint(reactor, vtp["broadcast"], tls), broker)
+        service.setName("vtp-broadcast")
+        services.append(service)
+    if vtp["receive"]:
+        receiver = Receiver(pipeline, vtp["local_ivo"], clock=reactor,
+                            whitelist=_whitelist(vtp["author_whitelist"], "author_whitelist"),
+                            max_frame_bytes=vtp["max_frame_bytes"], idle_timeout=vtp["author_idle_timeout"],
+                            has_ivorn=getattr(pipeline, "has_ivorn", None))
+        service = StreamServerEndpointService(vtp_server_endpoint(reactor, vtp["receive"], tls), receiver)
+        service.setName("vtp-receive")
+        service.receiver = receiver
+        services.append(service)
+    filters = [vtp["filter"]] if vtp["filter"] else []
+    for remote in vtp["remotes"]:
+        services.append(subscriber_service(reactor, remote, pipeline, vtp["local_ivo"], filters, tls=tls,
+                                           max_frame_bytes=vtp["max_frame_bytes"],
+                                           alive_timeout=vtp["remote_alive_timeout"]))
+    return broker, services

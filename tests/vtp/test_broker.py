@@ -1,0 +1,211 @@
+"""The broker, protocol level: StringTransport peers and a task.Clock, no sockets."""
+
+import tracemalloc
+from datetime import datetime, timezone
+
+import pytest
+from twisted.internet import task
+from twisted.logger import LogLevel, globalLogPublisher
+
+from gateway.event import Event
+from gateway.vtp import messages
+from gateway.vtp.access import Rule, Whitelist
+from gateway.vtp.broker import Broker
+from vtp.vtpkit import connect, framed, ivorn, roles, voevent, written
+
+NOW = datetime(2026, 11, 24, tzinfo=timezone.utc)
+
+
+def event(local_id, mag=18.5):
+    return Event(ivorn=ivorn(local_id), role="test", received=NOW, xml=voevent(local_id, mag), origin="test")
+
+
+@pytest.fixture
+def clock():
+    return task.Clock()
+
+
+@pytest.fixture
+def broker(clock):
+    b = Broker("ivo://vtp.test/broker", clock=clock, iamalive_interval=60.0, buffer_events=50, buffer_bytes=200_000)
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def logged():
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+def texts(log_events, level=None):
+    from twisted.logger import formatEvent
+
+    return [formatEvent(e) for e in log_events if level is None or e.get("log_level") == level]
+
+
+def reply(proto, data: bytes):
+    proto.dataReceived(framed(data))
+
+
+def test_authenticate_on_connect_then_every_event(broker):
+    proto, transport = connect(broker)
+    sent = written(transport)
+    assert roles(sent) == ["authenticate"]
+    assert messages.parse_message(sent[0]).origin == "ivo://vtp.test/broker"
+    for n in range(3):
+        broker.accept(event(f"e{n}"))
+    assert written(transport) == [voevent(f"e{n}") for n in range(3)]
+    assert proto.sent == 3 and broker.deliveries == 3
+
+
+def test_subscriber_xpath_filter_is_honoured(broker):
+    bright, _ = connect(broker)
+    everything, all_transport = connect(broker, port=40001)
+    bright_transport = bright.transport
+    reply(bright, messages.authenticate_response("ivo://sub/bright", "ivo://vtp.test/broker",
+                                                 ["//Param[@name='mag' and @value < 18]"], 0))
+    written(bright_transport), written(all_transport)
+    broker.accept(event("faint", 19.0))
+    broker.accept(event("bright", 17.0))
+    assert written(bright_transport) == [voevent("bright", 17.0)]
+    assert len(written(all_transport)) == 2
+    assert bright.filtered == 1 and bright.remote_ivo == "ivo://sub/bright"
+
+
+def test_invalid_filter_is_logged_and_ignored(broker, logged):
+    proto, transport = connect(broker)
+    reply(proto, messages.authenticate_response("ivo://s", "ivo://b", ["//[[["], 0))
+    assert proto.filters == []
+    assert any("invalid XPath" in t for t in texts(logged))
+
+
+def test_acks_are_matched_to_ivorns_and_missed_events_counted(broker, clock):
+    proto, transport = connect(broker)
+    for n in range(4):
+        broker.accept(event(f"a{n}"))
+    reply(proto, messages.ack("ivo://s", ivorn("a2"), 0))
+    reply(proto, messages.ack("ivo://s", ivorn("a0"), 0))
+    reply(proto, messages.ack("ivo://s", ivorn("never-sent"), 0))  # not counted
+    reply(proto, messages.nak("ivo://s", ivorn("a1"), "not for me", 0))
+    assert (proto.acked, proto.naked, proto.missed) == (2, 1, 1)
+    assert list(proto.outstanding) == [ivorn("a3")]
+    # answering iamalive keeps it connected; a3 is never acked: missed after ack_timeout (2 intervals)
+    for _ in range(3):
+        clock.advance(60)
+        reply(proto, messages.iamalive_response("ivo://s", "ivo://vtp.test/broker", 0))
+    assert proto.missed == 2 and not proto.outstanding
+    assert not transport.disconnecting and proto in broker.subscribers
+
+
+def test_subscriber_that_never_acks_stays_bounded(broker):
+    proto, transport = connect(broker)
+    for n in range(500):
+        broker.accept(event(f"n{n}"))
+        transport.clear()
+    assert len(proto.outstanding) <= broker.buffer_events
+    assert proto.missed == 500 - broker.buffer_events
+    assert proto in broker.subscribers
+
+
+def test_iamalive_every_interval_and_a_silent_subscriber_is_dropped(broker, clock, logged):
+    talker, talker_transport = connect(broker)
+    mute, mute_transport = connect(broker, port=40001)
+    written(talker_transport), written(mute_transport)
+    clock.advance(59.9)
+    assert written(mute_transport) == []
+    clock.advance(0.1)
+    assert roles(written(mute_transport)) == ["iamalive"]
+    assert roles(written(talker_transport)) == ["iamalive"]
+    reply(talker, messages.iamalive_response("ivo://talker", "ivo://vtp.test/broker", 0))
+    clock.advance(60)
+    assert mute_transport.disconnecting and mute not in broker.subscribers
+    assert not talker_transport.disconnecting and roles(written(talker_transport)) == ["iamalive"]
+    assert broker.dropped_silent == 1
+    assert any("did not answer iamalive" in t for t in texts(logged))
+
+
+def test_slow_subscriber_is_disconnected_and_logged_others_keep_receiving(broker, logged):
+    slow, slow_transport = connect(broker)
+    fast, fast_transport = connect(broker, port=40001)
+    written(fast_transport)
+    slow.pauseProducing()  # what Twisted does when the socket buffer is full: the subscriber reads nothing
+    tracemalloc.start()
+    for n in range(200):
+        broker.accept(event(f"s{n}"))
+        assert slow.queued_bytes <= broker.buffer_bytes and len(slow.queue) <= broker.buffer_events
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert slow_transport.disconnecting and slow not in broker.subscribers
+    assert broker.dropped_slow == 1 and slow.missed >= broker.buffer_events
+    assert len(written(fast_transport)) == 200
+    assert peak < 2 * broker.buffer_bytes
+    assert any("slow-subscriber policy" in t for t in texts(logged, LogLevel.warn))
+
+
+def test_paused_subscriber_gets_its_queue_when_it_resumes(broker):
+    proto, transport = connect(broker)
+    written(transport)
+    proto.pauseProducing()
+    for n in range(10):
+        broker.accept(event(f"q{n}"))
+    assert written(transport) == [] and len(proto.queue) == 10
+    proto.resumeProducing()
+    assert written(transport) == [voevent(f"q{n}") for n in range(10)]
+    assert proto.queued_bytes == 0
+
+
+def test_subscriber_whitelist_by_network(clock, logged):
+    broker = Broker("ivo://b", clock=clock, whitelist=Whitelist(["10.0.0.0/8"]))
+    outsider, outsider_transport = connect(broker, host="192.168.1.5")
+    insider, insider_transport = connect(broker, host="10.1.2.3")
+    assert outsider_transport.disconnecting and outsider_transport.value() == b""
+    assert roles(written(insider_transport)) == ["authenticate"]
+    assert broker.subscribers == {insider} and broker.refused == 1
+    assert any("subscriber whitelist" in t for t in texts(logged))
+
+
+def test_server_side_rule_filter_and_cap(clock):
+    rules = [Rule(network="10.0.0.0/8", filter="//Param[@name='mag' and @value < 18]", max_events=2, window=30.0)]
+    broker = Broker("ivo://b", clock=clock, rules=rules)
+    ruled, ruled_transport = connect(broker, host="10.0.0.7")
+    free, free_transport = connect(broker, host="127.0.0.1")
+    written(ruled_transport), written(free_transport)
+    broker.accept(event("faint", 19.0))
+    for n in range(4):
+        broker.accept(event(f"b{n}", 17.0))
+    assert written(ruled_transport) == [voevent("b0", 17.0), voevent("b1", 17.0)]
+    assert (ruled.filtered, ruled.capped) == (1, 2)
+    assert len(written(free_transport)) == 5
+    clock.advance(30)  # a new window
+    broker.accept(event("b9", 17.0))
+    assert written(ruled_transport) == [voevent("b9", 17.0)]
+
+
+def test_events_from_a_subscriber_and_garbage_are_ignored(broker, logged):
+    proto, transport = connect(broker)
+    written(transport)
+    reply(proto, voevent("sneaky"))
+    reply(proto, b"garbage")
+    reply(proto, b'<Transport role="dance"/>')
+    assert proto in broker.subscribers and written(transport) == []
+    assert any("unknown Transport role" in t for t in texts(logged))
+
+
+def test_oversized_event_is_not_broadcast_and_comet_cap_is_warned(clock, logged):
+    broker = Broker("ivo://b", clock=clock, max_frame_bytes=150_000)
+    proto, transport = connect(broker)
+    written(transport)
+    big = event("big")
+    padded = Event(ivorn=big.ivorn, role="test", received=NOW,
+                   xml=big.xml.replace(b"</How>", b"<!--" + b"x" * 120_000 + b"--></How>"))
+    broker.accept(padded)
+    assert broker.over_comet_cap == 1 and len(written(transport)) == 1
+    huge = Event(ivorn=big.ivorn, role="test", received=NOW,
+                 xml=big.xml.replace(b"</How>", b"<!--" + b"x" * 200_000 + b"--></How>"))
+    broker.accept(huge)
+    assert broker.too_large == 1 and written(transport) == []
+    assert any("Comet-based subscribers" in t for t in texts(logged))
