@@ -32,10 +32,11 @@ class SendResult:
     ivorn: str
     accepted: bool
     reason: str = ""
+    nakd: bool = False  # the receiver answered nak (as opposed to: no answer at all)
 
     @property
     def verdict(self) -> str:
-        return "ack" if self.accepted else "nak" if self.reason.startswith("nak") else "failed"
+        return "ack" if self.accepted else "nak" if self.nakd else "failed"
 
 
 class _Closed(Exception):
@@ -80,8 +81,8 @@ class AuthorProtocol(FrameProtocol):
         waiting, self.waiting = self.waiting, None
         if waiting is not None:
             accepted = message.role == "ack"
-            reason = "" if accepted else f"nak: {message.result or 'no reason given'}"
-            waiting.callback(SendResult(self.ivorn, accepted, reason))
+            reason = "" if accepted else message.result or "no reason given"
+            waiting.callback(SendResult(self.ivorn, accepted, reason, nakd=not accepted))
 
     def connectionLost(self, reason=protocol.connectionDone):
         self.lost = True
@@ -123,16 +124,17 @@ def send_events(endpoint, xml_list, local_ivo: str = "ivo://vogateway.local/auth
         result = None
         for attempt in (1, 2):  # a receiver that closes after each submission is reconnected to once
             if connection is None or connection.lost:
+                failure = None
                 try:
                     connection = yield connectProtocol(endpoint, AuthorProtocol()).addTimeout(timeout, reactor)
                 except (defer.TimeoutError, defer.CancelledError):
-                    result = SendResult(ivorn, False, f"connection timed out after {timeout:g} s")
+                    failure = f"connection timed out after {timeout:g} s"
                 except (net_error.ConnectError, OSError) as error:
-                    result = SendResult(ivorn, False, f"connection failed: {error}")
-                if result is not None:
+                    failure = f"connection failed: {error}"
+                if failure is not None:
                     # the remaining events would meet the same refusal: say so without retrying each
-                    results.append(result)
-                    results.extend(SendResult(_safe_ivorn(p, max_frame_bytes), False, result.reason)
+                    results.append(SendResult(ivorn, False, failure))
+                    results.extend(SendResult(_safe_ivorn(p, max_frame_bytes), False, failure)
                                    for p in payloads[index + 1:])
                     return results
                 connection.max_frame_bytes = max_frame_bytes
@@ -189,7 +191,7 @@ def send_main(argv) -> int:
         d = send_events(args.remote, payloads, args.local_ivo, args.timeout, reactor,
                         tls=TLSFiles(getattr(args, "tls_cert", "") or "", getattr(args, "tls_key", "") or "",
                                      getattr(args, "tls_ca", "") or ""))
-        d.addCallback(outcome.setdefault, "results")
+        d.addCallback(lambda results: outcome.setdefault("results", results))
         d.addErrback(lambda failure: outcome.setdefault("error", failure))
         d.addBoth(lambda _: reactor.stop())
 

@@ -222,3 +222,14 @@ def test_a_thousand_connections_opened_and_dropped(node):
         yield until(lambda: me.num_fds() <= fds_before + 5, what="file descriptors released")
     finally:
         yield service.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_send_times_out_on_a_receiver_that_never_answers():
+    port = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+        protocol.Factory.forProtocol(protocol.Protocol))
+    try:
+        results = yield send_events(f"127.0.0.1:{port.getHost().port}", [voevent("t1"), voevent("t2")], timeout=0.3)
+        assert [(r.verdict, r.reason) for r in results] == [("failed", "no reply within 0.3 s")] * 2
+    finally:
+        yield port.stopListening()
