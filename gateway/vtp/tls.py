@@ -100,8 +100,10 @@ def peer_identity(transport) -> Optional[str]:
         return None
     if certificate is None:
         return None
-    common_name = certificate.get_subject().commonName
-    return common_name or None
+    from cryptography.x509.oid import NameOID
+
+    names = certificate.to_cryptography().subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
 
 
 def is_tls(transport) -> bool:
