@@ -13,6 +13,7 @@ reports ``ra=None`` and the converter rejects it.
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 from typing import BinaryIO, Iterator, Union
 
@@ -37,6 +38,9 @@ def _reason(error: Exception) -> str:
         return f"invalid UTF-8: {error}"
     if isinstance(error, (EOFError, StopIteration)):
         return f"truncated Avro: {error or 'unexpected end of data'}"
+    if isinstance(error, (IndexError, struct.error)):
+        # fastavro reads past the end of a cut buffer this way too (or a union index points nowhere)
+        return f"truncated or corrupt Avro: {error}"
     return f"undecodable Avro: {error!r}"
 
 

@@ -1,8 +1,6 @@
 """fields: the survey-independent view, for every Rubin schema version's sample alert and the real ZTF alerts."""
 
-import glob
 import math
-import os
 
 import fastavro
 import pytest
@@ -10,18 +8,10 @@ import pytest
 from gateway.alerts import Alert
 from gateway.alerts import fields
 
-ZTF_DIR = "/work/shared/data/ztf"
+from alertdata import rubin_files, version_key, ztf_real_files
 
-
-def rubin_samples():
-    """(version, path) of lsst-alert-packet's fakeAlert.avro for every version it ships."""
-    packet = pytest.importorskip("lsst.alert.packet")
-    root = os.path.join(os.path.dirname(packet.__file__), "schema")
-    found = []
-    for path in sorted(glob.glob(os.path.join(root, "*", "*", "sample_data", "fakeAlert.avro"))):
-        major, minor = path.split(os.sep)[-4:-2]
-        found.append((f"{major}.{minor}", path))
-    return found
+ZTF_FILES = ztf_real_files()
+RUBIN_FILES = rubin_files()
 
 
 def load(path, survey, version=None):
@@ -30,22 +20,13 @@ def load(path, survey, version=None):
         records = list(reader)
     if version is None:
         version = records[0]["schemavsn"]
-    return [Alert(survey, version, r, source=path, position=i) for i, r in enumerate(records)]
+    return [Alert(survey, version, r, source=str(path), position=i) for i, r in enumerate(records)]
 
 
-def pytest_generate_tests(metafunc):
-    if "rubin_alert" in metafunc.fixturenames:
-        try:
-            samples = rubin_samples()
-        except pytest.skip.Exception:
-            samples = []
-        metafunc.parametrize("rubin_sample", samples, ids=[v for v, _ in samples])
-
-
-@pytest.fixture
-def rubin_alert(rubin_sample):
-    version, path = rubin_sample
-    return load(path, "rubin", version)[0]
+@pytest.fixture(params=sorted(RUBIN_FILES, key=version_key))
+def rubin_alert(request):
+    """lsst-alert-packet's fake alert of each schema version (bundled under samples/rubin/M.m/)."""
+    return load(RUBIN_FILES[request.param], "rubin", request.param)[0]
 
 
 def test_rubin_detection(rubin_alert):
@@ -139,10 +120,7 @@ def test_negative_flux_has_no_magnitude(rubin_alert):
     assert det.psf_flux == -500.0 and det.mag is None and det.mag_err is None
 
 
-ZTF_FILES = sorted(glob.glob(os.path.join(ZTF_DIR, "*.avro")))
-
-
-@pytest.mark.parametrize("path", ZTF_FILES, ids=[os.path.basename(p) for p in ZTF_FILES])
+@pytest.mark.parametrize("path", ZTF_FILES, ids=[p.name for p in ZTF_FILES])
 def test_ztf(path):
     (alert,) = load(path, "ztf")
     c = alert.record["candidate"]
@@ -176,7 +154,7 @@ def test_ztf(path):
 
 def test_ztf_upper_limits_and_detections_split():
     # 3.2 file mixes detections (with candid) and upper limits (candid null)
-    (alert,) = load(os.path.join(ZTF_DIR, "2019_01_10_739260766315010006.avro"), "ztf")
+    (alert,) = load(next(p for p in ZTF_FILES if p.name.startswith("2019_01_10")), "ztf")
     detections, limits = fields.previous_detections(alert), fields.upper_limits(alert)
     assert detections and limits
     assert [d.mjd for d in detections] == sorted(d.mjd for d in detections)
@@ -208,3 +186,40 @@ def test_flux_mag_roundtrip():
     mag, mag_err = fields.flux_to_mag(flux, err)
     assert mag == pytest.approx(20.0) and mag_err == pytest.approx(0.1)
     assert fields.flux_to_mag(0.0) == (None, None) and fields.flux_to_mag(float("nan")) == (None, None)
+
+
+@pytest.mark.parametrize("version", sorted(RUBIN_FILES, key=version_key))
+def test_simulated_rubin_samples_repeat_objects(version):
+    alerts = load(RUBIN_FILES[version].with_name("simulated.avro"), "rubin", version)
+    keys = [fields.object_key(a) for a in alerts]
+    repeated = keys[0]
+    assert keys.count(repeated) == 3 and repeated.startswith("diaObject:")
+    series = [a for a in alerts if fields.object_key(a) == repeated]
+    assert [fields.n_previous(a) for a in series] == [0, 1, 2]
+    mjds = [fields.detection(a).mjd for a in series]
+    assert mjds == sorted(mjds) and 60000 < mjds[0] < 62000  # real MJDs (TAI)
+    # the earlier detections shipped with the latest alert are the earlier alerts' sources
+    assert [d.source_id for d in fields.previous_detections(series[-1])] == [fields.alert_id(a) for a in series[:2]]
+    assert len({fields.alert_id(a) for a in alerts}) == len(alerts)
+    negative = [fields.detection(a) for a in alerts if fields.detection(a).psf_flux < 0]
+    assert len(negative) == 1 and negative[0].mag is None
+    assert [fields.is_solar_system(a) for a in alerts].count(True) == 1
+    assert any(k.startswith("ssObject:") for k in keys)
+
+
+def test_simulated_ztf_samples():
+    path = ZTF_FILES[0].with_name("simulated.avro")
+    alerts = load(path, "ztf")
+    assert len(alerts) >= 15
+    by_object = {}
+    for alert in alerts:
+        by_object.setdefault(fields.object_key(alert), []).append(alert)
+    assert max(len(v) for v in by_object.values()) >= 3
+    for series in by_object.values():
+        assert [fields.n_previous(a) for a in series] == list(range(len(series)))
+        assert all(fields.upper_limits(a) or fields.n_previous(a) == 0 for a in series)
+    detections = [fields.detection(a) for a in alerts]
+    assert all(15 <= d.mag <= 21.5 and d.band in ("g", "r", "i") for d in detections)
+    assert all(58484 <= d.mjd <= 60676 for d in detections)  # 2019 ... 2024
+    assert sum(fields.is_solar_system(a) for a in alerts) == 1
+    assert any(d.is_negative for d in detections)
