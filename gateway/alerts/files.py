@@ -1,0 +1,270 @@
+"""Alerts from files: Avro container files and directories of them, once each, across restarts.
+
+:func:`iter_inputs` is the plain iterator (``vogateway convert``); :class:`DirectorySource` is the service
+(``vogateway serve``): it feeds every alert to the pipeline without freezing the reactor, keeps a bounded number
+of alerts in flight, and marks a file finished (in ``<state_dir>/files-done.json``, keyed by absolute path, size
+and modification time) only once every alert of it has been handled downstream, so a restart does not redo
+finished files, and a file whose alerts could not all be delivered is read again.
+
+In a directory, hidden files (".*") and documentation beside the data (``README*``, ``manifest.json``) are
+skipped; any other file that is not an Avro container is reported as rejected.
+
+Simulated data: a ``manifest.json`` in the file's folder or any folder above it may list simulated files
+(``{"simulated": ["sub/dir/", "file.avro"]}``, paths relative to the manifest; a trailing "/" covers a whole
+folder). Alerts from those files get ``simulated=True`` unless the caller says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Union
+
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from gateway.alerts import Alert, AlertError
+from gateway.alerts.decode import read_container
+
+log = Logger()
+
+MANIFEST = "manifest.json"
+CHECKPOINTS = "files-done.json"
+
+
+def _skipped(path: Path) -> bool:
+    name = path.name
+    return name.startswith(".") or name.startswith("README") or name == MANIFEST
+
+
+def _files(path: Path) -> list[Path]:
+    """The files of one input: itself, or everything below a directory, sorted."""
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and not _skipped(p)
+                      and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    return [path]
+
+
+@lru_cache(maxsize=256)
+def _manifest(folder: Path) -> Optional[tuple[str, ...]]:
+    candidate = folder / MANIFEST
+    try:
+        with open(candidate, encoding="utf-8") as handle:
+            listed = json.load(handle).get("simulated", [])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AttributeError) as error:
+        log.warn("ignoring unreadable {path}: {error}", path=str(candidate), error=error)
+        return None
+    return tuple(str(entry) for entry in listed)
+
+
+def is_simulated(path: Union[str, Path]) -> bool:
+    """True when a ``manifest.json`` above ``path`` lists it (or a folder holding it) as simulated."""
+    path = Path(path).resolve()
+    for folder in path.parents:
+        listed = _manifest(folder)
+        if listed is None:
+            continue
+        relative = path.relative_to(folder).as_posix()
+        return any(relative == entry or (entry.endswith("/") and relative.startswith(entry)) for entry in listed)
+    return False
+
+
+def iter_inputs(paths: Iterable[Union[str, Path]], simulated: Optional[bool] = None,
+                ) -> Iterator[Union[Alert, AlertError]]:
+    """Every alert of every file and directory in ``paths``, in order, and an AlertError for each problem.
+
+    ``simulated``: force the flag on every alert; None: take it from a manifest.json (see module doc).
+    """
+    for name in paths:
+        path = Path(name)
+        if not path.exists():
+            yield AlertError(str(path), None, "no such file or directory")
+            continue
+        for file in _files(path):
+            flag = is_simulated(file) if simulated is None else simulated
+            yield from read_container(file, str(file), flag)
+
+
+def _signature(path: Path) -> Optional[tuple[int, int]]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+class Checkpoints:
+    """Files finished, in a small JSON file: absolute path -> [size, mtime_ns]. Written atomically."""
+
+    def __init__(self, state_dir: Union[str, Path]):
+        self.path = Path(state_dir) / CHECKPOINTS
+        try:
+            self._done = {key: tuple(value) for key, value in json.loads(self.path.read_text()).items()}
+        except FileNotFoundError:
+            self._done = {}
+        except (OSError, ValueError) as error:
+            # a damaged checkpoint file means "redo", never "crash": the dedup makes redoing safe
+            log.warn("ignoring unreadable checkpoint file {path}: {error}", path=str(self.path), error=error)
+            self._done = {}
+
+    def done(self, path: Path, signature) -> bool:
+        return self._done.get(str(path)) == signature
+
+    def mark(self, path: Path, signature) -> None:
+        self._done[str(path)] = signature
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({key: list(value) for key, value in self._done.items()}, indent=0))
+        os.replace(temporary, self.path)
+
+
+class DirectorySource(Service):
+    """Reads Avro files and directories into ``pipeline`` (``ingest_alert`` / ``reject``), each file once.
+
+    ``watch``: rescan every ``interval`` seconds for new or changed files (a file is taken once its size and
+    modification time did not change between two scans, so half-written files are not read).
+    ``max_in_flight``: alerts handed to the pipeline whose Deferred has not fired yet; reading pauses beyond.
+    ``finished`` fires (with the number of files read) when a non-watching source has handled all its input.
+    """
+
+    name = "files"
+
+    def __init__(self, paths, pipeline, state_dir, watch: bool = False, interval: float = 2.0, clock=None,
+                 simulated: Optional[bool] = None, max_in_flight: int = 200):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.paths = [Path(p).resolve() for p in paths]
+        self.pipeline, self.watch, self.interval, self.clock = pipeline, watch, interval, clock
+        self.simulated, self.max_in_flight = simulated, max_in_flight
+        self.checkpoints = Checkpoints(state_dir)
+        self.finished = defer.Deferred()
+        self.files_read = 0
+        self._queue: deque[tuple[Path, tuple]] = deque()
+        self._queued: set[Path] = set()
+        self._seen: dict[Path, tuple] = {}  # watch mode: signature at the previous scan
+        self._reported_missing: set[Path] = set()
+        self._in_flight = 0
+        self._pending: set[defer.Deferred] = set()
+        self._slot: Optional[defer.Deferred] = None
+        self._task = None
+        self._loop = None
+        self._cooperator = None
+
+    # -- service -------------------------------------------------------------------------------------------------
+
+    def startService(self):
+        super().startService()
+        # the cooperator gives the reactor a turn between alerts; scheduled on our clock (testable)
+        self._cooperator = task.Cooperator(scheduler=lambda work: self.clock.callLater(0, work))
+        if self.watch:
+            self._loop = task.LoopingCall(self._scan)
+            self._loop.clock = self.clock
+            self._loop.start(self.interval, now=True).addErrback(self._failed)
+        else:
+            self._scan()
+
+    def stopService(self):
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._task is not None:
+            try:
+                self._task.stop()
+            except (task.TaskDone, task.TaskStopped, task.TaskFailed):
+                pass
+        self._cooperator.stop()
+        # let the alerts already handed to the pipeline finish; their files stay unfinished and are read again
+        return defer.DeferredList(list(self._pending), consumeErrors=True)
+
+    def _failed(self, failure):
+        log.failure("file source failed", failure)
+
+    # -- scanning --------------------------------------------------------------------------------------------------
+
+    def _scan(self):
+        for root in self.paths:
+            if not root.exists():
+                if root not in self._reported_missing:
+                    self._reported_missing.add(root)
+                    self.pipeline.reject(AlertError(str(root), None, "no such file or directory"))
+                continue
+            for path in _files(root):
+                signature = _signature(path)
+                if signature is None or path in self._queued or self.checkpoints.done(path, signature):
+                    continue
+                if self.watch:
+                    previous, self._seen[path] = self._seen.get(path), signature
+                    if previous != signature:
+                        continue  # new or still growing: take it at the next scan if unchanged
+                self._queue.append((path, signature))
+                self._queued.add(path)
+        if self._queue and self._task is None:
+            self._task = self._cooperator.cooperate(self._work())
+            self._task.whenDone().addBoth(self._work_done)
+        elif not self._queue and self._task is None and not self.watch and not self.finished.called:
+            self.finished.callback(self.files_read)
+
+    def _work_done(self, result):
+        self._task = None
+        if self.running:
+            if self._queue:
+                self._scan()
+            elif not self.watch and not self.finished.called:
+                self.finished.callback(self.files_read)
+        return None
+
+    # -- reading ---------------------------------------------------------------------------------------------------
+
+    def _work(self):
+        """A cooperative task: yields between alerts, and a Deferred when it must wait (back-pressure)."""
+        while self._queue and self.running:
+            path, signature = self._queue.popleft()
+            simulated = is_simulated(path) if self.simulated is None else self.simulated
+            delivered: list[defer.Deferred] = []
+            for item in read_container(path, str(path), simulated):
+                if isinstance(item, AlertError):
+                    self.pipeline.reject(item)
+                    continue
+                while self._in_flight >= self.max_in_flight:
+                    self._slot = defer.Deferred()
+                    yield self._slot
+                delivered.append(self._deliver(item))
+                yield None
+                if not self.running:
+                    return
+            self.files_read += 1
+            yield defer.DeferredList(delivered, consumeErrors=True).addCallback(self._file_done, path, signature)
+
+    def _deliver(self, alert: Alert) -> defer.Deferred:
+        self._in_flight += 1
+        delivery = defer.maybeDeferred(self.pipeline.ingest_alert, alert)
+        self._pending.add(delivery)
+
+        def release(result):
+            self._in_flight -= 1
+            self._pending.discard(delivery)
+            if self._slot is not None and self._in_flight < self.max_in_flight:
+                slot, self._slot = self._slot, None
+                slot.callback(None)
+            return result
+
+        return delivery.addBoth(release)
+
+    def _file_done(self, results, path: Path, signature):
+        self._queued.discard(path)
+        failures = [outcome for ok, outcome in results if not ok]
+        if failures:
+            # not marked finished: the file is read again at the next scan or restart (the dedup drops
+            # what did get through)
+            log.warn("{path}: {n} alerts not handled downstream ({error}); the file will be read again",
+                     path=str(path), n=len(failures), error=failures[0].getErrorMessage())
+            self._seen.pop(path, None)
+            return
+        self.checkpoints.mark(path, signature)
+        log.debug("{path}: done", path=str(path))
