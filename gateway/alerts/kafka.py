@@ -1,0 +1,304 @@
+"""Alerts (or VOEvents) from Kafka topics, committed only once handled downstream.
+
+A confluent-kafka Consumer runs in its own thread, never the reactor's: it polls, decodes the Confluent
+wire format there (a schema-registry request, when needed, blocks only that thread), and hands each result to
+the reactor with ``callFromThread``. The reactor passes it to ``pipeline.ingest_alert`` (or, with
+``payload="voevent"``, the raw XML to ``pipeline.ingest_voevent``, as GCN publishes on
+``gcn.classic.voevent.*``). An offset is committed only when the pipeline's Deferred has fired for it and for
+every earlier offset of its partition; auto-commit is always off.
+
+- Undecodable messages are rejected (``pipeline.reject``, counted and logged, naming
+  ``kafka://topic[partition]`` and the offset) and committed: they would fail again.
+- A pipeline failure (a sink is down) is retried with backoff (1 s, doubling, up to 60 s) while the
+  source runs; until it succeeds its partition's offset is not committed past it, so after a restart the
+  message is delivered again.
+- At most ``max_in_flight`` messages are in the pipeline at once; beyond that the consumer pauses its
+  partitions (it keeps polling, so it stays in its group) and resumes when the pipeline catches up.
+
+``settings`` go to librdkafka unchanged (``security.protocol``, ``sasl.*``, ``ssl.*``, ``session.timeout.ms``,
+``auto.offset.reset``, ...), so SASL_SSL with OAUTHBEARER/OIDC for Rubin or GCN needs no code here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Iterable, Optional, Union
+from urllib.parse import unquote
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from gateway.alerts import AlertError
+from gateway.alerts.decode import MAX_PACKET_BYTES, decode_wire
+from gateway.alerts.schemas import SchemaLibrary
+
+log = Logger()
+
+PAYLOADS = ("avro", "voevent")
+RETRY_FIRST, RETRY_MAX = 1.0, 60.0
+
+
+def parse_kafka_url(url: str) -> tuple[str, list[str]]:
+    """``kafka://b1:9092,b2:9092/topic1,topic2`` -> ("b1:9092,b2:9092", ["topic1", "topic2"])."""
+    prefix = "kafka://"
+    if not url.startswith(prefix):
+        raise ValueError(f"not a kafka:// URL: {url!r}")
+    brokers, _, topics = url[len(prefix):].partition("/")
+    broker_list = [b for b in brokers.split(",") if b]
+    topic_list = [unquote(t) for t in topics.strip("/").split(",") if t]
+    if not broker_list:
+        raise ValueError(f"kafka URL without a broker: {url!r} (expected kafka://HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC])")
+    if not topic_list:
+        raise ValueError(f"kafka URL without a topic: {url!r} (expected kafka://HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC])")
+    return ",".join(broker_list), topic_list
+
+
+class _Partition:
+    """Offsets of one partition in flight, in order; knows how far it may commit."""
+
+    def __init__(self):
+        self.offsets: deque[int] = deque()
+        self.done: set[int] = set()
+
+    def add(self, offset: int) -> None:
+        self.offsets.append(offset)
+
+    def finish(self, offset: int) -> Optional[int]:
+        """Mark ``offset`` handled; the offset to commit (next to read) if the front moved, else None."""
+        self.done.add(offset)
+        commit = None
+        while self.offsets and self.offsets[0] in self.done:
+            self.done.discard(self.offsets[0])
+            commit = self.offsets.popleft() + 1
+        return commit
+
+
+class KafkaSource(Service):
+    """Consumes ``topics`` from ``brokers`` into ``pipeline``; see the module docstring.
+
+    ``library`` resolves wire-format schema ids (default: offline schemas only). ``reactor`` is used for
+    callFromThread and retry timers.
+    """
+
+    name = "kafka"
+
+    def __init__(self, brokers: Union[str, Iterable[str]], topics: Iterable[str], pipeline, group_id: str,
+                 settings: Optional[dict] = None, payload: str = "avro", library: Optional[SchemaLibrary] = None,
+                 reactor=None, max_in_flight: int = 500, max_packet_bytes: int = MAX_PACKET_BYTES,
+                 poll_timeout: float = 0.2):
+        if payload not in PAYLOADS:
+            raise ValueError(f"kafka payload must be one of {', '.join(PAYLOADS)}, not {payload!r}")
+        if reactor is None:
+            from twisted.internet import reactor
+        self.brokers = brokers if isinstance(brokers, str) else ",".join(brokers)
+        self.topics = list(topics)
+        self.pipeline, self.group_id, self.payload = pipeline, group_id, payload
+        self.library = library if library is not None else (SchemaLibrary() if payload == "avro" else None)
+        self.reactor, self.max_in_flight, self.max_packet_bytes = reactor, max_in_flight, max_packet_bytes
+        self.poll_timeout = poll_timeout
+        settings = dict(settings or {})
+        if str(settings.pop("enable.auto.commit", "false")).lower() not in ("false", "0"):
+            log.warn("kafka: ignoring enable.auto.commit=true: offsets are committed after the pipeline handled them")
+        self.config = {"bootstrap.servers": self.brokers, "group.id": group_id, **settings,
+                       "enable.auto.commit": False, "error_cb": self._kafka_error}
+        #: counters: messages received, rejected as undecodable, committed offsets, retries after failures
+        self.received = self.rejected = self.commits = self.retries = 0
+        #: (topic, partition) pairs this consumer currently owns
+        self.assignment: list[tuple[str, int]] = []
+        self._partitions: dict[tuple[str, int], _Partition] = {}
+        self._pending: set[defer.Deferred] = set()
+        self._retry_calls: set = set()
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._to_commit: dict[tuple[str, int], int] = {}
+        self._commit_lock = threading.Lock()
+        self._accepting = threading.Event()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._exited: Optional[defer.Deferred] = None
+
+    # -- service (reactor thread) --------------------------------------------------------------------------------
+
+    def startService(self):
+        super().startService()
+        from confluent_kafka import Consumer
+
+        consumer = Consumer(self.config)
+        # a new consumer starts from the committed offsets: nothing of a previous run is in flight
+        self._partitions.clear()
+        self._slots = threading.BoundedSemaphore(self.max_in_flight)
+        self._accepting.set()
+        self._stop.clear()
+        self._exited = defer.Deferred()
+        self._thread = threading.Thread(target=self._run, args=(consumer,), name=f"kafka {','.join(self.topics)}",
+                                        daemon=True)
+        self._thread.start()
+        log.info("kafka: consuming {topics} from {brokers} as group {group}", topics=",".join(self.topics),
+                 brokers=self.brokers, group=self.group_id)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Stop taking messages, let those in the pipeline finish, commit, close the consumer, join the thread."""
+        super().stopService()
+        self._accepting.clear()
+        for call in list(self._retry_calls):
+            if call.active():
+                call.cancel()
+        self._retry_calls.clear()
+        yield defer.DeferredList(list(self._pending), consumeErrors=True)
+        self._stop.set()
+        if self._exited is not None:
+            yield self._exited
+
+    # -- the consumer thread -------------------------------------------------------------------------------------
+
+    def _run(self, consumer) -> None:
+        backlog: deque = deque()
+        paused = False
+        try:
+            consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+            while not self._stop.is_set():
+                self._commit(consumer)
+                if not self._accepting.is_set():
+                    self._stop.wait(self.poll_timeout)
+                    continue
+                while backlog and self._slots.acquire(blocking=False):
+                    self._hand_over(backlog.popleft())
+                if backlog and not paused:
+                    consumer.pause(consumer.assignment())  # the pipeline is full: stop fetching, stay in the group
+                    paused = True
+                elif not backlog and paused:
+                    consumer.resume(consumer.assignment())
+                    paused = False
+                message = consumer.poll(self.poll_timeout)
+                if message is None:
+                    continue
+                if message.error():
+                    self._kafka_error(message.error())
+                    continue
+                backlog.append(message)
+            self._commit(consumer)
+        except Exception as error:  # a bug or a fatal client error: say so loudly, the service stays stoppable
+            self.reactor.callFromThread(log.error, "kafka consumer thread failed: {error!r}", error=error)
+        finally:
+            try:
+                consumer.close()
+            except Exception as error:
+                self.reactor.callFromThread(log.warn, "kafka: closing the consumer: {error!r}", error=error)
+            self.reactor.callFromThread(self._thread_exited)
+
+    def _hand_over(self, message) -> None:
+        """Decode (here, off the reactor) and pass the result to the reactor."""
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        value = message.value()
+        source = f"kafka://{topic}[{partition}]"
+        if self.payload == "voevent":
+            item = value if value else AlertError(source, offset, "empty message: no VOEvent")
+        elif value is None:
+            item = AlertError(source, offset, "empty message: no alert packet")
+        else:
+            try:
+                item = decode_wire(value, source, offset, self.library, max_packet_bytes=self.max_packet_bytes)
+            except AlertError as error:
+                item = error
+            except Exception as error:  # never lose a message to an unexpected decoder error
+                item = AlertError(source, offset, f"undecodable Avro: {error!r}")
+        self.reactor.callFromThread(self._handle, topic, partition, offset, item)
+
+    def _on_assign(self, consumer, partitions) -> None:
+        self.reactor.callFromThread(self._assigned, [(p.topic, p.partition) for p in partitions])
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        # called inside poll(), in our thread: commit what is done before another member takes the partitions
+        self._commit(consumer)
+        self.reactor.callFromThread(self._forget, [(p.topic, p.partition) for p in partitions])
+
+    def _commit(self, consumer) -> None:
+        with self._commit_lock:
+            if not self._to_commit:
+                return
+            todo, self._to_commit = self._to_commit, {}
+        from confluent_kafka import KafkaException, TopicPartition
+
+        offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in todo.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as error:
+            # e.g. the partition was reassigned: the new owner re-reads from the last commit (dedup keeps it safe)
+            self.reactor.callFromThread(log.warn, "kafka: commit failed: {error}", error=error.args[0])
+            return
+        self.reactor.callFromThread(self._committed, len(offsets))
+
+    def _kafka_error(self, error) -> None:
+        self.reactor.callFromThread(log.warn, "kafka: {error}", error=str(error))
+
+    # -- back in the reactor -------------------------------------------------------------------------------------
+
+    def _thread_exited(self) -> None:
+        if self._exited is not None and not self._exited.called:
+            self._exited.callback(None)
+
+    def _committed(self, count: int) -> None:
+        self.commits += count
+
+    def _handle(self, topic: str, partition: int, offset: int, item) -> None:
+        self.received += 1
+        self._partitions.setdefault((topic, partition), _Partition()).add(offset)
+        if isinstance(item, AlertError):
+            self.rejected += 1
+            self.pipeline.reject(item)
+            self._finish(topic, partition, offset)
+            return
+        self._attempt(topic, partition, offset, item, RETRY_FIRST)
+
+    def _attempt(self, topic, partition, offset, item, delay: float) -> None:
+        if self.payload == "voevent":
+            attempt = defer.maybeDeferred(self.pipeline.ingest_voevent, item, origin=f"kafka://{topic}")
+        else:
+            attempt = defer.maybeDeferred(self.pipeline.ingest_alert, item)
+        self._pending.add(attempt)
+
+        def succeeded(_):
+            self._pending.discard(attempt)
+            self._finish(topic, partition, offset)
+
+        def failed(failure):
+            self._pending.discard(attempt)
+            if not self.running:
+                log.warn("kafka://{topic}[{partition}] @ {offset}: not handled ({error}); stopping, so it is not "
+                         "committed and comes again after a restart", topic=topic, partition=partition,
+                         offset=offset, error=failure.getErrorMessage())
+                self._slots.release()
+                return
+            log.warn("kafka://{topic}[{partition}] @ {offset}: not handled ({error}); retrying in {delay} s",
+                     topic=topic, partition=partition, offset=offset, error=failure.getErrorMessage(), delay=delay)
+            self.retries += 1
+            call = None
+
+            def retry():
+                self._retry_calls.discard(call)
+                self._attempt(topic, partition, offset, item, min(delay * 2, RETRY_MAX))
+
+            call = self.reactor.callLater(delay, retry)
+            self._retry_calls.add(call)
+
+        attempt.addCallbacks(succeeded, failed)
+
+    def _assigned(self, keys) -> None:
+        self.assignment = sorted(set(self.assignment) | set(keys))
+        log.info("kafka: assigned {partitions}", partitions=", ".join(f"{t}[{p}]" for t, p in keys))
+
+    def _forget(self, keys) -> None:
+        self.assignment = [key for key in self.assignment if key not in keys]
+        # partitions taken away in a rebalance: whoever gets them re-reads from the last commit
+        for key in keys:
+            self._partitions.pop(key, None)
+
+    def _finish(self, topic: str, partition: int, offset: int) -> None:
+        self._slots.release()
+        tracked = self._partitions.get((topic, partition))
+        commit = tracked.finish(offset) if tracked is not None else None
+        if commit is not None:
+            with self._commit_lock:
+                self._to_commit[(topic, partition)] = commit

@@ -1,0 +1,228 @@
+"""KafkaSource against a real Kafka-protocol broker (Tansu on 127.0.0.1), with the real Pipeline."""
+
+import re
+import uuid
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, task
+
+from gateway.alerts import fields
+from gateway.alerts.decode import encode_wire
+from gateway.alerts.kafka import KafkaSource, parse_kafka_url
+from gateway.alerts.schemas import rubin_schema_id
+from gateway.event import Event, utcnow
+from gateway.pipeline import Pipeline, Router
+
+from alertdata import LIBRARY, first_record, rubin_files
+from kafka_broker import FAST_GROUP, kafka_broker  # noqa: F401  (the fixture)
+
+
+def convert(alert):
+    return Event(ivorn=f"ivo://test.kafka/alerts#{fields.alert_id(alert)}", role="test", received=utcnow(),
+                 xml=b"<VOEvent/>", alert=alert, origin=alert.source)
+
+
+def parse(xml, origin):
+    ivorn = re.search(rb'ivorn="([^"]+)"', xml)
+    if ivorn is None:
+        raise ValueError("no ivorn")
+    return Event(ivorn=ivorn[1].decode(), role="test", received=utcnow(), xml=xml, origin=origin)
+
+
+class RecordingSink:
+    """Accepts events; ``fail`` (a predicate on the event) makes accept fail; ``hold`` keeps Deferreds open."""
+
+    def __init__(self, fail=None, hold=False):
+        self.events, self.attempts, self.held = [], 0, []
+        self.fail, self.hold = fail, hold
+
+    def accept(self, event):
+        self.attempts += 1
+        if self.fail is not None and self.fail(event):
+            raise RuntimeError("sink is down")
+        self.events.append(event)
+        if self.hold:
+            self.held.append(defer.Deferred())
+            return self.held[-1]
+        return None
+
+
+def make_pipeline(sink):
+    return Pipeline(convert, parse, Router([sink]))
+
+
+def packets(count, start):
+    """``count`` wire-format Rubin packets (alternating 7.4 and 11.1) with alert ids start, start+1, ..."""
+    out = []
+    for n in range(count):
+        version = ("7.4", "11.1")[n % 2]
+        record, _ = first_record(rubin_files()[version])
+        key = "alertId" if "alertId" in record else "diaSourceId"
+        record = dict(record, **{key: start + n})
+        out.append(encode_wire(record, rubin_schema_id(version), LIBRARY.by_version("rubin", version)))
+    return out
+
+
+def source(broker, topic, pipeline, group, **kwargs):
+    from twisted.internet import reactor
+
+    settings = {"auto.offset.reset": "earliest", **FAST_GROUP}
+    return KafkaSource(broker.bootstrap, [topic], pipeline, group, settings=settings, library=LIBRARY,
+                       reactor=reactor, **kwargs)
+
+
+@defer.inlineCallbacks
+def until(condition, timeout=60.0, what="condition"):
+    from twisted.internet import reactor
+
+    for _ in range(int(timeout / 0.1)):
+        if condition():
+            return
+        yield task.deferLater(reactor, 0.1, lambda: None)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def sleep(seconds):
+    from twisted.internet import reactor
+
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+def fresh(name):
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def test_parse_kafka_url():
+    assert parse_kafka_url("kafka://b1:9092,b2:9092/topic1,topic2") == ("b1:9092,b2:9092", ["topic1", "topic2"])
+    assert parse_kafka_url("kafka://127.0.0.1:9092/gcn.classic.voevent.LVC_INITIAL") == (
+        "127.0.0.1:9092", ["gcn.classic.voevent.LVC_INITIAL"])
+    for bad in ("http://b:1/t", "kafka://b:1", "kafka://b:1/", "kafka:///t"):
+        with pytest.raises(ValueError):
+            parse_kafka_url(bad)
+
+
+@pytest_twisted.inlineCallbacks
+def test_alerts_flow_garbage_is_rejected_and_offsets_committed(kafka_broker):
+    topic, group = kafka_broker.create_topic(fresh("alerts")), fresh("group")
+    good = packets(5, 7_000_000)
+    kafka_broker.produce(topic, good[:3] + [b"\x01 not a wire-format packet"] + good[3:])
+    sink = RecordingSink()
+    pipeline = make_pipeline(sink)
+    consumer = source(kafka_broker, topic, pipeline, group)
+    consumer.startService()
+    try:
+        yield until(lambda: len(sink.events) == 5 and pipeline.stats.rejected_total == 1, what="5 events, 1 rejection")
+        yield until(lambda: kafka_broker.committed(topic, group) == 6, what="offset 6 committed")
+    finally:
+        yield consumer.stopService()
+    assert sorted(fields.alert_id(e.alert) for e in sink.events) == list(range(7_000_000, 7_000_005))
+    assert pipeline.stats.rejected == {"wrong magic byte": 1}
+    assert consumer.received == 6 and consumer.rejected == 1
+    assert {e.alert.source for e in sink.events} == {f"kafka://{topic}[0]"}
+    assert [e.alert.position for e in sink.events] == [0, 1, 2, 4, 5]
+    # a second consumer of the same group gets nothing new
+    again = RecordingSink()
+    second = source(kafka_broker, topic, make_pipeline(again), group)
+    second.startService()
+    try:
+        yield until(lambda: second.assignment, what="the second consumer joined the group")
+        yield sleep(2.0)
+    finally:
+        yield second.stopService()
+    assert again.events == [] and second.received == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failing_sink_keeps_the_offset_and_the_message_comes_again(kafka_broker):
+    topic, group = kafka_broker.create_topic(fresh("alerts")), fresh("group")
+    kafka_broker.produce(topic, packets(3, 8_000_000))
+    poison = "ivo://test.kafka/alerts#8000001"
+    sink = RecordingSink(fail=lambda event: event.ivorn == poison)
+    consumer = source(kafka_broker, topic, make_pipeline(sink), group)
+    consumer.startService()
+    try:
+        yield until(lambda: len(sink.events) == 2 and consumer.retries >= 1, what="two events and a retry")
+        yield until(lambda: kafka_broker.committed(topic, group) == 1, what="offset 1 committed")
+    finally:
+        yield consumer.stopService()
+    assert kafka_broker.committed(topic, group) == 1  # not past the failed message, though the next one went through
+
+    healed = RecordingSink()
+    restarted = source(kafka_broker, topic, make_pipeline(healed), group)
+    restarted.startService()
+    try:
+        yield until(lambda: len(healed.events) == 2, what="redelivery")
+        yield until(lambda: kafka_broker.committed(topic, group) == 3, what="offset 3 committed")
+    finally:
+        yield restarted.stopService()
+    assert [e.ivorn for e in healed.events] == [poison, "ivo://test.kafka/alerts#8000002"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failure_is_retried_while_running(kafka_broker):
+    topic, group = kafka_broker.create_topic(fresh("alerts")), fresh("group")
+    kafka_broker.produce(topic, packets(2, 9_000_000))
+    failures = {"left": 1}
+
+    def flaky(event):
+        if failures["left"]:
+            failures["left"] -= 1
+            return True
+        return False
+
+    sink = RecordingSink(fail=flaky)
+    consumer = source(kafka_broker, topic, make_pipeline(sink), group)
+    consumer.startService()
+    try:
+        yield until(lambda: kafka_broker.committed(topic, group) == 2, what="both committed after a retry")
+    finally:
+        yield consumer.stopService()
+    assert len(sink.events) == 2 and consumer.retries == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_back_pressure_bounds_messages_in_flight(kafka_broker):
+    topic, group = kafka_broker.create_topic(fresh("alerts")), fresh("group")
+    kafka_broker.produce(topic, packets(8, 9_100_000))
+    sink = RecordingSink(hold=True)
+    consumer = source(kafka_broker, topic, make_pipeline(sink), group, max_in_flight=3)
+    consumer.startService()
+    try:
+        yield until(lambda: len(sink.held) == 3, what="3 in flight")
+        yield sleep(1.0)
+        assert len(sink.held) == 3 and kafka_broker.committed(topic, group) < 0
+        while len(sink.events) < 8:
+            assert sum(not d.called for d in sink.held) <= 3
+            for d in sink.held:
+                if not d.called:
+                    d.callback(None)
+            yield until(lambda: len(sink.events) == 8 or any(not d.called for d in sink.held), what="more")
+        for d in sink.held:
+            if not d.called:
+                d.callback(None)
+        yield until(lambda: kafka_broker.committed(topic, group) == 8, what="offset 8 committed")
+    finally:
+        for d in sink.held:
+            if not d.called:
+                d.callback(None)
+        yield consumer.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_voevent_payload(kafka_broker):
+    topic, group = kafka_broker.create_topic(fresh("gcn.classic.voevent.TEST")), fresh("group")
+    xml = b'<?xml version="1.0"?><voe:VOEvent xmlns:voe="http://www.ivoa.net/xml/VOEvent/v2.0" ' \
+          b'ivorn="ivo://nasa.gsfc.gcn/TEST#1" role="test" version="2.0"/>'
+    kafka_broker.produce(topic, [xml, b"<not-a-voevent/>"])
+    sink = RecordingSink()
+    pipeline = make_pipeline(sink)
+    consumer = source(kafka_broker, topic, pipeline, group, payload="voevent")
+    consumer.startService()
+    try:
+        yield until(lambda: len(sink.events) == 1 and pipeline.stats.rejected_total == 1, what="1 event, 1 rejection")
+        yield until(lambda: kafka_broker.committed(topic, group) == 2, what="offset 2 committed")
+    finally:
+        yield consumer.stopService()
+    (event,) = sink.events
+    assert event.ivorn == "ivo://nasa.gsfc.gcn/TEST#1" and event.origin == f"kafka://{topic}"
