@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import struct
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO, Iterator, Union
 
@@ -27,6 +28,8 @@ from gateway.alerts.schemas import AlertSchema, SchemaLibrary, SchemaLookupError
 MAGIC = 0
 #: magic byte + 4-byte schema id
 HEADER_BYTES = 5
+#: first bytes of an Avro object container file
+CONTAINER_MAGIC = b"Obj\x01"
 #: Largest packet accepted by default (config ``sources.max_packet_bytes``): Rubin alerts with cutouts are
 #: ~100 kB; a packet a hundred times bigger is a mistake or an attack, not an alert.
 MAX_PACKET_BYTES = 4_000_000
@@ -72,7 +75,7 @@ def _read_container(handle: BinaryIO, source: str, simulated: bool) -> Iterator[
     if not start:
         yield AlertError(source, 0, "empty file: no Avro container header")
         return
-    if start != b"Obj\x01":
+    if start != CONTAINER_MAGIC:
         yield AlertError(source, 0, "not an Avro container file: missing the 'Obj\\x01' magic")
         return
     handle.seek(-len(start), io.SEEK_CUR)
@@ -129,6 +132,29 @@ def decode_wire(data: bytes, source: str, position, library: SchemaLibrary, simu
     except SchemaLookupError as error:
         raise AlertError(source, position, error.reason) from None
     return decode_body(data, schema, source, position, simulated, offset=HEADER_BYTES)
+
+
+def decode_message(data: bytes, source: str, position, library: SchemaLibrary, simulated: bool = False,
+                   max_packet_bytes: int = MAX_PACKET_BYTES) -> list[Union[Alert, AlertError]]:
+    """One Kafka message: a Confluent wire-format packet (Rubin) or a whole Avro container (as ZTF streams).
+
+    Returns the alerts and errors it holds, each at ``position`` (a container's record index goes into the
+    error reason). Never raises for bad data.
+    """
+    if len(data) > max_packet_bytes:
+        return [AlertError(source, position, f"oversized packet: {len(data)} bytes > limit {max_packet_bytes}")]
+    if data[:4] == CONTAINER_MAGIC:
+        items = []
+        for item in read_container(io.BytesIO(data), source, simulated):
+            if isinstance(item, AlertError):
+                items.append(AlertError(source, position, f"{item.reason} (record {item.position})"))
+            else:
+                items.append(replace(item, position=position))
+        return items
+    try:
+        return [decode_wire(data, source, position, library, simulated, max_packet_bytes)]
+    except AlertError as error:
+        return [error]
 
 
 def decode_body(data: bytes, schema: AlertSchema, source: str, position, simulated: bool = False,

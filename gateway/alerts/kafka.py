@@ -1,7 +1,8 @@
 """Alerts (or VOEvents) from Kafka topics, committed only once handled downstream.
 
-A confluent-kafka Consumer runs in its own thread, never the reactor's: it polls, decodes the Confluent
-wire format there (a schema-registry request, when needed, blocks only that thread), and hands each result to
+A confluent-kafka Consumer runs in its own thread, never the reactor's: it polls, decodes each message there
+(the Confluent wire format as Rubin sends it, or a whole Avro container as ZTF does; a schema-registry
+request, when needed, blocks only that thread), and hands each result to
 the reactor with ``callFromThread``. The reactor passes it to ``pipeline.ingest_alert`` (or, with
 ``payload="voevent"``, the raw XML to ``pipeline.ingest_voevent``, as GCN publishes on
 ``gcn.classic.voevent.*``). An offset is committed only when the pipeline's Deferred has fired for it and for
@@ -31,7 +32,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from gateway.alerts import AlertError
-from gateway.alerts.decode import MAX_PACKET_BYTES, decode_wire
+from gateway.alerts.decode import MAX_PACKET_BYTES, decode_message
 from gateway.alerts.schemas import SchemaLibrary
 
 log = Logger()
@@ -194,17 +195,15 @@ class KafkaSource(Service):
         value = message.value()
         source = f"kafka://{topic}[{partition}]"
         if self.payload == "voevent":
-            item = value if value else AlertError(source, offset, "empty message: no VOEvent")
-        elif value is None:
-            item = AlertError(source, offset, "empty message: no alert packet")
+            items = [value if value else AlertError(source, offset, "empty message: no VOEvent")]
+        elif not value:
+            items = [AlertError(source, offset, "empty message: no alert packet")]
         else:
             try:
-                item = decode_wire(value, source, offset, self.library, max_packet_bytes=self.max_packet_bytes)
-            except AlertError as error:
-                item = error
+                items = decode_message(value, source, offset, self.library, max_packet_bytes=self.max_packet_bytes)
             except Exception as error:  # never lose a message to an unexpected decoder error
-                item = AlertError(source, offset, f"undecodable Avro: {error!r}")
-        self.reactor.callFromThread(self._handle, topic, partition, offset, item)
+                items = [AlertError(source, offset, f"undecodable Avro: {error!r}")]
+        self.reactor.callFromThread(self._handle, topic, partition, offset, items)
 
     def _on_assign(self, consumer, partitions) -> None:
         self.reactor.callFromThread(self._assigned, [(p.topic, p.partition) for p in partitions])
@@ -242,21 +241,28 @@ class KafkaSource(Service):
     def _committed(self, count: int) -> None:
         self.commits += count
 
-    def _handle(self, topic: str, partition: int, offset: int, item) -> None:
+    def _handle(self, topic: str, partition: int, offset: int, items: list) -> None:
         self.received += 1
         self._partitions.setdefault((topic, partition), _Partition()).add(offset)
-        if isinstance(item, AlertError):
-            self.rejected += 1
-            self.pipeline.reject(item)
-            self._finish(topic, partition, offset)
-            return
-        self._attempt(topic, partition, offset, item, RETRY_FIRST)
-
-    def _attempt(self, topic, partition, offset, item, delay: float) -> None:
-        if self.payload == "voevent":
-            attempt = defer.maybeDeferred(self.pipeline.ingest_voevent, item, origin=f"kafka://{topic}")
+        good = []
+        for item in items:
+            if isinstance(item, AlertError):
+                self.rejected += 1
+                self.pipeline.reject(item)
+            else:
+                good.append(item)
+        if good:
+            self._attempt(topic, partition, offset, good, RETRY_FIRST)
         else:
-            attempt = defer.maybeDeferred(self.pipeline.ingest_alert, item)
+            self._finish(topic, partition, offset)
+
+    def _attempt(self, topic, partition, offset, items: list, delay: float) -> None:
+        """Hand one message's alerts (or its VOEvent) to the pipeline; on failure, retry the message later."""
+        if self.payload == "voevent":
+            tries = [defer.maybeDeferred(self.pipeline.ingest_voevent, xml, origin=f"kafka://{topic}") for xml in items]
+        else:
+            tries = [defer.maybeDeferred(self.pipeline.ingest_alert, alert) for alert in items]
+        attempt = tries[0] if len(tries) == 1 else defer.gatherResults(tries, consumeErrors=True)
         self._pending.add(attempt)
 
         def succeeded(_):
@@ -278,7 +284,7 @@ class KafkaSource(Service):
 
             def retry():
                 self._retry_calls.discard(call)
-                self._attempt(topic, partition, offset, item, min(delay * 2, RETRY_MAX))
+                self._attempt(topic, partition, offset, items, min(delay * 2, RETRY_MAX))
 
             call = self.reactor.callLater(delay, retry)
             self._retry_calls.add(call)

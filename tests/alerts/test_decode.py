@@ -253,3 +253,20 @@ def test_missing_optional_fields_are_null():
     assert fields.previous_detections(alert) == [] and fields.n_previous(alert) == 0
     assert fields.object_summary(alert)["n_detections"] is None
     assert fields.object_key(alert) == f"diaSource:{source['diaSource']['diaSourceId']}"
+
+
+def test_decode_message_takes_wire_packets_and_containers():
+    from gateway.alerts.decode import decode_message
+
+    packet, record = wire_packet()
+    (alert,) = decode_message(packet, "kafka://t[0]", 12, LIBRARY)
+    assert alert.record == record and alert.position == 12
+    container = ztf_real_files()[0].read_bytes()
+    (alert,) = decode_message(container, "kafka://ztf[1]", 13, LIBRARY)
+    assert alert.survey == "ztf" and (alert.source, alert.position) == ("kafka://ztf[1]", 13)
+    (error,) = decode_message(container[: len(container) // 2], "kafka://ztf[1]", 14, LIBRARY)
+    assert isinstance(error, AlertError) and error.position == 14 and "(record 0)" in error.reason
+    (error,) = decode_message(container, "kafka://ztf[1]", 15, LIBRARY, max_packet_bytes=1000)
+    assert error.reason.startswith("oversized packet")
+    (error,) = decode_message(b"\x07garbage", "kafka://t[0]", 16, LIBRARY)
+    assert error.reason.startswith("wrong magic byte")

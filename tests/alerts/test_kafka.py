@@ -226,3 +226,27 @@ def test_voevent_payload(kafka_broker):
         yield consumer.stopService()
     (event,) = sink.events
     assert event.ivorn == "ivo://nasa.gsfc.gcn/TEST#1" and event.origin == f"kafka://{topic}"
+
+
+@pytest_twisted.inlineCallbacks
+def test_ztf_style_messages_are_avro_containers(kafka_broker):
+    from alertdata import ztf_real_files
+
+    topic, group = kafka_broker.create_topic(fresh("ztf")), fresh("group")
+    kafka_broker.produce(topic, [path.read_bytes() for path in ztf_real_files()])
+    converted = []
+
+    def ztf_convert(alert):
+        converted.append(alert)
+        return Event(ivorn=f"ivo://test.kafka/ztf#{fields.alert_id(alert)}", role="observation", received=utcnow(),
+                     xml=b"<VOEvent/>", alert=alert, origin=alert.source)
+
+    sink = RecordingSink()
+    consumer = source(kafka_broker, topic, Pipeline(ztf_convert, parse, Router([sink])), group)
+    consumer.startService()
+    try:
+        yield until(lambda: kafka_broker.committed(topic, group) == 3, what="offset 3 committed")
+    finally:
+        yield consumer.stopService()
+    assert len(sink.events) == 3 and {a.schema for a in converted} == {"3.2", "3.3", "3.5"}
+    assert [a.position for a in converted] == [0, 1, 2]
