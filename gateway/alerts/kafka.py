@@ -10,6 +10,8 @@ every earlier offset of its partition; auto-commit is always off.
 
 - Undecodable messages are rejected (``pipeline.reject``, counted and logged, naming
   ``kafka://topic[partition]`` and the offset) and committed: they would fail again.
+- A schema registry that cannot be reached (or answers 5xx) holds the partition: the message is kept and
+  decoded again with backoff, not rejected, so a registry outage loses nothing.
 - A pipeline failure (a sink is down) is retried with backoff (1 s, doubling, up to 60 s) while the
   source runs; until it succeeds its partition's offset is not committed past it, so after a restart the
   message is delivered again.
@@ -23,6 +25,7 @@ every earlier offset of its partition; auto-commit is always off.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from typing import Iterable, Optional, Union
 from urllib.parse import unquote
@@ -32,8 +35,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from gateway.alerts import AlertError
-from gateway.alerts.decode import MAX_PACKET_BYTES, decode_message
-from gateway.alerts.schemas import SchemaLibrary
+from gateway.alerts.decode import HEADER_BYTES, MAGIC, MAX_PACKET_BYTES, decode_message
+from gateway.alerts.schemas import SchemaLibrary, SchemaLookupError
 
 log = Logger()
 
@@ -157,6 +160,7 @@ class KafkaSource(Service):
     def _run(self, consumer) -> None:
         backlog: deque = deque()
         paused = False
+        wait_until, delay = 0.0, RETRY_FIRST
         try:
             consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
             while not self._stop.is_set():
@@ -164,8 +168,13 @@ class KafkaSource(Service):
                 if not self._accepting.is_set():
                     self._stop.wait(self.poll_timeout)
                     continue
-                while backlog and self._slots.acquire(blocking=False):
-                    self._hand_over(backlog.popleft())
+                while backlog and time.monotonic() >= wait_until and self._slots.acquire(blocking=False):
+                    if self._hand_over(backlog[0]):
+                        backlog.popleft()
+                        delay = RETRY_FIRST
+                    else:  # the schema registry is unavailable: keep the message, try again later
+                        self._slots.release()
+                        wait_until, delay = time.monotonic() + delay, min(delay * 2, RETRY_MAX)
                 if backlog and not paused:
                     consumer.pause(consumer.assignment())  # the pipeline is full: stop fetching, stay in the group
                     paused = True
@@ -189,11 +198,20 @@ class KafkaSource(Service):
                 self.reactor.callFromThread(log.warn, "kafka: closing the consumer: {error!r}", error=error)
             self.reactor.callFromThread(self._thread_exited)
 
-    def _hand_over(self, message) -> None:
-        """Decode (here, off the reactor) and pass the result to the reactor."""
+    def _hand_over(self, message) -> bool:
+        """Decode (here, off the reactor) and pass the result to the reactor; False: not now, try again later."""
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         value = message.value()
         source = f"kafka://{topic}[{partition}]"
+        if self.payload == "avro" and value and len(value) > HEADER_BYTES and value[0] == MAGIC:
+            try:
+                self.library.by_id(int.from_bytes(value[1:HEADER_BYTES], "big"))
+            except SchemaLookupError as error:
+                if error.transient:
+                    # rejecting would commit the message and lose it over a registry outage
+                    self.reactor.callFromThread(log.warn, "{source} @ {offset}: {reason}; holding the partition",
+                                                source=source, offset=offset, reason=error.reason)
+                    return False
         if self.payload == "voevent":
             items = [value if value else AlertError(source, offset, "empty message: no VOEvent")]
         elif not value:
@@ -204,6 +222,7 @@ class KafkaSource(Service):
             except Exception as error:  # never lose a message to an unexpected decoder error
                 items = [AlertError(source, offset, f"undecodable Avro: {error!r}")]
         self.reactor.callFromThread(self._handle, topic, partition, offset, items)
+        return True
 
     def _on_assign(self, consumer, partitions) -> None:
         self.reactor.callFromThread(self._assigned, [(p.topic, p.partition) for p in partitions])

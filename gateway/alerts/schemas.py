@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -36,10 +37,14 @@ _ZTF_NAME = "ztf.alert"
 
 
 class SchemaLookupError(LookupError):
-    """No schema for an id or version; ``reason`` starts with a short kind ("unknown schema id", ...)."""
+    """No schema for an id or version; ``reason`` starts with a short kind ("unknown schema id", ...).
 
-    def __init__(self, reason: str):
-        self.reason = reason
+    ``transient`` is True when asking again later may work (registry unreachable or answering 5xx), so a
+    Kafka source keeps the message instead of rejecting it.
+    """
+
+    def __init__(self, reason: str, transient: bool = False):
+        self.reason, self.transient = reason, transient
         super().__init__(reason)
 
 
@@ -133,13 +138,16 @@ class SchemaLibrary:
 
     ``registry_url``: a Confluent-compatible registry, or None for offline only. ``packaged``: use the
     schemas in lsst-alert-packet when it is installed. ``ztf_root``: folder of ZTF schemas (default
-    ``schemas/ztf``). ``timeout``: seconds for one registry request.
+    ``schemas/ztf``). ``timeout``: seconds for one registry request. ``negative_ttl``: seconds a final "no"
+    from the registry (404, an unusable schema) is remembered, so a stream of bad ids does not become a
+    stream of requests.
     """
 
     def __init__(self, registry_url: Optional[str] = None, packaged: bool = True, ztf_root: Optional[Path] = None,
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, negative_ttl: float = 60.0):
         self.registry_url = registry_url.rstrip("/") if registry_url else None
-        self.timeout = timeout
+        self.timeout, self.negative_ttl = timeout, negative_ttl
+        self._refused: dict[int, tuple[float, SchemaLookupError]] = {}
         self._rubin_files = packaged_rubin_versions() if packaged else {}
         self._ztf_files = ztf_versions(ztf_root)
         self._by_id: dict[int, AlertSchema] = {}
@@ -220,6 +228,22 @@ class SchemaLibrary:
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), self.by_id, schema_id)
 
     def _fetch(self, schema_id: int) -> AlertSchema:
+        refused = self._refused.get(schema_id)
+        if refused is not None and time.monotonic() < refused[0]:
+            raise refused[1]  # asked recently and the answer was final: don't hammer the registry
+        try:
+            schema = self._request(schema_id)
+        except SchemaLookupError as error:
+            if not error.transient:
+                self._refused[schema_id] = (time.monotonic() + self.negative_ttl, error)
+            raise
+        with self._lock:
+            self._by_id[schema_id] = schema
+            self._by_version.setdefault((schema.survey, schema.version), schema)
+            self._refused.pop(schema_id, None)
+        return schema
+
+    def _request(self, schema_id: int) -> AlertSchema:
         url = f"{self.registry_url}/schemas/ids/{int(schema_id)}"
         with self._lock:
             self.registry_requests += 1
@@ -229,19 +253,16 @@ class SchemaLibrary:
         except urllib.error.HTTPError as error:
             if error.code == 404:
                 raise SchemaLookupError(f"unknown schema id: {schema_id} (registry {self.registry_url} says 404)") from None
-            raise SchemaLookupError(f"schema registry error: HTTP {error.code} for {url}") from None
+            raise SchemaLookupError(f"schema registry error: HTTP {error.code} for {url}",
+                                    transient=error.code >= 500 or error.code == 429) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
-            raise SchemaLookupError(f"schema registry unreachable: {url}: {reason}") from None
+            raise SchemaLookupError(f"schema registry unreachable: {url}: {reason}", transient=True) from None
         try:
             text = json.loads(body)["schema"]
             definition = json.loads(text) if isinstance(text, str) else text
-            schema = AlertSchema.from_definition(definition, schema_id, origin=url)
+            return AlertSchema.from_definition(definition, schema_id, origin=url)
         except SchemaLookupError as error:
             raise SchemaLookupError(f"unknown schema: id {schema_id} from {url}: {error.reason}") from None
         except (ValueError, KeyError, TypeError, fastavro.schema.SchemaParseException) as error:
             raise SchemaLookupError(f"schema registry bad answer: {url}: {error!r}") from None
-        with self._lock:
-            self._by_id[schema_id] = schema
-            self._by_version.setdefault((schema.survey, schema.version), schema)
-        return schema

@@ -250,3 +250,34 @@ def test_ztf_style_messages_are_avro_containers(kafka_broker):
         yield consumer.stopService()
     assert len(sink.events) == 3 and {a.schema for a in converted} == {"3.2", "3.3", "3.5"}
     assert [a.position for a in converted] == [0, 1, 2]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_registry_outage_holds_messages_instead_of_losing_them(kafka_broker):
+    from alertdata import Registry
+    from gateway.alerts.schemas import SchemaLibrary
+    from support import free_port
+    from twisted.internet import reactor
+
+    topic, group = kafka_broker.create_topic(fresh("alerts")), fresh("group")
+    kafka_broker.produce(topic, packets(2, 9_200_000))
+    port = free_port()
+    library = SchemaLibrary(registry_url=f"http://127.0.0.1:{port}", packaged=False, timeout=2)
+    sink = RecordingSink()
+    pipeline = make_pipeline(sink)
+    consumer = KafkaSource(kafka_broker.bootstrap, [topic], pipeline, group, library=library, reactor=reactor,
+                           settings={"auto.offset.reset": "earliest", **FAST_GROUP})
+    consumer.startService()
+    registry = None
+    try:
+        yield until(lambda: consumer.assignment, what="assignment")
+        yield sleep(3.0)
+        assert sink.events == [] and pipeline.stats.rejected_total == 0 and kafka_broker.committed(topic, group) < 0
+        registry = Registry({str(rubin_schema_id(v)): LIBRARY.by_version("rubin", v).definition for v in ("7.4", "11.1")},
+                            port=port)
+        yield until(lambda: kafka_broker.committed(topic, group) == 2, what="both committed once the registry is up")
+    finally:
+        yield consumer.stopService()
+        if registry is not None:
+            registry.close()
+    assert len(sink.events) == 2 and pipeline.stats.rejected_total == 0

@@ -1,8 +1,6 @@
 """Schemas from a Confluent-compatible registry (a real HTTP server on 127.0.0.1) and from lsst-alert-packet."""
 
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import pytest_twisted
@@ -11,44 +9,8 @@ from gateway.alerts import AlertError
 from gateway.alerts.decode import decode_wire, encode_wire
 from gateway.alerts.schemas import SchemaLibrary, SchemaLookupError, identify, rubin_schema_id
 
-from alertdata import LIBRARY, first_record, rubin_files
+from alertdata import LIBRARY, Registry, first_record, rubin_files
 from support import free_port
-
-
-class Registry:
-    """GET /schemas/ids/<id> -> {"schema": "<avsc>"} for the ids in ``schemas``; counts the requests."""
-
-    def __init__(self, schemas: dict):
-        self.schemas, self.requests = schemas, []
-        registry = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                registry.requests.append(self.path)
-                prefix = "/schemas/ids/"
-                answer = registry.schemas.get(self.path[len(prefix):]) if self.path.startswith(prefix) else None
-                if answer is None:
-                    self.send_response(404)
-                    body = b'{"error_code": 40403, "message": "Schema not found"}'
-                else:
-                    self.send_response(200)
-                    body = answer if isinstance(answer, bytes) else json.dumps({"schema": json.dumps(answer)}).encode()
-                self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -152,3 +114,30 @@ def test_versions_and_identify():
         identify({"type": "record", "name": "ztf.alert", "fields": []})
     with pytest.raises(SchemaLookupError):
         LIBRARY.by_version("rubin", "99.0")
+
+
+def test_final_answers_are_remembered_for_a_while(registry):
+    library = SchemaLibrary(registry_url=registry.url, packaged=False, negative_ttl=60)
+    for _ in range(3):
+        with pytest.raises(SchemaLookupError) as caught:
+            library.by_id(4242)
+        assert not caught.value.transient
+    assert registry.requests == ["/schemas/ids/4242"]
+    forgetful = SchemaLibrary(registry_url=registry.url, packaged=False, negative_ttl=0)
+    for _ in range(2):
+        with pytest.raises(SchemaLookupError):
+            forgetful.by_id(4242)
+    assert len(registry.requests) == 3
+
+
+def test_an_unreachable_registry_is_transient_and_not_remembered():
+    port = free_port()
+    library = SchemaLibrary(registry_url=f"http://127.0.0.1:{port}", packaged=False, timeout=5)
+    with pytest.raises(SchemaLookupError) as caught:
+        library.by_id(704)
+    assert caught.value.transient and caught.value.reason.startswith("schema registry unreachable")
+    server = Registry({"704": LIBRARY.by_version("rubin", "7.4").definition}, port=port)
+    try:
+        assert library.by_id(704).version == "7.4"  # the registry is back: no stale "no"
+    finally:
+        server.close()
