@@ -310,20 +310,27 @@ def object_summary(alert: Alert) -> dict[str, Any]:
         "dec": _finite(obj.get(names.dec)),
     }
     ndata_total = 0
-    for b in RUBIN_BANDS:
-        mean = _finite(obj.get(names.object_flux.format(b=b)))
+    for b, mean_key, err_key, ndata_key in _band_keys(names):
+        mean = _finite(obj.get(mean_key))
         if mean is not None:
             summary[f"{b}_psf_flux_mean"] = mean
-            err = _finite(obj.get(names.object_flux_err.format(b=b)))
+            err = _finite(obj.get(err_key))
             if err is not None:
                 summary[f"{b}_psf_flux_mean_err"] = err
-        ndata = obj.get(names.object_ndata.format(b=b))
+        ndata = obj.get(ndata_key)
         if ndata:
             summary[f"{b}_n_detections"] = ndata
             ndata_total += ndata
     if summary["n_detections"] is None and ndata_total:
         summary["n_detections"] = ndata_total
     return summary
+
+
+@lru_cache(maxsize=4)
+def _band_keys(names: _RubinNames) -> tuple[tuple[str, str, str, str], ...]:
+    """(band, mean flux, its error, number of detections) diaObject column names, per band."""
+    return tuple((b, names.object_flux.format(b=b), names.object_flux_err.format(b=b), names.object_ndata.format(b=b))
+                 for b in RUBIN_BANDS)
 
 
 #: cutout kind -> record field, in the order they are returned
