@@ -270,3 +270,22 @@ def test_decode_message_takes_wire_packets_and_containers():
     assert error.reason.startswith("oversized packet")
     (error,) = decode_message(b"\x07garbage", "kafka://t[0]", 16, LIBRARY)
     assert error.reason.startswith("wrong magic byte")
+
+
+def test_container_from_a_pipe():
+    import os
+    import threading
+
+    data = ztf_real_files()[0].read_bytes()
+    read_end, write_end = os.pipe()
+
+    def feed():
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(data)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    with os.fdopen(read_end, "rb") as pipe:
+        items = list(read_container(pipe, "stdin"))
+    writer.join()
+    assert len(items) == 1 and isinstance(items[0], Alert) and items[0].source == "stdin"
