@@ -261,6 +261,10 @@ class KafkaSource(Service):
         self.commits += count
 
     def _handle(self, topic: str, partition: int, offset: int, items: list) -> None:
+        if not self.running:
+            # decoded just before stopService: leave it uncommitted, the next run reads it again
+            self._slots.release()
+            return
         self.received += 1
         self._partitions.setdefault((topic, partition), _Partition()).add(offset)
         good = []
