@@ -2,8 +2,8 @@
 
 :func:`iter_inputs` is the plain iterator (``vogateway convert``); :class:`DirectorySource` is the service
 (``vogateway serve``): it feeds every alert to the pipeline without freezing the reactor, keeps a bounded number
-of alerts in flight, and marks a file finished (in ``<state_dir>/files-done.json``, keyed by absolute path, size
-and modification time) only once every alert of it has been handled downstream, so a restart does not redo
+of alerts in flight, and marks a file finished (in ``<state_dir>/files-done.jsonl``, keyed by absolute path,
+size and modification time) only once every alert of it has been handled downstream, so a restart does not redo
 finished files, and a file whose alerts could not all be delivered is read again.
 
 In a directory, hidden files (".*") and documentation beside the data (``README*``, ``manifest.json``) are
@@ -33,7 +33,7 @@ from gateway.alerts.decode import read_container
 log = Logger()
 
 MANIFEST = "manifest.json"
-CHECKPOINTS = "files-done.json"
+CHECKPOINTS = "files-done.jsonl"
 
 
 def _skipped(path: Path) -> bool:
@@ -100,27 +100,52 @@ def _signature(path: Path) -> Optional[tuple[int, int]]:
 
 
 class Checkpoints:
-    """Files finished, in a small JSON file: absolute path -> [size, mtime_ns]. Written atomically."""
+    """Files finished, as an append-only JSON-lines log: {"path", "size", "mtime_ns"} per line, last one wins.
+
+    Appending keeps marking a file O(1) however many files were done before; the log is compacted on load.
+    A damaged line (a crash mid-write) is skipped: at worst that file is read again, and the dedup drops
+    the repeats.
+    """
 
     def __init__(self, state_dir: Union[str, Path]):
         self.path = Path(state_dir) / CHECKPOINTS
+        self._done: dict[str, tuple[int, int]] = {}
+        lines = 0
         try:
-            self._done = {key: tuple(value) for key, value in json.loads(self.path.read_text()).items()}
+            with open(self.path, encoding="utf-8") as handle:
+                for line in handle:
+                    lines += 1
+                    try:
+                        entry = json.loads(line)
+                        self._done[entry["path"]] = (entry["size"], entry["mtime_ns"])
+                    except (ValueError, KeyError, TypeError):
+                        log.warn("{path}: skipping a damaged checkpoint line", path=str(self.path))
         except FileNotFoundError:
-            self._done = {}
-        except (OSError, ValueError) as error:
-            # a damaged checkpoint file means "redo", never "crash": the dedup makes redoing safe
-            log.warn("ignoring unreadable checkpoint file {path}: {error}", path=str(self.path), error=error)
-            self._done = {}
+            pass
+        if lines > 2 * len(self._done) + 100:
+            self._rewrite()
 
     def done(self, path: Path, signature) -> bool:
-        return self._done.get(str(path)) == signature
+        return self._done.get(str(path)) == tuple(signature)
+
+    def finished(self) -> dict[str, tuple[int, int]]:
+        """Absolute path -> (size, mtime_ns) of every finished file."""
+        return dict(self._done)
 
     def mark(self, path: Path, signature) -> None:
-        self._done[str(path)] = signature
+        self._done[str(path)] = tuple(signature)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(self._line(str(path), signature))
+
+    @staticmethod
+    def _line(path: str, signature) -> str:
+        return json.dumps({"path": path, "size": signature[0], "mtime_ns": signature[1]}) + "\n"
+
+    def _rewrite(self) -> None:
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({key: list(value) for key, value in self._done.items()}, indent=0))
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.writelines(self._line(path, signature) for path, signature in self._done.items())
         os.replace(temporary, self.path)
 
 

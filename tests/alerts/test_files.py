@@ -10,7 +10,7 @@ from twisted.internet import defer, task
 
 from gateway.alerts import Alert, AlertError
 from gateway.alerts.decode import write_container
-from gateway.alerts.files import CHECKPOINTS, DirectorySource, is_simulated, iter_inputs
+from gateway.alerts.files import CHECKPOINTS, Checkpoints, DirectorySource, is_simulated, iter_inputs
 from gateway.resources import SAMPLES
 
 from alertdata import LIBRARY, first_record, rubin_files
@@ -88,7 +88,7 @@ def test_each_file_once_across_restarts(tmp_path):
     yield source.stopService()
     assert files == 3 and len(pipeline.alerts) == 7 and len(pipeline.rejected) == 1
     assert pipeline.rejected[0].reason.startswith("not an Avro container file")
-    done = json.loads((state / CHECKPOINTS).read_text())
+    done = Checkpoints(state).finished()
     assert set(done) == {str(inputs / "a.avro"), str(inputs / "b.avro"), str(inputs / "bad.txt")}
 
     again = Recorder()
@@ -126,7 +126,7 @@ def test_a_file_whose_alerts_failed_downstream_is_not_finished(tmp_path):
     yield source.finished
     yield source.stopService()
     assert len(pipeline.alerts) == 5
-    assert set(json.loads((state / CHECKPOINTS).read_text())) == {str(inputs / "b.avro")}
+    assert set(Checkpoints(state).finished()) == {str(inputs / "b.avro")}
 
     again = Recorder()
     restarted = DirectorySource([inputs], again, state)
@@ -163,7 +163,7 @@ def test_back_pressure_and_checkpoint_after_the_last_deferred(tmp_path):
         if source.finished.called:
             break
     assert len(pipeline.alerts) == 30 and source.finished.called
-    assert str(inputs / "a.avro") in json.loads((state / CHECKPOINTS).read_text())
+    assert str(inputs / "a.avro") in Checkpoints(state).finished()
     source.stopService()
 
 
@@ -249,3 +249,15 @@ def test_missing_directory_is_reported_once(tmp_path):
     clock.advance(1.0)
     assert len(pipeline.rejected) == 1 and pipeline.rejected[0].reason == "no such file or directory"
     source.stopService()
+
+
+def test_checkpoint_log_survives_a_damaged_line_and_compacts(tmp_path):
+    log = Checkpoints(tmp_path)
+    for n in range(300):
+        log.mark(tmp_path / "a.avro", (n, n))  # the same file changing: 300 lines, one entry
+    with open(tmp_path / CHECKPOINTS, "a") as handle:
+        handle.write('{"path": "/x", "si')  # a crash mid-write
+    again = Checkpoints(tmp_path)
+    assert again.finished() == {str(tmp_path / "a.avro"): (299, 299)}
+    assert len((tmp_path / CHECKPOINTS).read_text().splitlines()) == 1  # compacted
+    assert again.done(tmp_path / "a.avro", (299, 299)) and not again.done(tmp_path / "a.avro", (298, 298))
