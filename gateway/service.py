@@ -98,6 +98,7 @@ class Gateway(service.MultiService):
     def _add_sources(self):
         from gateway.alerts.files import DirectorySource
         from gateway.alerts.kafka import KafkaSource, parse_kafka_url
+        from gateway.convert import make_schema_library
 
         sources = self.config["sources"]
         inputs = list(sources["inputs"])
@@ -116,14 +117,15 @@ class Gateway(service.MultiService):
                 brokers, topics = parse_kafka_url(url)
                 source = KafkaSource(brokers, topics, self.pipeline, group_id=kafka["group_id"],
                                      settings={"auto.offset.reset": kafka["auto_offset_reset"], **kafka["settings"]},
-                                     payload=kafka["payload"])
+                                     payload=kafka["payload"], library=make_schema_library(self.config),
+                                     reactor=self.reactor, max_packet_bytes=sources["max_packet_bytes"])
                 source.setServiceParent(self)
                 self.sources.append(source)
 
     def _add_vtp(self):
         from gateway.vtp.service import vtp_services
 
-        broker, services = vtp_services(self.config, self.pipeline)
+        broker, services = vtp_services(self.config, self.pipeline, reactor=self.reactor)
         if broker is not None:
             self.router.add_sink(broker)
         for child in services:
