@@ -102,7 +102,7 @@ def _ivorn_of(payload: bytes, max_bytes: int) -> str:
 @defer.inlineCallbacks
 def send_events(endpoint, xml_list, local_ivo: str = "ivo://vogateway.local/author", timeout: float = 10.0,
                 reactor=None, tls: TLSFiles = TLSFiles(), max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
-    """Submit each VOEvent in ``xml_list`` (bytes) to the receiver at ``endpoint`` (``HOST:PORT``, ``tls:HOST:PORT``,
+    """Submit each VOEvent in ``xml_list`` (an iterable of bytes) to the receiver at ``endpoint`` (``HOST:PORT``, ``tls:HOST:PORT``,
     a Twisted endpoint string, or an endpoint object); ``timeout`` in seconds, per connection attempt and per reply.
 
     Fires with a list of :class:`SendResult`, in order. Never fails: a refused connection, a timeout or a closed
@@ -114,8 +114,8 @@ def send_events(endpoint, xml_list, local_ivo: str = "ivo://vogateway.local/auth
         endpoint = vtp_client_endpoint(reactor, endpoint, tls)
     results: list[SendResult] = []
     connection: Optional[AuthorProtocol] = None
-    payloads = list(xml_list)
-    for index, payload in enumerate(payloads):
+    payloads = iter(xml_list)  # taken one at a time: a generator can make each event just before it is sent
+    for payload in payloads:
         try:
             ivorn = _ivorn_of(payload, max_frame_bytes)
         except messages.MessageError as error:
@@ -135,7 +135,7 @@ def send_events(endpoint, xml_list, local_ivo: str = "ivo://vogateway.local/auth
                     # the remaining events would meet the same refusal: say so without retrying each
                     results.append(SendResult(ivorn, False, failure))
                     results.extend(SendResult(_safe_ivorn(p, max_frame_bytes), False, failure)
-                                   for p in payloads[index + 1:])
+                                   for p in payloads)
                     return results
                 connection.max_frame_bytes = max_frame_bytes
             try:

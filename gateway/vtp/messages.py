@@ -38,9 +38,14 @@ class Transport:
     role: str
     origin: str = ""
     response: str = ""
-    timestamp: Optional[datetime] = None
+    timestamp_text: str = ""  # as sent; see ``timestamp``
     result: str = ""  # nak reason (Meta/Result)
     filters: tuple[str, ...] = ()  # XPath filters a subscriber asked for in its authenticate reply
+
+    @property
+    def timestamp(self) -> Optional[datetime]:
+        """TimeStamp as aware UTC, or None if absent or unreadable (parsed on demand: acks are a hot path)."""
+        return parse_timestamp(self.timestamp_text)
 
 
 @dataclass(frozen=True)
@@ -59,21 +64,24 @@ Message = Union[Transport, VOEventMessage]
 def _local(tag) -> tuple[str, str]:
     if not isinstance(tag, str):  # comments, processing instructions
         return "", ""
-    if tag.startswith("{"):
+    if tag[0] == "{":
         namespace, _, name = tag[1:].partition("}")
         return namespace, name
     return "", tag
 
 
-def _child(element, name: str):
+def _children(element) -> dict:
+    """Child elements by local name (the first of each), in one pass: namespaces vary in the wild."""
+    found = {}
     for child in element:
-        if _local(child.tag)[1] == name:
-            return child
-    return None
+        tag = child.tag
+        if isinstance(tag, str):
+            found.setdefault(tag.rpartition("}")[2], child)
+    return found
 
 
-def _text(element, name: str) -> str:
-    child = _child(element, name)
+def _text(children: dict, name: str) -> str:
+    child = children.get(name)
     return (child.text or "").strip() if child is not None else ""
 
 
@@ -102,10 +110,11 @@ def parse_message(payload: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> M
     if name == "Transport" and namespace in TRANSPORT_NAMESPACES:
         if role not in TRANSPORT_ROLES:
             raise MessageError(f"unknown Transport role {role!r}")
-        meta = _child(root, "Meta")
+        children = _children(root)
+        meta = children.get("Meta")
         result, filters = "", []
         if meta is not None:
-            result = _text(meta, "Result")
+            result = _text(_children(meta), "Result")
             for child in meta:
                 child_name = _local(child.tag)[1]
                 # the note's <Param name="xpath-filter" value=.../>, and the older <filter type="xpath">...</filter>
@@ -113,8 +122,8 @@ def parse_message(payload: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> M
                     filters.append(child.get("value"))
                 elif child_name == "filter" and child.get("type") == "xpath" and (child.text or "").strip():
                     filters.append(child.text.strip())
-        return Transport(role=role, origin=_text(root, "Origin"), response=_text(root, "Response"),
-                         timestamp=parse_timestamp(_text(root, "TimeStamp")), result=result, filters=tuple(filters))
+        return Transport(role=role, origin=_text(children, "Origin"), response=_text(children, "Response"),
+                         timestamp_text=_text(children, "TimeStamp"), result=result, filters=tuple(filters))
     if name == "VOEvent":
         ivorn = (root.get("ivorn") or "").strip()
         if not ivorn:
