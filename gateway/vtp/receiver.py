@@ -148,8 +148,6 @@ class Receiver(protocol.ServerFactory):
     @defer.inlineCallbacks
     def submit(self, message: messages.VOEventMessage, origin: str):
         """Check and route one submitted event. Fires with "accepted" or "duplicate"; fails with Rejected."""
-        if "#" not in message.ivorn:
-            raise Rejected(f"IVORN {message.ivorn!r} has no #localID")
         problems = yield self.run_blocking(self.validate, message.payload)
         if problems:
             raise Rejected(f"invalid VOEvent 2.0: {problems[0]}" + (f" (and {len(problems) - 1} more)"

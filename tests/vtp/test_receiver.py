@@ -102,7 +102,7 @@ def test_ivorn_without_local_id_is_nakd(clock):
     proto, transport = connect(receiver)
     submit(proto, voevent("x").replace(b"ivo://vtp.test/stream#x", b"ivo://vtp.test/stream"))
     [nak] = replies(transport)
-    assert nak.role == "nak" and "no #localID" in nak.result
+    assert nak.role == "nak" and "ivo://authority/path#localID" in nak.result
 
 
 @pytest.mark.parametrize("payload, reason", [
