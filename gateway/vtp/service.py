@@ -36,9 +36,12 @@ def _rules(tables) -> list[Rule]:
     return rules
 
 
-def vtp_services(config: dict, pipeline, reactor=None) -> tuple[Optional[Broker], list]:
+def vtp_services(config: dict, pipeline, reactor=None, has_ivorn=None) -> tuple[Optional[Broker], list]:
     """(broker sink or None, services to start): the broker on ``vtp.broadcast``, the receiver on ``vtp.receive``,
-    one subscriber client per ``vtp.remotes`` entry. The caller adds the broker to the router."""
+    one subscriber client per ``vtp.remotes`` entry. The caller adds the broker to the router.
+
+    ``has_ivorn(ivorn) -> bool | Deferred[bool]`` (the store's) makes the receiver's duplicate check persistent;
+    without it duplicates are caught by the pipeline's bounded, expiring memory of IVORNs."""
     if reactor is None:
         from twisted.internet import reactor
     vtp = config["vtp"]
@@ -57,7 +60,7 @@ def vtp_services(config: dict, pipeline, reactor=None) -> tuple[Optional[Broker]
         receiver = Receiver(pipeline, vtp["local_ivo"], clock=reactor,
                             whitelist=_whitelist(vtp["author_whitelist"], "author_whitelist"),
                             max_frame_bytes=vtp["max_frame_bytes"], idle_timeout=vtp["author_idle_timeout"],
-                            has_ivorn=getattr(pipeline, "has_ivorn", None))
+                            has_ivorn=has_ivorn)
         service = StreamServerEndpointService(vtp_server_endpoint(reactor, vtp["receive"], tls), receiver)
         service.setName("vtp-receive")
         service.receiver = receiver
