@@ -11,8 +11,15 @@ Python >= 3.10 (``add_how``/``add_why``/``add_citations`` use the removed ``coll
 also several times slower (``scripts/bench/convert.py`` measures both). It is still used to check our output
 in the tests (``voeventparse.loads``, ``valid_as_v2_0``).
 
-Speed: every attribute dict that does not depend on the alert is built once at import; times are converted
-with a leap-second table (:mod:`gateway.voevent.times`), not astropy.time; nothing is deep-copied.
+Speed: creating an attribute with lxml costs ~0.6 us (key and value checks, UTF-8 conversion); a VOEvent has
+~150 of them, which alone took longer than decoding the Avro alert. Alerts of one survey and schema version
+mostly have the same *shape* (which Params are present, whether there is a light curve, cutouts, a
+citation). So the values are computed first; the tree of that shape is built once with SubElement and the
+attribute dicts of :mod:`gateway.voevent.spec` (a :class:`_Skeleton`, kept in a bounded cache per
+Converter), and for each alert of that shape only its values are set before the tree is serialized: no
+attribute is created twice, nothing is copied. Times are converted
+with a leap-second table (:mod:`gateway.voevent.times`), not astropy.time. ``scripts/bench/convert.py`` has
+the figures.
 
 Size: a VOEvent stays under :data:`MAX_EVENT_BYTES` (Comet's VTP frame cap): the light curve is summarised as
 the last :data:`MAX_PREVIOUS_ROWS` previous detections plus counts, never dumped.
@@ -42,6 +49,8 @@ XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 MAX_EVENT_BYTES = 99_999
 #: How many of the latest previous detections a VOEvent lists (the rest are only counted)
 MAX_PREVIOUS_ROWS = 30
+#: Skeletons (one per alert shape) kept; a stream has a handful of shapes per schema version
+MAX_SKELETONS = 2048
 
 PROFILES: dict[str, SurveyProfile] = {"rubin": rubin.PROFILE, "ztf": ztf.PROFILE}
 
@@ -58,6 +67,8 @@ _TIME = {"unit": "s"}
 _POSITION = {"unit": "deg"}
 _CITE = {"cite": "followup"}
 _CUTOUT_MIME = "application/fits"
+#: cutout kinds of fields.cutouts, in the order their References appear
+CUTOUT_KINDS = ("difference", "science", "template")
 
 # Params of the What section that are not about the detection itself
 _P_ALERT_ID = param_attrs("alert_id", "meta.id", None, INT)
@@ -67,9 +78,7 @@ _P_SCHEMA = param_attrs("schema_version", "meta.version", None, None)
 _P_N_PREVIOUS = param_attrs("n_previous", "meta.number", None, INT)
 _P_N_LIMITS = param_attrs("n_upper_limits", "meta.number", None, INT)
 _P_SSO = param_attrs("solar_system", "meta.code", None, BOOL)
-_P_POS_ERR = param_attrs("position_error_origin", "meta.code", None, None)
 _P_ISO = param_attrs("observation_time_utc", "time.epoch", None, None)
-_P_N_ROWS = param_attrs("n_rows", "meta.number", None, INT)
 
 
 class History(Protocol):
@@ -134,6 +143,8 @@ class Converter:
     - ``role``: "observation", "test", ... or "auto" ("test" for simulated alerts, else "observation").
     - ``history``: a :class:`History` for citations (default: a :class:`MemoryHistory`).
     - ``clock``: seconds since the epoch, for Who/Date and Event.received (tests pass a fixed clock).
+
+    Not thread-safe (skeleton cache, history): use one Converter per thread.
     """
 
     def __init__(self, authority: str, stream: str, public_url: str, role: str = "auto",
@@ -151,6 +162,7 @@ class Converter:
         self.history = history if history is not None else MemoryHistory()
         self.max_previous_rows = max_previous_rows
         self._date = _DateCache(clock or time.time)
+        self._skeletons: dict[tuple, _Skeleton] = {}
 
     # ------------------------------------------------------------------------------------------------ API
 
@@ -180,140 +192,197 @@ class Converter:
         if cited == ivorn:  # the same alert again (a replay): never cite yourself
             cited = None
 
-        rows = self.max_previous_rows
-        xml = self._build(alert, profile, det, alert_id, key, ivorn, role, iso, cited, rows)
-        while len(xml) >= MAX_EVENT_BYTES and rows:
-            rows //= 4  # over budget (huge free-text fields?): shorten the light-curve table until it fits
-            xml = self._build(alert, profile, det, alert_id, key, ivorn, role, iso, cited, rows)
+        values = _Values(alert, profile, det, alert_id, key, ivorn, role, iso, cited, self.max_previous_rows)
+        xml = self._build(values)
+        while len(xml) >= MAX_EVENT_BYTES and values.previous:
+            # over budget (huge free-text fields?): shorten the light-curve table until it fits
+            values.previous = values.previous[len(values.previous) * 3 // 4 + 1:]
+            xml = self._build(values)
         if len(xml) >= MAX_EVENT_BYTES:
             raise AlertError(alert.source, alert.position,
                              f"VOEvent too large: {len(xml)} bytes >= {MAX_EVENT_BYTES} even without a light curve")
         self.history.remember(key, ivorn)
-        return Event(ivorn=ivorn, role=role, received=datetime.fromtimestamp(self._date.now()[0], timezone.utc),
+        return Event(ivorn=ivorn, role=role, received=datetime.fromtimestamp(values.now, timezone.utc),
                      xml=xml, alert=alert, origin=alert.source)
 
     convert = __call__
 
     # ------------------------------------------------------------------------------------------- building
 
-    def _build(self, alert, profile: SurveyProfile, det, alert_id, key, ivorn, role, iso, cited, rows) -> bytes:
-        root = etree.Element(_ROOT_TAG, _ROOT_ATTRS, nsmap=_NSMAP, ivorn=ivorn, role=role)
-        _, date = self._date.now()
-
-        who = _SubElement(root, "Who")
-        _SubElement(who, "AuthorIVORN").text = self.author_ivorn
-        _SubElement(who, "Date").text = date
-        _SubElement(who, "Description").text = "Converted from the survey's Avro alert by vogateway"
-
-        what = _SubElement(root, "What")
-        self._what(what, alert, profile, det, alert_id, key, iso, rows)
-        self._where_when(root, profile, det, iso)
-
-        how = _SubElement(root, "How")
-        _SubElement(how, "Description").text = profile.how
-        for uri in profile.references:
-            _SubElement(how, "Reference", uri=uri, type="url")
-
-        self._why(root, alert, det, key)
-
-        if cited is not None:
-            citations = _SubElement(root, "Citations")
-            _SubElement(citations, "EventIVORN", _CITE).text = cited
-            _SubElement(citations, "Description").text = f"New detection of {key}, earlier announced in {cited}"
-
-        _SubElement(root, "Description").text = _summary(profile, det, alert_id, key)
+    def _build(self, v: "_Values") -> bytes:
+        """Fill the skeleton of the alert's shape with this alert's values and serialize it."""
+        shape = v.shape()
+        s = self._skeletons.get(shape)
+        if s is None:
+            if len(self._skeletons) >= MAX_SKELETONS:
+                self._skeletons.clear()
+            s = self._skeletons[shape] = _Skeleton(v, self.author_ivorn)
+        # every value below is set on every use of the skeleton, so nothing of the previous alert remains
+        root = s.root
+        root.set("ivorn", v.ivorn)
+        root.set("role", v.role)
+        v.now, s.date.text = self._date.now()
+        for element, value in zip(s.params, v.param_values()):
+            element.set("value", value)
+        if s.data is not None:
+            data = s.data
+            data.clear()
+            sub = _SubElement
+            for previous in v.previous:
+                tr = sub(data, "TR")
+                for get, fmt in PREVIOUS_FIELDS:
+                    value = get(previous)
+                    sub(tr, "TD").text = "" if value is None else fmt(value)
+        for element, kind in zip(s.cutouts, v.cutouts):
+            element.set("uri", f"{self.public_url}/cutouts/{v.alert_id}/{kind}.fits")
+        s.iso.text = v.iso
+        det = v.det
+        s.c1.text = repr(det.ra)
+        s.c2.text = repr(det.dec)
+        s.radius.text = fmt_float(error_radius(det, v.profile))
+        if v.probability is not None:
+            s.why.set("importance", v.probability)
+            s.inference.set("probability", v.probability)
+        s.name.text = v.key
+        s.concept.text = SOLAR_CONCEPT if v.solar else TRANSIENT_CONCEPT
+        if v.cited is not None:
+            s.cited.text = v.cited
+            s.cited_description.text = f"New detection of {v.key}, earlier announced in {v.cited}"
+        s.description.text = _summary(v.profile, det, v.alert_id, v.key)
         return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
-    def _what(self, what, alert, profile: SurveyProfile, det, alert_id, key, iso, rows):
-        sub = _SubElement
-        sub(what, "Param", {**_P_ALERT_ID, "value": str(alert_id)})
-        sub(what, "Param", {**_P_OBJECT_KEY, "value": key})
-        sub(what, "Param", {**_P_SURVEY, "value": alert.survey})
-        sub(what, "Param", {**_P_SCHEMA, "value": alert.schema})
-        sub(what, "Param", {**_P_ISO, "value": iso})
-        sub(what, "Param", {**_P_SSO, "value": "true" if fields.is_solar_system(alert) else "false"})
 
-        trigger = sub(what, "Group", profile.trigger_group)
-        for attrs, get, fmt in profile.trigger_params:
-            value = get(det)
-            if value is not None:
-                sub(trigger, "Param", {**attrs, "value": fmt(value)})
+SOLAR_CONCEPT = "known solar-system object"
+TRANSIENT_CONCEPT = "transient or variable source (difference image)"
+
+
+class _Values:
+    """Everything of one alert that goes into its VOEvent, as text, and the shape it gives the document."""
+
+    __slots__ = ("alert", "profile", "det", "alert_id", "key", "ivorn", "role", "iso", "cited", "solar",
+                 "trigger", "extra", "object", "n_previous", "n_limits", "previous", "cutouts", "probability", "now")
+
+    def __init__(self, alert, profile: SurveyProfile, det, alert_id, key, ivorn, role, iso, cited, rows):
+        self.alert, self.profile, self.det, self.alert_id, self.key = alert, profile, det, alert_id, key
+        self.ivorn, self.role, self.iso, self.cited = ivorn, role, iso, cited
+        self.solar = fields.is_solar_system(alert)
+        # triggering detection: text or None (absent) per Param of the profile, in profile order
+        self.trigger = [None if (value := get(det)) is None else fmt(value)
+                        for _, get, fmt in profile.trigger_params]
         extra, missing = det.extra, profile.missing
-        for field_name, attrs, fmt in profile.extra_params:
-            value = extra.get(field_name)
-            if value is not None and value == value and value not in missing:  # skip null, NaN, sentinels
-                sub(trigger, "Param", {**attrs, "value": fmt(value)})
+        self.extra = [None if (value := extra.get(name)) is None or value != value or value in missing
+                      else fmt(value) for name, _, fmt in profile.extra_params]
+        # object summary: (key, text) of the keys that become Params (the shape records which, in which order)
+        formats = profile.object_formats
+        self.object = [(name, formats[name](value)) for name, value in fields.object_summary(alert).items()
+                       if value is not None and name in formats]
+        self.n_previous = fields.n_previous(alert)
+        self.n_limits = len(fields.upper_limits(alert))
+        self.previous = []
+        if self.n_previous and rows:
+            previous = fields.previous_detections(alert)
+            previous.sort(key=_by_time)
+            self.previous = previous[-rows:]
+        self.cutouts = tuple(kind for kind in CUTOUT_KINDS if kind in fields.cutouts(alert))
+        reliability = det.reliability
+        self.probability = ("%.3f" % reliability) if reliability is not None and 0.0 <= reliability <= 1.0 else None
 
-        summary = fields.object_summary(alert)
-        group = sub(what, "Group", profile.object_group(key))
-        for name, value in summary.items():
-            if value is None:
-                continue
-            attrs = object_params(name, profile.time_scale_suffix)
-            if attrs is not None:
-                sub(group, "Param", {**attrs[0], "value": attrs[1](value)})
+    def shape(self) -> tuple:
+        """What decides the document's structure: survey, which Params are present, table, cutouts, citation."""
+        return (self.alert.survey, tuple([v is None for v in self.trigger]), tuple([v is None for v in self.extra]),
+                tuple([name for name, _ in self.object]), self.object_type(), bool(self.previous), self.cutouts,
+                self.cited is not None, self.probability is not None)
 
-        n_previous = fields.n_previous(alert)
-        sub(what, "Param", {**_P_N_PREVIOUS, "value": str(n_previous)})
-        sub(what, "Param", {**_P_N_LIMITS, "value": str(len(fields.upper_limits(alert)))})
-        if n_previous and rows:
-            self._previous_table(what, alert, profile, rows)
+    def object_type(self) -> str:
+        return self.profile.object_group(self.key)["type"]
 
-        for kind in fields.cutouts(alert):
-            sub(what, "Reference", uri=f"{self.public_url}/cutouts/{alert_id}/{kind}.fits", type=kind,
-                mimetype=_CUTOUT_MIME)
+    def param_values(self) -> list[str]:
+        """Values of the skeleton's value-less Params, in document order (see _Skeleton)."""
+        values = [str(self.alert_id), self.key, self.alert.schema, self.iso, "true" if self.solar else "false"]
+        values += [v for v in self.trigger if v is not None]
+        values += [v for v in self.extra if v is not None]
+        values += [text for _, text in self.object]
+        values += [str(self.n_previous), str(self.n_limits)]
+        return values
 
-    @staticmethod
-    def _previous_table(what, alert, profile: SurveyProfile, rows: int):
-        """The latest ``rows`` previous detections, newest last, as a Table (the rest only counted)."""
-        previous = fields.previous_detections(alert)
-        previous.sort(key=_by_time)
-        shown = previous[-rows:]
+
+class _Skeleton:
+    """The VOEvent tree of one alert shape, reused for every alert of that shape: only values change.
+
+    ``params`` are the Params whose ``value`` each alert sets, in :meth:`_Values.param_values` order;
+    ``date``, ``iso``, ``c1``, ... are the other elements an alert fills in (None when the shape has none).
+    """
+
+    def __init__(self, v: _Values, author_ivorn: str):
+        profile = v.profile
         sub = _SubElement
-        table = sub(what, "Table", profile.previous_table)
-        sub(table, "Param", {**_P_N_ROWS, "value": str(len(shown))})
-        for attrs in profile.previous_fields:
-            sub(table, "Field", attrs)
-        data = sub(table, "Data")
-        for det in shown:
-            tr = sub(data, "TR")
-            for get, fmt in PREVIOUS_FIELDS:
-                value = get(det)
-                sub(tr, "TD").text = "" if value is None else fmt(value)
+        root = self.root = etree.Element(_ROOT_TAG, _ROOT_ATTRS, nsmap=_NSMAP, ivorn="", role="observation")
+        named: dict[str, etree._Element] = {}
+        params = []
 
-    @staticmethod
-    def _where_when(root, profile: SurveyProfile, det, iso: str):
-        sub = _SubElement
+        who = sub(root, "Who")
+        sub(who, "AuthorIVORN").text = author_ivorn
+        named["date"] = sub(who, "Date")
+        sub(who, "Description").text = "Converted from the survey's Avro alert by vogateway"
+
+        what = sub(root, "What")
+        for attrs in (_P_ALERT_ID, _P_OBJECT_KEY, _P_SURVEY, _P_SCHEMA, _P_ISO, _P_SSO):
+            if attrs is _P_SURVEY:
+                sub(what, "Param", {**attrs, "value": v.alert.survey})
+            else:
+                params.append(sub(what, "Param", attrs))
+        trigger = sub(what, "Group", profile.trigger_group)
+        params += [sub(trigger, "Param", attrs)
+                   for (attrs, _, _), value in zip(profile.trigger_params, v.trigger) if value is not None]
+        params += [sub(trigger, "Param", attrs)
+                   for (_, attrs, _), value in zip(profile.extra_params, v.extra) if value is not None]
+        group = sub(what, "Group", {"name": "object", "type": v.object_type()})
+        params += [sub(group, "Param", object_params(name, profile.scale)[0]) for name, _ in v.object]
+        params.append(sub(what, "Param", _P_N_PREVIOUS))
+        params.append(sub(what, "Param", _P_N_LIMITS))
+        if v.previous:
+            table = sub(what, "Table", profile.previous_table)
+            for attrs in profile.previous_fields:
+                sub(table, "Field", attrs)
+            named["data"] = sub(table, "Data")
+        cutouts = [sub(what, "Reference", uri="", type=kind, mimetype=_CUTOUT_MIME) for kind in v.cutouts]
+
         where_when = sub(root, "WhereWhen")
         obs_data = sub(where_when, "ObsDataLocation")
         sub(obs_data, "ObservatoryLocation", profile.observatory)
         location = sub(obs_data, "ObservationLocation")
         sub(location, "AstroCoordSystem", _COORD_SYSTEM)
         coords = sub(location, "AstroCoords", _COORDS)
-        instant = sub(sub(coords, "Time", _TIME), "TimeInstant")
-        sub(instant, "ISOTime").text = iso
+        named["iso"] = sub(sub(sub(coords, "Time", _TIME), "TimeInstant"), "ISOTime")
         position = sub(coords, "Position2D", _POSITION)
         sub(position, "Name1").text = "RA"
         sub(position, "Name2").text = "Dec"
         value2 = sub(position, "Value2")
-        sub(value2, "C1").text = repr(det.ra)
-        sub(value2, "C2").text = repr(det.dec)
-        sub(position, "Error2Radius").text = fmt_float(error_radius(det, profile))
+        named["c1"] = sub(value2, "C1")
+        named["c2"] = sub(value2, "C2")
+        named["radius"] = sub(position, "Error2Radius")
 
-    @staticmethod
-    def _why(root, alert, det, key: str):
-        reliability = det.reliability
-        solar = fields.is_solar_system(alert)
-        concept = "known solar-system object" if solar else "transient or variable source (difference image)"
-        if reliability is not None and 0.0 <= reliability <= 1.0:
-            probability = "%.3f" % reliability
-            why = _SubElement(root, "Why", importance=probability)
-            inference = _SubElement(why, "Inference", probability=probability, relation="identified")
-        else:
-            why = _SubElement(root, "Why")
-            inference = _SubElement(why, "Inference")
-        _SubElement(inference, "Name").text = key
-        _SubElement(inference, "Concept").text = concept
+        how = sub(root, "How")
+        sub(how, "Description").text = profile.how
+        for uri in profile.references:
+            sub(how, "Reference", uri=uri, type="url")
+
+        named["why"] = why = sub(root, "Why")
+        named["inference"] = inference = sub(why, "Inference", relation="identified")
+        named["name"] = sub(inference, "Name")
+        named["concept"] = sub(inference, "Concept")
+
+        if v.cited is not None:
+            citations = sub(root, "Citations")
+            named["cited"] = sub(citations, "EventIVORN", _CITE)
+            named["cited_description"] = sub(citations, "Description")
+        named["description"] = sub(root, "Description")
+
+        self.data = self.cited = self.cited_description = None
+        for name, element in named.items():
+            setattr(self, name, element)
+        self.params = tuple(params)
+        self.cutouts = tuple(cutouts)
 
 
 def error_radius(det, profile: SurveyProfile) -> float:
@@ -338,5 +407,3 @@ def _summary(profile: SurveyProfile, det, alert_id, key) -> str:
     return text
 
 
-#: What a Pipeline's ``convert`` argument is: any callable Alert -> Event
-convert_type = Callable[[Alert], Event]

@@ -6,7 +6,7 @@ Every attribute dict here is built once at import; the builder passes them strai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import attrgetter
 from typing import Any, Callable, Optional
@@ -25,9 +25,8 @@ def param_attrs(name: str, ucd: str, unit: Optional[str], data_type: Optional[st
     return attrs
 
 
-def fmt_float(value: float) -> str:
-    """7 significant digits: the precision of the float32 columns most alert quantities are."""
-    return "%.7g" % value
+#: 7 significant digits: the precision of the float32 columns most alert quantities are
+fmt_float: Callable[[float], str] = "%.7g".__mod__
 
 
 fmt_repr = repr  # shortest round-trip text of a double: positions and times keep every digit
@@ -105,6 +104,15 @@ _PER_BAND = {
 }
 
 
+#: every ``fields.object_summary`` key that becomes a Param, in document order (others are ignored)
+OBJECT_KEYS = tuple(_OBJECT) + tuple(f"{band}_{quantity}" for band in "ugrizy" for quantity in _PER_BAND)
+
+
+def object_formats(scale: str) -> dict[str, Callable]:
+    """``fields.object_summary`` key -> formatter, for every key in :data:`OBJECT_KEYS`."""
+    return {key: object_params(key, scale)[1] for key in OBJECT_KEYS}
+
+
 @lru_cache(maxsize=256)
 def object_params(key: str, scale: str) -> Optional[tuple[dict[str, str], Callable]]:
     """(attrs, formatter) of the object-summary Param for ``fields.object_summary`` key ``key``, or None for
@@ -144,10 +152,10 @@ class SurveyProfile:
     object_types: dict[str, str]
     default_object_type: str = "object"
     missing: frozenset = frozenset()
+    object_formats: dict = field(init=False, repr=False, compare=False)  # summary key -> formatter
 
-    @property
-    def time_scale_suffix(self) -> str:
-        return self.scale
+    def __post_init__(self):
+        object.__setattr__(self, "object_formats", object_formats(self.scale))
 
     @property
     def trigger_group(self) -> dict[str, str]:
