@@ -18,6 +18,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
 
+from gateway.voevent.parse import safe_fromstring
 from gateway.vtp.framing import DEFAULT_MAX_FRAME_BYTES
 
 TRANSPORT_NS = "http://www.telescope-networks.org/xml/Transport/v1.1"
@@ -31,7 +32,7 @@ class MessageError(ValueError):
     """A frame that is not a usable VTP message; the text says why (it goes into a nak or a log line)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Transport:
     """A received Transport message. ``origin`` is the sender's IVO, or for ack/nak the IVORN acknowledged."""
 
@@ -48,7 +49,7 @@ class Transport:
         return parse_timestamp(self.timestamp_text)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class VOEventMessage:
     """A received VOEvent: its IVORN and role, and the payload exactly as it arrived."""
 
@@ -97,10 +98,50 @@ def parse_timestamp(text: str) -> Optional[datetime]:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+# A broker receives one ack per delivery (100,000/s at 1,000 events/s to 100 subscribers), so acks get a byte-level
+# fast path: a small frame with no "<!" (no DTD, comment or CDATA), a Transport root in a known namespace with
+# role="ack", and an Origin holding plain text (no markup, no entity reference) is read without building a tree.
+# Anything else goes through the full parser. The only use of an ack is to mark that IVORN delivered to that
+# subscriber, so a malformed frame read as an ack can affect nothing but the sender's own delivery count.
+_NAMESPACE_BYTES = tuple(ns.encode() for ns in TRANSPORT_NAMESPACES if ns)
+
+
+def _plain(payload: bytes, name: bytes, after: int) -> Optional[str]:
+    """Text of the first <name>...</name> after ``after``: "" if absent, None if it holds markup or entities."""
+    start = payload.find(b"<" + name + b">", after)
+    if start < 0:
+        return ""
+    start += len(name) + 2
+    end = payload.find(b"</" + name + b">", start)
+    text = payload[start:end]
+    if end < 0 or b"<" in text or b"&" in text:
+        return None
+    try:
+        return text.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+
+
+def _quick_ack(payload: bytes) -> Optional[Transport]:
+    if len(payload) > 2048 or b"<!" in payload:
+        return None
+    root = payload.find(b"Transport ")
+    if root < 1 or payload[root - 1] not in b"<:":
+        return None
+    tag = payload[root:payload.find(b">", root)]
+    if (b'role="ack"' not in tag and b"role='ack'" not in tag) or not any(ns in tag for ns in _NAMESPACE_BYTES):
+        return None
+    fields = [_plain(payload, name, root) for name in (b"Origin", b"Response", b"TimeStamp")]
+    if None in fields or not fields[0]:
+        return None
+    return Transport(role="ack", origin=fields[0], response=fields[1], timestamp_text=fields[2])
+
+
 def parse_message(payload: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Message:
     """Classify one frame. Raises :class:`MessageError` for non-XML, DTDs/entities, unknown roots and roles."""
-    from gateway.voevent.parse import safe_fromstring
-
+    quick = _quick_ack(payload)
+    if quick is not None:
+        return quick
     try:
         root = safe_fromstring(payload, max_bytes)
     except (ValueError, etree.LxmlError) as error:
@@ -110,8 +151,15 @@ def parse_message(payload: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> M
     if name == "Transport" and namespace in TRANSPORT_NAMESPACES:
         if role not in TRANSPORT_ROLES:
             raise MessageError(f"unknown Transport role {role!r}")
-        children = _children(root)
-        meta = children.get("Meta")
+        texts, meta = {"Origin": "", "Response": "", "TimeStamp": ""}, None
+        for child in root:  # one pass; acks (one per delivery) make this a hot path
+            tag = child.tag
+            if isinstance(tag, str):
+                local = tag.rpartition("}")[2]
+                if local in texts:
+                    texts[local] = texts[local] or (child.text or "").strip()
+                elif local == "Meta" and meta is None:
+                    meta = child
         result, filters = "", []
         if meta is not None:
             result = _text(_children(meta), "Result")
@@ -122,8 +170,8 @@ def parse_message(payload: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> M
                     filters.append(child.get("value"))
                 elif child_name == "filter" and child.get("type") == "xpath" and (child.text or "").strip():
                     filters.append(child.text.strip())
-        return Transport(role=role, origin=_text(children, "Origin"), response=_text(children, "Response"),
-                         timestamp_text=_text(children, "TimeStamp"), result=result, filters=tuple(filters))
+        return Transport(role=role, origin=texts["Origin"], response=texts["Response"],
+                         timestamp_text=texts["TimeStamp"], result=result, filters=tuple(filters))
     if name == "VOEvent":
         ivorn = (root.get("ivorn") or "").strip()
         if not ivorn:

@@ -12,7 +12,7 @@ For each fan-out (1, 10, 100 subscribers) it measures, with the same subscriber 
 
 Latency is subscriber receipt time minus the time the author sent the event (both on this machine's clock),
 so for ``comet``/``ours`` it includes the receiver's checks. Last, ``ours`` at a paced 1,000 events/s to 100
-subscribers gives the p99 added latency. Broker processes run separately from the measuring process.
+subscribers (and at a rate this machine sustains) gives the p99 added latency. Broker processes run separately from the measuring process.
 
     .venv/bin/python scripts/bench/vtp.py [--events 2000] [--comet-events 400] [--fanouts 1,10,100]
 """
@@ -51,6 +51,7 @@ TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
   <How><Description>vtp benchmark</Description></How>
 </voe:VOEvent>
 """
+PROFILE = os.environ.get("VTP_BENCH_PROFILE", "").split()  # e.g. "-m cProfile -o ours.prof": profile our server
 PADDING = "x" * 1200  # a typical alert VOEvent is 2-5 kB
 
 
@@ -163,7 +164,7 @@ def serve_bare(port: int, subscribers: int, events: int) -> None:
 
 def start_ours(fanout_events: int = 0, subscribers: int = 0):
     receive, broadcast = free_port(), free_port()
-    process = subprocess.Popen([sys.executable, __file__, "--serve-ours", str(receive), str(broadcast),
+    process = subprocess.Popen([sys.executable, *PROFILE, __file__, "--serve-ours", str(receive), str(broadcast),
                                 str(fanout_events), str(subscribers)], cwd=ROOT)
     wait_listening(receive, process)
     wait_listening(broadcast, process)
@@ -347,33 +348,36 @@ def measure(args) -> None:
         workdir = Path(tempfile.mkdtemp(prefix="vtp-bench-"))
         for fanout in args.fanouts:
             print(f"fan-out {fanout}:", flush=True)
-            if not args.skip_comet:
+            if "comet" in args.only and not args.skip_comet:
                 process, receive, broadcast = start_comet(workdir / f"comet-{fanout}")
                 try:
                     yield through_author("comet", receive, broadcast, fanout, args.comet_events)
                 finally:
                     stop(process)
-            process, receive, broadcast = start_ours()
-            try:
-                yield through_author("ours", receive, broadcast, fanout, args.events)
-            finally:
-                stop(process)
-            process, receive, broadcast = start_ours(args.events, fanout)
-            try:
-                yield fanout_only("ours-fanout", broadcast, fanout, args.events)
-            finally:
-                stop(process)
-            process, port = start_bare(fanout, args.events)
-            try:
-                yield fanout_only("bare", port, fanout, args.events)
-            finally:
-                stop(process)
-        if args.rate:
-            print(f"paced: {args.rate} events/s for {args.rate_seconds} s to {max(args.fanouts)} subscribers:",
+            if "ours" in args.only:
+                process, receive, broadcast = start_ours()
+                try:
+                    yield through_author("ours", receive, broadcast, fanout, args.events)
+                finally:
+                    stop(process)
+            if "ours-fanout" in args.only:
+                process, receive, broadcast = start_ours(args.events, fanout)
+                try:
+                    yield fanout_only("ours-fanout", broadcast, fanout, args.events)
+                finally:
+                    stop(process)
+            if "bare" in args.only:
+                process, port = start_bare(fanout, args.events)
+                try:
+                    yield fanout_only("bare", port, fanout, args.events)
+                finally:
+                    stop(process)
+        for rate in args.rate:
+            print(f"paced: {rate} events/s for {args.rate_seconds} s to {max(args.fanouts)} subscribers:",
                   flush=True)
             process, receive, broadcast = start_ours()
             try:
-                yield paced(receive, broadcast, max(args.fanouts), args.rate, args.rate_seconds)
+                yield paced(receive, broadcast, max(args.fanouts), rate, args.rate_seconds)
             finally:
                 stop(process)
 
@@ -415,9 +419,12 @@ def parse_args(argv):
     parser.add_argument("--comet-events", type=int, default=400, help="events per run through Comet (it is slow)")
     parser.add_argument("--fanouts", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 100])
     parser.add_argument("--concurrency", type=int, default=8, help="parallel author connections")
-    parser.add_argument("--rate", type=int, default=1000, help="paced run: events/s (0: skip)")
+    parser.add_argument("--rate", type=lambda s: [int(x) for x in s.split(",") if int(x)], default=[250, 1000],
+                        help="paced runs of ours to the largest fan-out: events/s, comma-separated (0: none)")
     parser.add_argument("--rate-seconds", type=float, default=3.0)
     parser.add_argument("--skip-comet", action="store_true")
+    parser.add_argument("--only", type=lambda s: s.split(","), default=["comet", "ours", "ours-fanout", "bare"],
+                        help="which runs, comma-separated (default: comet,ours,ours-fanout,bare)")
     return parser.parse_args(argv)
 
 

@@ -106,3 +106,38 @@ def test_bad_frames_are_refused_with_a_reason(data, reason):
 def test_unreadable_timestamp_is_none_not_an_error():
     data = b'<Transport role="iamalive"><Origin>ivo://b</Origin><TimeStamp>yesterday</TimeStamp></Transport>'
     assert messages.parse_message(data).timestamp is None
+
+
+COMET_ACK = (b"<?xml version='1.0' encoding='UTF-8'?>\n<trn:Transport xmlns:trn=\"http://www.telescope-networks.org/xml/"
+             b"Transport/v1.1\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" version=\"1.0\" "
+             b"xsi:schemaLocation=\"http://telescope-networks.org/schema/Transport/v1.1 http://www.telescope-networks"
+             b".org/schema/Transport-v1.1.xsd\" role=\"ack\">\n  <Origin>ivo://x/y#1</Origin>\n  <Response>ivo://c"
+             b"</Response>\n  <TimeStamp>2026-11-24T12:00:00Z</TimeStamp>\n</trn:Transport>\n")
+
+
+@pytest.mark.parametrize("ack", [COMET_ACK, PYGCN_ACK, messages.ack("ivo://us", "ivo://x/y#1", NOW)],
+                         ids=["comet", "pygcn", "ours"])
+def test_acks_in_the_wild_take_the_quick_path_with_the_same_answer(ack):
+    quick = messages._quick_ack(ack)
+    assert quick is not None and (quick.role, quick.origin) == ("ack", "ivo://x/y#1")
+    assert messages.parse_message(ack).origin == "ivo://x/y#1"
+
+
+@pytest.mark.parametrize("frame, origin", [
+    (messages.ack("ivo://us", "ivo://x/y#a&b", NOW), "ivo://x/y#a&b"),  # escaped entity: full parser unescapes
+    (COMET_ACK.replace(b"<Origin>", b"<!-- c --><Origin>"), "ivo://x/y#1"),
+    (b'<Transport role="ack"><Origin>ivo://x/y#1</Origin></Transport>', "ivo://x/y#1"),  # no namespace
+])
+def test_unusual_acks_fall_back_to_the_full_parser(frame, origin):
+    assert messages._quick_ack(frame) is None
+    assert messages.parse_message(frame).origin == origin
+
+
+@pytest.mark.parametrize("frame", [
+    COMET_ACK.replace(b'role="ack"', b'role="nak"'),
+    COMET_ACK.replace(b"<?xml", b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]><?xml'),
+    COMET_ACK.replace(b"telescope-networks.org", b"example.org"),
+    COMET_ACK.replace(b"ivo://x/y#1", b"<b>ivo://x/y#1</b>"),
+])
+def test_quick_path_never_reads_what_is_not_a_plain_ack(frame):
+    assert messages._quick_ack(frame) is None
