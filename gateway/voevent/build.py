@@ -28,6 +28,7 @@ the last :data:`MAX_PREVIOUS_ROWS` previous detections plus counts, never dumped
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import OrderedDict
 from datetime import datetime, timezone
@@ -49,7 +50,7 @@ XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 MAX_EVENT_BYTES = 99_999
 #: How many of the latest previous detections a VOEvent lists (the rest are only counted)
 MAX_PREVIOUS_ROWS = 30
-#: Skeletons (one per alert shape) kept; a stream has a handful of shapes per schema version
+#: Skeletons (one per alert shape) kept per thread; a stream has a handful of shapes per schema version
 MAX_SKELETONS = 2048
 
 PROFILES: dict[str, SurveyProfile] = {"rubin": rubin.PROFILE, "ztf": ztf.PROFILE}
@@ -144,7 +145,8 @@ class Converter:
     - ``history``: a :class:`History` for citations (default: a :class:`MemoryHistory`).
     - ``clock``: seconds since the epoch, for Who/Date and Event.received (tests pass a fixed clock).
 
-    Not thread-safe (skeleton cache, history): use one Converter per thread.
+    May be called from several threads: the skeletons it fills in place are per thread; the default
+    :class:`MemoryHistory` is only safe from one thread at a time (the reactor's, in ``serve``).
     """
 
     def __init__(self, authority: str, stream: str, public_url: str, role: str = "auto",
@@ -162,7 +164,7 @@ class Converter:
         self.history = history if history is not None else MemoryHistory()
         self.max_previous_rows = max_previous_rows
         self._date = _DateCache(clock or time.time)
-        self._skeletons: dict[tuple, _Skeleton] = {}
+        self._local = threading.local()  # skeletons are filled in place: each thread gets its own
 
     # ------------------------------------------------------------------------------------------------ API
 
@@ -209,14 +211,22 @@ class Converter:
 
     # ------------------------------------------------------------------------------------------- building
 
+    def _skeletons(self) -> dict[tuple, "_Skeleton"]:
+        try:
+            return self._local.skeletons
+        except AttributeError:
+            skeletons = self._local.skeletons = {}
+            return skeletons
+
     def _build(self, v: "_Values") -> bytes:
         """Fill the skeleton of the alert's shape with this alert's values and serialize it."""
+        skeletons = self._skeletons()
         shape = v.shape()
-        s = self._skeletons.get(shape)
+        s = skeletons.get(shape)
         if s is None:
-            if len(self._skeletons) >= MAX_SKELETONS:
-                self._skeletons.clear()
-            s = self._skeletons[shape] = _Skeleton(v, self.author_ivorn)
+            if len(skeletons) >= MAX_SKELETONS:
+                skeletons.clear()
+            s = skeletons[shape] = _Skeleton(v, self.author_ivorn)
         # every value below is set on every use of the skeleton, so nothing of the previous alert remains
         root = s.root
         root.set("ivorn", v.ivorn)
@@ -283,7 +293,8 @@ class _Values:
             previous = fields.previous_detections(alert)
             previous.sort(key=_by_time)
             self.previous = previous[-rows:]
-        self.cutouts = tuple(kind for kind in CUTOUT_KINDS if kind in fields.cutouts(alert))
+        present = fields.cutouts(alert)
+        self.cutouts = tuple(kind for kind in CUTOUT_KINDS if kind in present)
         reliability = det.reliability
         self.probability = ("%.3f" % reliability) if reliability is not None and 0.0 <= reliability <= 1.0 else None
 

@@ -332,3 +332,15 @@ def test_shapes_do_not_leak_values_between_alerts(samples):
     backward = converter(history=_Forgetful())
     for a in reversed(samples):
         assert backward(a).xml == first[a.source, a.position], (a.source, a.position)
+
+
+def test_one_converter_can_be_used_from_several_threads(samples):
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = {(a.source, a.position): converter(history=_Forgetful())(a).xml for a in samples}
+    shared = converter(history=_Forgetful())
+    work = samples * 20
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(shared, work))
+    for alert, event in zip(work, results):
+        assert event.xml == expected[alert.source, alert.position]
