@@ -194,12 +194,16 @@ class Converter:
         if cited == ivorn:  # the same alert again (a replay): never cite yourself
             cited = None
 
-        values = _Values(alert, profile, det, alert_id, key, ivorn, role, iso, cited, self.max_previous_rows)
-        xml = self._build(values)
-        while len(xml) >= MAX_EVENT_BYTES and values.previous:
-            # over budget (huge free-text fields?): shorten the light-curve table until it fits
-            values.previous = values.previous[len(values.previous) * 3 // 4 + 1:]
+        try:
+            values = _Values(alert, profile, det, alert_id, key, ivorn, role, iso, cited, self.max_previous_rows)
             xml = self._build(values)
+            while len(xml) >= MAX_EVENT_BYTES and values.previous:
+                # over budget (huge free-text fields?): shorten the light-curve table until it fits
+                values.previous = values.previous[len(values.previous) * 3 // 4 + 1:]
+                xml = self._build(values)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            # e.g. a field of an unexpected type, or text lxml refuses (control characters are not XML)
+            raise AlertError(alert.source, alert.position, f"malformed alert: {error!r}") from None
         if len(xml) >= MAX_EVENT_BYTES:
             raise AlertError(alert.source, alert.position,
                              f"VOEvent too large: {len(xml)} bytes >= {MAX_EVENT_BYTES} even without a light curve")

@@ -344,3 +344,16 @@ def test_one_converter_can_be_used_from_several_threads(samples):
         results = list(pool.map(shared, work))
     for alert, event in zip(work, results):
         assert event.xml == expected[alert.source, alert.position]
+
+
+def test_text_that_is_not_xml_is_a_rejection_not_a_crash(samples):
+    alert = next(a for a in samples if a.survey == "ztf")
+    record = dict(alert.record, candidate=dict(alert.record["candidate"], ssnamenr="bad\x00name"))
+    convert = converter()
+    with pytest.raises(AlertError, match="malformed alert.*XML compatible"):
+        convert(Alert("ztf", alert.schema, record, "ctl.avro", 2))
+    # the converter is still fine afterwards, for an alert of the same shape
+    record = dict(alert.record, candidate=dict(alert.record["candidate"], ssnamenr="12345"))
+    event = convert(Alert("ztf", alert.schema, record, "ok.avro", 3))
+    assert validate(event.xml) == []
+    assert voeventparse.get_grouped_params(voeventparse.loads(event.xml))["trigger"]["ssnamenr"]["value"] == "12345"
