@@ -163,7 +163,17 @@ class BrokerProtocol(FrameProtocol):
 
     # -- what the subscriber says ----------------------------------------------------------------------------
 
+    def _acked(self, ivorn: str) -> None:
+        if self.outstanding.pop(ivorn, None) is not None:
+            self.acked += 1
+        else:
+            log.debug("ack from {peer} for {ivorn}, which was not outstanding", peer=self.peer(), ivorn=ivorn)
+
     def frameReceived(self, payload: bytes) -> None:
+        ivorn = messages.quick_ack_origin(payload)  # acks are one per delivery: the hot path
+        if ivorn is not None:
+            self._acked(ivorn)
+            return
         try:
             message = messages.parse_message(payload, self.max_frame_bytes)
         except messages.MessageError as error:
@@ -176,11 +186,7 @@ class BrokerProtocol(FrameProtocol):
         if message.role == "iamalive":
             self.awaiting_alive = False
         elif message.role == "ack":
-            if self.outstanding.pop(message.origin, None) is not None:
-                self.acked += 1
-            else:
-                log.debug("ack from {peer} for {ivorn}, which was not outstanding", peer=self.peer(),
-                          ivorn=message.origin)
+            self._acked(message.origin)
         elif message.role == "nak":
             if self.outstanding.pop(message.origin, None) is not None:
                 self.naked += 1
