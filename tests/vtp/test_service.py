@@ -2,7 +2,6 @@
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 
 from gateway import config as configuration
 from gateway.vtp.author import send_events
