@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from gateway.alerts.decode import decode_wire, encode_wire, read_container  # noqa: E402
 from gateway.alerts.schemas import SchemaLibrary, rubin_schema_id  # noqa: E402
 from gateway.resources import SAMPLES  # noqa: E402
-from gateway.voevent.build import Converter, _Values, error_radius, PROFILES  # noqa: E402
+from gateway.voevent.build import PROFILES, Converter, _Values, error_radius  # noqa: E402
+from gateway.voevent.validate import validate  # noqa: E402
 
 
 def packets(library: SchemaLibrary) -> list[bytes]:
@@ -118,16 +119,18 @@ def build_with_voeventparse(alert, convert: Converter) -> bytes:
                       obs_time=datetime.fromisoformat(iso).replace(tzinfo=timezone.utc),
                       observatory_location=profile.observatory["id"])
     # add_how / add_why / add_citations use collections.Iterable (removed in Python 3.10): raw objectify
-    v.How.Description = profile.how
+    how = objectify.SubElement(v, "How")
+    how.Description = profile.how
     for uri in profile.references:
-        v.How.append(vp.Reference(uri))
-    inference = vp.Inference(probability=values.probability, relation="identified", name=key,
-                             concept="transient or variable source (difference image)")
-    v.Why.append(inference)
+        how.append(vp.Reference(uri))
+    why = objectify.SubElement(v, "Why")
+    why.append(vp.Inference(probability=values.probability, relation="identified", name=key,
+                            concept="transient or variable source (difference image)"))
     if values.probability is not None:
-        v.Why.set("importance", values.probability)
+        why.set("importance", values.probability)
     if cited is not None:
-        v.Citations.append(vp.EventIvorn(cited, vp.definitions.cite_types.followup))
+        citations = objectify.SubElement(v, "Citations")
+        citations.append(vp.EventIvorn(cited, vp.definitions.cite_types.followup))
     v.Description = f"Rubin alert {alert_id} on {key}"
     return vp.dumps(v)
 
@@ -157,8 +160,12 @@ def main(argv=None) -> int:
         for i, packet in enumerate(batch):
             sizes.append(len(convert(decode_wire(packet, "bench", i, library)).xml))
 
-    a = rate(len(batch), best(decode_only, args.repeat))
-    b = rate(len(batch), best(decode_and_build, args.repeat))
+    # interleaved (a, b, a, b, ...) so that load from other processes hits both alike; fastest of each counts
+    runs_a, runs_b = [], []
+    for _ in range(args.repeat):
+        runs_a.append(best(decode_only, 1))
+        runs_b.append(best(decode_and_build, 1))
+    a, b = rate(len(batch), min(runs_a)), rate(len(batch), min(runs_b))
     print(f"(a) decode only                    {a:9,.0f} alerts/s")
     print(f"(b) decode + VOEvent + bytes       {b:9,.0f} alerts/s   (VOEvent {min(sizes)}-{max(sizes)} bytes)")
     print(f"    ratio b/a                      {b / a:9.2f}        (target >= 0.5; b target >= 3,000/s)")
@@ -175,6 +182,10 @@ def main(argv=None) -> int:
         for alert in alerts:
             build_with_voeventparse(alert, convert)
 
+    check = converter()
+    problems = [validate(build_with_voeventparse(alert, check)) for alert in alerts[:len(wire)]]
+    if any(problems):
+        print("voevent-parse baseline builds invalid VOEvents:", next(p for p in problems if p))
     ours = rate(len(alerts), best(lxml_build, args.repeat))
     theirs = rate(len(alerts), best(objectify_build, args.repeat))
     print(f"build + serialize only, {len(alerts)} decoded alerts:")

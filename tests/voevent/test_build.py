@@ -357,3 +357,14 @@ def test_text_that_is_not_xml_is_a_rejection_not_a_crash(samples):
     event = convert(Alert("ztf", alert.schema, record, "ok.avro", 3))
     assert validate(event.xml) == []
     assert voeventparse.get_grouped_params(voeventparse.loads(event.xml))["trigger"]["ssnamenr"]["value"] == "12345"
+
+
+def test_non_ascii_text_is_utf8_as_declared(samples):
+    alert = next(a for a in samples if a.survey == "ztf")
+    record = dict(alert.record, candidate=dict(alert.record["candidate"], ssnamenr="Čeres 2000 ÅB"))
+    event = converter()(Alert("ztf", alert.schema, record, "utf8.avro", 0))
+    assert event.xml.startswith(b'<?xml version="1.0" encoding="UTF-8"?>')
+    assert "Čeres 2000 ÅB".encode() in event.xml
+    assert validate(event.xml) == []
+    params = voeventparse.get_grouped_params(voeventparse.loads(event.xml))
+    assert params["trigger"]["ssnamenr"]["value"] == "Čeres 2000 ÅB"
