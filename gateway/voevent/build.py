@@ -311,7 +311,7 @@ class _Values:
                 self.cited is not None, self.probability is not None)
 
     def object_type(self) -> str:
-        return self.profile.object_group(self.key)["type"]
+        return self.profile.object_type(self.key)
 
     def param_values(self) -> list[str]:
         """Values of the skeleton's value-less Params, in document order (see _Skeleton)."""

@@ -173,9 +173,9 @@ class SurveyProfile:
     def previous_fields(self):
         return _PREVIOUS_FIELDS[self.scale]
 
-    def object_group(self, object_key: str) -> dict[str, str]:
-        prefix = object_key.partition(":")[0]
-        return {"name": "object", "type": self.object_types.get(prefix, self.default_object_type)}
+    def object_type(self, object_key: str) -> str:
+        """Group type of the object summary: by the object key's prefix ("diaObject:..." -> diaObject)."""
+        return self.object_types.get(object_key.partition(":")[0], self.default_object_type)
 
 
 _PREVIOUS_FIELDS = {"tai": previous_fields("tai"), "utc": previous_fields("utc")}
