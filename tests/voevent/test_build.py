@@ -15,6 +15,7 @@ from gateway.alerts.schemas import packaged_rubin_versions
 from gateway.resources import SAMPLES
 from gateway.voevent.build import MAX_EVENT_BYTES, MAX_PREVIOUS_ROWS, Converter, MemoryHistory
 from gateway.voevent.validate import validate
+from support import skip_or_fail
 
 iers.conf.auto_download = False  # astropy must not go to the network for leap seconds in tests
 
@@ -46,8 +47,11 @@ def by_name(params: dict, name: str) -> dict:
 
 
 def test_samples_cover_every_shipped_rubin_version_and_ztf(samples):
+    shipped = set(packaged_rubin_versions())
+    if not shipped:
+        skip_or_fail("lsst-alert-packet (the 'rubin' extra) is not installed: cannot list the shipped versions")
     rubin = {a.schema for a in samples if a.survey == "rubin"}
-    assert rubin == set(packaged_rubin_versions()), "a shipped Rubin schema version has no bundled sample"
+    assert rubin == shipped, "a shipped Rubin schema version has no bundled sample"
     assert {"3.0", "11.1"} <= rubin
     assert {a.schema for a in samples if a.survey == "ztf"} >= {"3.2", "3.3", "3.5"}
 
