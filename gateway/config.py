@@ -68,7 +68,7 @@ db = "sqlite:///var/gateway.db"
 listen = "127.0.0.1:8080"
 
 [vtp]
-# Broker for subscribers; endpoint string or HOST:PORT; empty: off.
+# Broker for subscribers; endpoint string, HOST:PORT, or tls:HOST:PORT (TLS with the tls_* files below); empty: off.
 broadcast = "127.0.0.1:8099"
 # Receiver for authors; empty: off.
 receive = "127.0.0.1:8098"

@@ -164,6 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("--local-ivo", default="ivo://vogateway.local/author")
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--tls-cert", default="", help="our certificate (PEM), for tls:HOST:PORT")
+    parser.add_argument("--tls-key", default="", help="its key (PEM), if not inside --tls-cert")
+    parser.add_argument("--tls-ca", default="", help="CA that signs the receiver's certificate (PEM)")
     return parser
 
 
