@@ -57,9 +57,10 @@ payload = "avro"
 
 [output]
 # Also write every event as <directory>/<localID>.xml; empty: don't.
-directory = ""
+directory = "var/events"
 
 [store]
+# (The alert DB and the TAP service below are not built yet; these keys are read once they are.)
 # Alert DB: sqlite:///PATH (relative to the working directory) or postgresql://USER@HOST:PORT/DB
 db = "sqlite:///var/gateway.db"
 

@@ -61,26 +61,19 @@ class Gateway(service.MultiService):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.sources: list = []
         self.router = Router()
-        self.store = self._make_store()
         self.pipeline = Pipeline(self._make_converter(), self._parse, self.router)
         self._add_sinks()
         self._add_sources()
         self._add_vtp()
-        self._add_http()
         StatsReporter(self.pipeline, clock=self.reactor).setServiceParent(self)
+        log.info("alert DB and TAP are not built yet: store.db and http.listen are not used")
 
     # -- the pieces, in the order data flows ------------------------------------------------------------------
-
-    def _make_store(self):
-        from gateway.store import open_store
-
-        url = self.config["store"]["db"]
-        return open_store(url, reactor=self.reactor) if url else None
 
     def _make_converter(self):
         from gateway.convert import make_converter
 
-        return make_converter(self.config, history=self.store)
+        return make_converter(self.config)
 
     @staticmethod
     def _parse(xml: bytes, origin: str):
@@ -89,8 +82,6 @@ class Gateway(service.MultiService):
         return parse_event(xml, origin=origin)
 
     def _add_sinks(self):
-        if self.store is not None:
-            self.router.add_sink(self.store)
         directory = self.config["output"]["directory"]
         if directory:
             self.router.add_sink(DirectorySink(directory))
@@ -130,20 +121,6 @@ class Gateway(service.MultiService):
             self.router.add_sink(broker)
         for child in services:
             child.setServiceParent(self)
-
-    def _add_http(self):
-        listen = self.config["http"]["listen"]
-        if not listen or self.store is None:
-            return
-        from twisted.application.internet import StreamServerEndpointService
-        from twisted.web.server import Site
-
-        from gateway.endpoints import server_endpoint
-        from gateway.tap import http_root
-
-        site = Site(http_root(self.store, self.config, reactor=self.reactor))
-        site.noisy = False
-        StreamServerEndpointService(server_endpoint(self.reactor, listen), site).setServiceParent(self)
 
 
 def start_logging(verbose: bool = False, stream=None) -> None:

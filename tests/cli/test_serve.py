@@ -3,8 +3,6 @@
 import signal
 import subprocess
 import sys
-import urllib.parse
-import urllib.request
 
 from gateway.alerts.files import iter_inputs
 from gateway.resources import SAMPLES
@@ -27,19 +25,12 @@ def stop(process):
     assert process.wait(timeout=60) == 0
 
 
-def tap_count(port, table):
-    query = urllib.parse.urlencode({"REQUEST": "doQuery", "LANG": "ADQL", "FORMAT": "csv",
-                                    "QUERY": f"SELECT COUNT(*) AS n FROM {table}"}).encode()
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/tap/sync", data=query, timeout=10) as reply:
-        return int(reply.read().decode().splitlines()[1])
-
-
 def test_serve_with_defaults_replays_samples_into_every_sink_and_resumes(tmp_path):
     expected = sum(1 for item in iter_inputs([str(SAMPLES)]) if not isinstance(item, Exception))
     process, ports = start(tmp_path)
     try:
-        wait_for(lambda: len(list((tmp_path / "out").glob("*.xml"))) >= expected, 120, what="sample replay")
-        wait_for(lambda: tap_count(ports["http"], "alert") >= expected, 30, what="alerts queryable over TAP")
+        wait_for(lambda: "replay done" in (tmp_path / "serve.log").read_text(), 120, what="sample replay")
+        assert len(list((tmp_path / "out").glob("*.xml"))) == expected
 
         # an author submits a VOEvent to our receiver: acked, routed to the sinks
         event = next((tmp_path / "out").glob("*.xml")).read_bytes()
