@@ -53,6 +53,7 @@ def vtp_services(config: dict, pipeline, reactor=None, has_ivorn=None) -> tuple[
                         buffer_events=vtp["subscriber_buffer_events"],
                         whitelist=_whitelist(vtp["subscriber_whitelist"], "subscriber_whitelist"),
                         rules=_rules(vtp["subscriber_rules"]))
+        broker.noisy = False  # the port already logs "Broker starting on PORT"; no "Starting factory" lines
         service = StreamServerEndpointService(vtp_server_endpoint(reactor, vtp["broadcast"], tls), broker)
         service.setName("vtp-broadcast")
         services.append(service)
@@ -61,6 +62,7 @@ def vtp_services(config: dict, pipeline, reactor=None, has_ivorn=None) -> tuple[
                             whitelist=_whitelist(vtp["author_whitelist"], "author_whitelist"),
                             max_frame_bytes=vtp["max_frame_bytes"], idle_timeout=vtp["author_idle_timeout"],
                             has_ivorn=has_ivorn)
+        receiver.noisy = False
         service = StreamServerEndpointService(vtp_server_endpoint(reactor, vtp["receive"], tls), receiver)
         service.setName("vtp-receive")
         service.receiver = receiver
