@@ -116,9 +116,9 @@ class Pipeline:
         try:
             event = self.convert(alert)
         except AlertError as error:
-            return defer.succeed(self._reject(error))
+            return defer.succeed(self.reject(error))
         except Exception as error:  # a converter bug must not stop the stream; it is counted and logged
-            return defer.succeed(self._reject(AlertError(alert.source, alert.position, f"conversion failed: {error!r}")))
+            return defer.succeed(self.reject(AlertError(alert.source, alert.position, f"conversion failed: {error!r}")))
         return self._route(event)
 
     def ingest_voevent(self, xml: bytes, origin: str) -> defer.Deferred:
@@ -126,19 +126,15 @@ class Pipeline:
         try:
             event = self.parse(xml, origin=origin)
         except AlertError as error:
-            return defer.succeed(self._reject(error))
+            return defer.succeed(self.reject(error))
         except ValueError as error:
-            return defer.succeed(self._reject(AlertError(origin, None, str(error))))
+            return defer.succeed(self.reject(AlertError(origin, None, str(error))))
         return self._route(event)
 
     def reject(self, error: AlertError) -> None:
-        """Count and log a packet a source could not even decode."""
-        self._reject(error)
-
-    def _reject(self, error: AlertError) -> None:
+        """Count and log a packet that could not be decoded, converted or parsed."""
         self.stats.reject(error)
         log.warn("rejected {error}", error=str(error))
-        return None
 
     def _route(self, event: Event) -> defer.Deferred:
         if not self.seen.add(event.ivorn):
