@@ -226,9 +226,25 @@ def sqlite_ddl() -> list[str]:
         for name in t.indexes:
             out.append(f"CREATE INDEX IF NOT EXISTS {t.name}_{name} ON {t.name} ({name})")
         if t.position:
-            out.append(f"CREATE VIRTUAL TABLE IF NOT EXISTS {t.name}_sky USING rtree(id, ra_min, ra_max, dec_min, "
-                       "dec_max)")
+            out.extend(_sqlite_sky_index(t))
     return out
+
+
+def _sqlite_sky_index(t: Table) -> list[str]:
+    # triggers keep the R*Tree in step with the table, whoever writes it
+    ra, dec = t.position
+    box = f"new.rowid, new.{ra}, new.{ra}, new.{dec}, new.{dec}"
+    return [
+        f"CREATE VIRTUAL TABLE IF NOT EXISTS {t.name}_sky USING rtree(id, ra_min, ra_max, dec_min, dec_max)",
+        f"CREATE TRIGGER IF NOT EXISTS {t.name}_sky_insert AFTER INSERT ON {t.name} "
+        f"WHEN new.{ra} IS NOT NULL AND new.{dec} IS NOT NULL "
+        f"BEGIN INSERT INTO {t.name}_sky VALUES ({box}); END",
+        f"CREATE TRIGGER IF NOT EXISTS {t.name}_sky_update AFTER UPDATE OF {ra}, {dec} ON {t.name} "
+        f"BEGIN DELETE FROM {t.name}_sky WHERE id = old.rowid; "
+        f"INSERT INTO {t.name}_sky SELECT {box} WHERE new.{ra} IS NOT NULL AND new.{dec} IS NOT NULL; END",
+        f"CREATE TRIGGER IF NOT EXISTS {t.name}_sky_delete AFTER DELETE ON {t.name} "
+        f"BEGIN DELETE FROM {t.name}_sky WHERE id = old.rowid; END",
+    ]
 
 
 def postgres_ddl(schema: str = SCHEMA) -> list[str]:
