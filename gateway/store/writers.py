@@ -17,7 +17,8 @@ _IMMUTABLE = (("alert", ALERT), ("voevent", VOEVENT), ("diasource", DIASOURCE), 
 
 
 def _object_upsert(table: str, detections: str, p: str, least: str, greatest: str) -> str:
-    newer = f"excluded.last_mjd >= coalesce({table}.last_mjd, excluded.last_mjd)"
+    # strictly newer: a replayed alert (same last_mjd) leaves the row as it is
+    newer = f"({table}.last_mjd IS NULL OR excluded.last_mjd > {table}.last_mjd)"
     latest = lambda column: f"CASE WHEN {newer} THEN excluded.{column} ELSE {table}.{column} END"  # noqa: E731
     values = ", ".join([p] * len(_OBJECT_COLUMNS))
     return (

@@ -1,0 +1,234 @@
+"""The alert DB on both backends: every sample stored once, objects upserted, bad events fail alone, Citations
+survive a restart, cone searches use the sky index and agree with brute force."""
+
+import dataclasses
+import gzip
+import math
+import random
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+
+from gateway.alerts import fields
+from gateway.alerts.files import iter_inputs
+from gateway.config import load
+from gateway.convert import make_converter
+from gateway.resources import SAMPLES
+from gateway.store import Database, Store, StoreError, StoreHistory
+from gateway.store.db import parse_url, sky_distance
+from gateway.store.rows import MAX_CUTOUT_BYTES, fits_bytes
+from postgres import fresh_database
+
+
+def sample_events(history=None):
+    convert = make_converter(load(), history=history)
+    return [convert(alert) for alert in iter_inputs([str(SAMPLES)]) if not isinstance(alert, Exception)]
+
+
+EVENTS = sample_events()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    if request.param == "sqlite":
+        db = Database(f"sqlite:///{tmp_path / 'alerts.db'}", reactor)
+        yield db
+        db.stop()
+    else:
+        with fresh_database("gwstore") as url:
+            db = Database(url, reactor)
+            yield db
+            db.stop()
+
+
+def count(db, table, where="1=1", params=()):
+    conn = db.reader()
+    try:
+        return conn.execute(f"SELECT count(*) FROM gateway.{table} WHERE {where}", params).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def query(db, sql, params=()):
+    conn = db.reader()
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_samples_are_stored_once_with_objects_and_detections(database):
+    store = Store(database, max_batch=25)
+    yield defer.gatherResults([store.accept(e) for e in EVENTS])
+    yield defer.gatherResults([store.accept(e) for e in EVENTS[:10]])  # a replay changes nothing
+    assert store.stored == len(EVENTS) + 10 and store.failed == 0
+    assert count(database, "alert") == len(EVENTS)
+    assert count(database, "voevent") == len(EVENTS)
+    alerts = [e.alert for e in EVENTS]
+    detections = {d.source_id for a in alerts for d in [fields.detection(a), *fields.previous_detections(a)]
+                  if d.source_id is not None}
+    assert count(database, "diasource") == len(detections)
+    assert count(database, "diaobject") == len({fields.object_key(a) for a in alerts})
+    assert count(database, "cutout") == sum(len(fields.cutouts(a)) for a in alerts)
+    # every object row counts its stored detections and points at its latest alert
+    for objectid, ndet, first, last, last_ivorn in query(
+            database, "SELECT objectid, ndetections, first_mjd, last_mjd, last_ivorn FROM gateway.diaobject"):
+        assert ndet == count(database, "diasource", f"objectid = {database.placeholder}", (objectid,))
+        mjds = [m for (m,) in query(database, f"SELECT mjd FROM gateway.diasource WHERE objectid = "
+                                              f"{database.placeholder}", (objectid,))]
+        assert math.isclose(first, min(mjds)) and math.isclose(last, max(mjds))
+        # the latest alert: the one with the latest detection; on a tie, the one stored first (a replay changes nothing)
+        on_object = [e for e in EVENTS if fields.object_key(e.alert) == objectid]
+        newest = max(map(_latest_mjd, on_object))
+        assert last_ivorn == [e for e in on_object if _latest_mjd(e) == newest][0].ivorn
+    # ZTF cutouts are stored unpacked, as FITS
+    ztf = next(e.alert for e in EVENTS if e.alert.survey == "ztf" and fields.cutouts(e.alert))
+    content = yield Store(database).cutout(fields.alert_id(ztf), "science")
+    assert content[:6] == b"SIMPLE"
+
+
+def _latest_mjd(event):
+    return max(d.mjd for d in [fields.detection(event.alert), *fields.previous_detections(event.alert)])
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_event_from_vtp_is_stored_with_its_wherewhen(database):
+    from gateway.voevent.parse import parse_event
+
+    xml = EVENTS[0].xml.replace(EVENTS[0].ivorn.encode(), b"ivo://elsewhere.test/gcn#1")
+    event = parse_event(xml, origin="vtp://127.0.0.1:1")
+    yield Store(database).accept(event)
+    ((author, ra, dec, error, event_time),) = query(
+        database, "SELECT author, ra, dec, error_radius, event_time FROM gateway.voevent")
+    det = fields.detection(EVENTS[0].alert)
+    assert author.startswith("ivo://") and math.isclose(ra, det.ra) and math.isclose(dec, det.dec)
+    assert error > 0 and str(event_time).startswith("20") or str(event_time).startswith("19")
+    assert count(database, "alert") == 0  # no alert behind it
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_bad_event_fails_alone_and_its_batch_neighbours_are_stored(database):
+    store = Store(database, max_batch=50)
+    good = EVENTS[:20]
+    broken_alert = dataclasses.replace(EVENTS[20].alert, record={"nonsense": True})
+    broken = dataclasses.replace(EVENTS[20], alert=broken_alert)
+    results = yield defer.DeferredList([store.accept(e) for e in [*good[:10], broken, *good[10:]]],
+                                       consumeErrors=True)
+    failures = [r for ok, r in results if not ok]
+    assert len(failures) == 1 and failures[0].check(StoreError)
+    assert EVENTS[20].ivorn in str(failures[0].value)
+    assert count(database, "alert") == 20 and store.failed == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_has_ivorn_sees_stored_and_in_flight_events(database):
+    store = Store(database)
+    first = store.accept(EVENTS[0])
+    in_flight = store.accept(EVENTS[1])  # queued behind the first write
+    assert (yield store.has_ivorn(EVENTS[1].ivorn)) is True
+    yield defer.gatherResults([first, in_flight])
+    assert (yield store.has_ivorn(EVENTS[0].ivorn)) is True
+    assert (yield store.has_ivorn("ivo://vogateway.local/alerts#0")) is False
+
+
+@pytest_twisted.inlineCallbacks
+def test_citations_survive_a_restart_through_the_store(database):
+    history = StoreHistory()
+    events = sample_events(history)
+    yield defer.gatherResults([Store(database).accept(e) for e in events])
+    reloaded = StoreHistory()
+    assert reloaded.load(database) == count(database, "diaobject")
+    key = fields.object_key(events[-1].alert)
+    assert reloaded.previous(key) == history.previous(key)
+    # an alert converted after the restart cites the one before it
+    convert = make_converter(load(), history=reloaded)
+    again = convert(dataclasses.replace(events[-1].alert))
+    assert history.previous(key).encode() in again.xml
+
+
+@pytest_twisted.inlineCallbacks
+def test_close_waits_for_accepted_events(database):
+    store = Store(database)
+    pending = [store.accept(e) for e in EVENTS[:30]]
+    yield store.close()
+    assert all(d.called for d in pending)
+    reopened = Database(database.url, reactor)
+    try:
+        assert count(reopened, "alert") == 30
+    finally:
+        reopened.stop()
+
+
+def _random_sky(n, seed=7):
+    rng = random.Random(seed)
+    return [(rng.uniform(0, 360), math.degrees(math.asin(rng.uniform(-1, 1)))) for _ in range(n)]
+
+
+def test_cone_search_uses_the_sky_index_and_matches_brute_force(database):
+    points = _random_sky(20_000)
+    points += [(359.999, 10.0), (0.001, 10.0), (45.0, 89.99), (225.0, 89.99)]  # wrap-around and pole
+    rows = [(i + 1, "obj", "rubin", ra, dec) for i, (ra, dec) in enumerate(points)]
+    p = database.placeholder
+    database.run_write(lambda conn: conn.cursor().executemany(
+        f"INSERT INTO {database.table('diasource')} (diasourceid, objectid, survey, ra, dec) "
+        f"VALUES ({p}, {p}, {p}, {p}, {p})", rows))
+    for ra0, dec0, radius in [(10.0, -20.0, 1.5), (0.0, 10.0, 0.01), (90.0, 89.9, 0.2), (200.0, 45.0, 3.0)]:
+        expected = sorted(i + 1 for i, (ra, dec) in enumerate(points) if sky_distance(ra, dec, ra0, dec0) <= radius)
+        if database.backend == "sqlite":
+            found = cone_sqlite(database, ra0, dec0, radius)
+            plan = " ".join(str(r) for r in query(database, "EXPLAIN QUERY PLAN " + CONE_SQLITE,
+                                                  _cone_box(ra0, dec0, radius)))
+            assert "diasource_sky" in plan
+        else:
+            sql = ("SELECT diasourceid FROM gateway.diasource WHERE q3c_radial_query(ra, dec, %s, %s, %s) "
+                   "ORDER BY diasourceid")
+            found = [r[0] for r in query(database, sql, (ra0, dec0, radius))]
+            plan = " ".join(r[0] for r in query(database, "EXPLAIN " + sql, (ra0, dec0, radius)))
+            assert "diasource_sky" in plan or "Bitmap" in plan or "Index" in plan
+        assert found == expected, (ra0, dec0, radius)
+
+
+CONE_SQLITE = ("SELECT s.diasourceid FROM gateway.diasource s WHERE s.rowid IN (SELECT id FROM gateway.diasource_sky "
+               "WHERE ra_max >= ? AND ra_min <= ? AND dec_max >= ? AND dec_min <= ?) "
+               "AND sky_distance(s.ra, s.dec, ?, ?) <= ?")
+
+
+def _cone_box(ra0, dec0, radius):
+    dec_min, dec_max = dec0 - radius, dec0 + radius
+    if dec_max >= 90 or dec_min <= -90:
+        return (0.0, 360.0, max(dec_min, -90.0), min(dec_max, 90.0), ra0, dec0, radius)
+    half = math.degrees(math.asin(min(1.0, math.sin(math.radians(radius)) / math.cos(math.radians(dec0)))))
+    return (ra0 - half, ra0 + half, dec_min, dec_max, ra0, dec0, radius)
+
+
+def cone_sqlite(db, ra0, dec0, radius):
+    ra_min, ra_max, dec_min, dec_max, *rest = _cone_box(ra0, dec0, radius)
+    boxes = [(ra_min, ra_max)]
+    if ra_min < 0:
+        boxes = [(0.0, ra_max), (ra_min + 360, 360.0)]
+    elif ra_max > 360:
+        boxes = [(ra_min, 360.0), (0.0, ra_max - 360)]
+    found = set()
+    for lo, hi in boxes:
+        found.update(r[0] for r in query(db, CONE_SQLITE, (lo, hi, dec_min, dec_max, ra0, dec0, radius)))
+    return sorted(found)
+
+
+def test_gzip_bomb_cutout_is_refused():
+    bomb = gzip.compress(b"\0" * (MAX_CUTOUT_BYTES + 1))
+    with pytest.raises(ValueError, match="unpacks to more than"):
+        fits_bytes(bomb)
+    assert fits_bytes(gzip.compress(b"SIMPLE  =")) == b"SIMPLE  ="
+
+
+@pytest.mark.parametrize("url", ["mysql://x", "sqlite://relative.db", "file.db"])
+def test_bad_store_urls_say_what_is_expected(url):
+    with pytest.raises(Exception, match="expected sqlite:///"):
+        parse_url(url)
+
+
+def test_unreachable_postgresql_is_a_clear_error():
+    with pytest.raises(Exception, match="cannot connect to PostgreSQL"):
+        Database("postgresql://nobody@127.0.0.1:1/none", reactor)
