@@ -1,0 +1,195 @@
+"""What the TAP service publishes: the alert tables, TAP_SCHEMA itself, and a query's uploaded tables.
+
+Everything is derived from :data:`gateway.store.schema.PUBLIC_TABLES`; this module knows no alert field by name.
+A :class:`Catalog` maps ``schema.table`` to column metadata (VOTable datatype, unit, UCD, description) for the ADQL
+translator (name resolution), the output writers (FIELD metadata), VOSI ``/tables`` and TAP_SCHEMA.
+
+TAP_SCHEMA is not stored in the alert DB (the TAP side only has read-only connections): its rows are built here
+and each TAP_SCHEMA table a query names becomes a ``WITH tap_schema_<name>(...) AS (VALUES ...)`` in front of the
+translated SQL, which works the same on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+from gateway.store import schema as store_schema
+
+#: ADQL/TAP_SCHEMA type of the store -> (VOTable datatype, arraysize, xtype)
+VOTABLE_TYPES = {
+    "BIGINT": ("long", None, None),
+    "INTEGER": ("int", None, None),
+    "SMALLINT": ("short", None, None),
+    "DOUBLE": ("double", None, None),
+    "REAL": ("float", None, None),
+    "VARCHAR": ("char", "*", None),
+    "TIMESTAMP": ("char", "*", "timestamp"),
+    "BLOB": ("unsignedByte", "*", None),
+}
+
+
+@dataclass(frozen=True)
+class ColumnMeta:
+    """One result or table column as VOTable/TAP_SCHEMA describe it."""
+    name: str
+    datatype: str  # VOTable: long int short double float char unsignedByte boolean
+    arraysize: Optional[str] = None
+    xtype: Optional[str] = None
+    unit: Optional[str] = None
+    ucd: Optional[str] = None
+    description: Optional[str] = None
+    principal: bool = False
+    indexed: bool = False
+    std: bool = False
+
+    @property
+    def sql_type(self) -> str:
+        """The sqlglot/ADQL type name, for type inference in the translator."""
+        if self.xtype == "timestamp":
+            return "TIMESTAMP"
+        return {"long": "BIGINT", "int": "INT", "short": "SMALLINT", "double": "DOUBLE", "float": "FLOAT",
+                "unsignedByte": "VARBINARY", "boolean": "BOOLEAN"}.get(self.datatype, "VARCHAR")
+
+
+@dataclass(frozen=True)
+class TableMeta:
+    schema: str
+    name: str
+    description: str
+    columns: tuple[ColumnMeta, ...]
+    #: (ra, dec) column names when the table has a sky index (R*Tree ``<name>_sky`` / q3c)
+    position: Optional[tuple[str, str]] = None
+    foreign_keys: tuple[tuple[str, str, str], ...] = ()
+    table_type: str = "table"
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def column(self, name: str) -> Optional[ColumnMeta]:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        return None
+
+
+def _from_store(table: store_schema.Table) -> TableMeta:
+    columns = []
+    for c in table.columns:
+        datatype, arraysize, xtype = VOTABLE_TYPES[c.datatype]
+        columns.append(ColumnMeta(c.name, datatype, arraysize, xtype, c.unit, c.ucd, c.description,
+                                  principal=c.principal, indexed=c.indexed))
+    return TableMeta(store_schema.SCHEMA, table.name, table.description, tuple(columns), table.position,
+                     table.foreign_keys)
+
+
+def _c(name, datatype, description, arraysize=None, principal=True):
+    return ColumnMeta(name, datatype, arraysize, None, None, None, description, principal=principal, std=True)
+
+
+_CHAR = "*"
+TAP_SCHEMA_TABLES = (
+    TableMeta("tap_schema", "schemas", "Schemas published by this service", (
+        _c("schema_name", "char", "Schema name, for reference", _CHAR),
+        _c("utype", "char", "Schema utype", _CHAR, False),
+        _c("description", "char", "Brief description of the schema", _CHAR),
+        _c("schema_index", "int", "Recommended sort order when listing schemas", principal=False),
+    )),
+    TableMeta("tap_schema", "tables", "Tables published by this service", (
+        _c("schema_name", "char", "Schema the table belongs to", _CHAR),
+        _c("table_name", "char", "Fully qualified table name, as used in ADQL", _CHAR),
+        _c("table_type", "char", "One of: table, view", _CHAR),
+        _c("utype", "char", "Table utype", _CHAR, False),
+        _c("description", "char", "Brief description of the table", _CHAR),
+        _c("table_index", "int", "Recommended sort order when listing tables", principal=False),
+    ), foreign_keys=(("schema_name", "schemas", "schema_name"),)),
+    TableMeta("tap_schema", "columns", "Columns of the tables published by this service", (
+        _c("table_name", "char", "Table name from TAP_SCHEMA.tables", _CHAR),
+        _c("column_name", "char", "Column name", _CHAR),
+        _c("utype", "char", "Column utype", _CHAR, False),
+        _c("ucd", "char", "Column UCD", _CHAR),
+        _c("unit", "char", "Column unit in VO standard format", _CHAR),
+        _c("description", "char", "Brief description of the column", _CHAR),
+        _c("datatype", "char", "VOTable datatype of the column", _CHAR),
+        _c("arraysize", "char", "VOTable arraysize of the column", _CHAR),
+        _c("xtype", "char", "VOTable xtype of the column", _CHAR),
+        _c("size", "int", "Length of variable-length datatypes (deprecated; use arraysize)", principal=False),
+        _c("principal", "int", "1 if the column is principal, 0 otherwise"),
+        _c("indexed", "int", "1 if the column is indexed, 0 otherwise"),
+        _c("std", "int", "1 if the column is defined by a standard, 0 otherwise"),
+        _c("column_index", "int", "Recommended sort order when listing columns", principal=False),
+    ), foreign_keys=(("table_name", "tables", "table_name"),)),
+    TableMeta("tap_schema", "keys", "Foreign keys between the tables published by this service", (
+        _c("key_id", "char", "Unique key identifier", _CHAR),
+        _c("from_table", "char", "Fully qualified table name of the table holding the foreign key", _CHAR),
+        _c("target_table", "char", "Fully qualified table name of the referenced table", _CHAR),
+        _c("utype", "char", "Key utype", _CHAR, False),
+        _c("description", "char", "Description of this key", _CHAR),
+    )),
+    TableMeta("tap_schema", "key_columns", "Columns of the foreign keys in TAP_SCHEMA.keys", (
+        _c("key_id", "char", "Key identifier from TAP_SCHEMA.keys", _CHAR),
+        _c("from_column", "char", "Column in the from_table", _CHAR),
+        _c("target_column", "char", "Column in the target_table", _CHAR),
+    ), foreign_keys=(("key_id", "keys", "key_id"),)),
+)
+
+SCHEMA_DESCRIPTIONS = {
+    store_schema.SCHEMA: "The alert DB: objects, detections, alert packets and VOEvents received by this gateway",
+    "tap_schema": "Metadata of this TAP service (TAP 1.1 TAP_SCHEMA)",
+}
+
+
+class Catalog:
+    """Published tables by lower-case ``schema.table`` name; uploads are added per query with :meth:`with_uploads`."""
+
+    def __init__(self, tables):
+        self.tables: dict[str, TableMeta] = {t.qualified.lower(): t for t in tables}
+
+    @classmethod
+    def default(cls) -> "Catalog":
+        return cls([_from_store(t) for t in store_schema.PUBLIC_TABLES] + list(TAP_SCHEMA_TABLES))
+
+    def with_uploads(self, uploads: dict[str, tuple[ColumnMeta, ...]]) -> "Catalog":
+        extra = [TableMeta("tap_upload", name, "Table uploaded with this query", cols) for name, cols in uploads.items()]
+        return Catalog(list(self.tables.values()) + extra)
+
+    def get(self, schema: Optional[str], name: str) -> Optional[TableMeta]:
+        if schema is None:  # unqualified names mean the alert tables (as in many TAP services)
+            schema = store_schema.SCHEMA
+        return self.tables.get(f"{schema}.{name}".lower())
+
+    def published(self) -> list[TableMeta]:
+        return [t for t in self.tables.values() if t.schema != "tap_upload"]
+
+    def schemas(self) -> list[str]:
+        out = []
+        for t in self.published():
+            if t.schema not in out:
+                out.append(t.schema)
+        return out
+
+    # -- TAP_SCHEMA contents ----------------------------------------------------------------------------------
+
+    def tap_schema_rows(self) -> dict[str, list[tuple]]:
+        """Rows of each TAP_SCHEMA table, columns in the order of :data:`TAP_SCHEMA_TABLES`."""
+        rows = {"schemas": [], "tables": [], "columns": [], "keys": [], "key_columns": []}
+        for i, s in enumerate(self.schemas()):
+            rows["schemas"].append((s, None, SCHEMA_DESCRIPTIONS.get(s), i))
+        for ti, t in enumerate(self.published()):
+            rows["tables"].append((t.schema, t.qualified, t.table_type, None, t.description, ti))
+            for ci, c in enumerate(t.columns):
+                rows["columns"].append((t.qualified, c.name, None, c.ucd, c.unit, c.description, c.datatype,
+                                        c.arraysize, c.xtype, None, int(c.principal), int(c.indexed), int(c.std),
+                                        ci))
+            for column, target, target_column in t.foreign_keys:
+                key_id = f"{t.schema}.{t.name}.{column}"
+                rows["keys"].append((key_id, t.qualified, f"{t.schema}.{target}", None,
+                                     f"{t.name}.{column} refers to {target}.{target_column}"))
+                rows["key_columns"].append((key_id, column, target_column))
+        return rows
+
+
+def result_column(meta: ColumnMeta, name: str) -> ColumnMeta:
+    """``meta`` under the name the query gave it (an alias)."""
+    return meta if meta.name == name else replace(meta, name=name)

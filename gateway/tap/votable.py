@@ -1,0 +1,338 @@
+"""Result writers: VOTable 1.4 (BINARY2, TABLEDATA), CSV, TSV, JSON, written batch by batch.
+
+Each writer turns (columns, batches of row tuples) into bytes incrementally: ``header(columns)``, then
+``rows(batch)`` per batch, then ``footer(overflow, error)``. Nothing holds the whole result, so memory stays flat
+however many rows stream through. The BINARY2 body is built with numpy per batch (null flags with packbits, fixed
+width columns as one structured array); astropy writes a VOTable of 100 k rows in seconds, this in a fraction.
+
+The TAP rules kept here: ``INFO name="QUERY_STATUS" value="OK"`` before the table; when MAXREC truncated the
+result, ``INFO name="QUERY_STATUS" value="OVERFLOW"`` after it; an error document is a VOTable whose
+QUERY_STATUS is ERROR with the message as its text.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime
+import decimal
+import io
+import json
+import math
+from itertools import chain
+from typing import Iterable, Optional
+from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
+
+from gateway.tap.catalog import ColumnMeta
+
+VOTABLE_NS = "http://www.ivoa.net/xml/VOTable/v1.3"
+
+#: VOTable datatype -> big-endian numpy type for BINARY2
+NUMPY_TYPES = {"long": ">i8", "int": ">i4", "short": ">i2", "double": ">f8", "float": ">f4", "boolean": "S1"}
+
+
+class UnknownFormat(ValueError):
+    pass
+
+
+def resolve_types(columns: list[ColumnMeta], batch: list[tuple]) -> list[ColumnMeta]:
+    """Columns with a datatype for every one: those the translator could not type get one from the first
+    non-null value in ``batch`` (SQLite results carry no declared types)."""
+    from dataclasses import replace
+
+    out = []
+    for i, c in enumerate(columns):
+        if c.datatype is not None:
+            out.append(c)
+            continue
+        value = next((row[i] for row in batch if row[i] is not None), None)
+        if isinstance(value, bool):
+            out.append(replace(c, datatype="short"))
+        elif isinstance(value, int):
+            out.append(replace(c, datatype="long"))
+        elif isinstance(value, (float, decimal.Decimal)):
+            out.append(replace(c, datatype="double"))
+        elif isinstance(value, (bytes, memoryview)):
+            out.append(replace(c, datatype="unsignedByte", arraysize="*"))
+        elif isinstance(value, datetime.datetime):
+            out.append(replace(c, datatype="char", arraysize="*", xtype="timestamp"))
+        else:
+            out.append(replace(c, datatype="char", arraysize="*"))
+    return out
+
+
+def _text(value) -> str:
+    """A non-numeric value as text (timestamps ISO 8601 without a zone, as DALI wants)."""
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        return value.isoformat()
+    if isinstance(value, (bytes, memoryview)):
+        return " ".join(str(b) for b in bytes(value))
+    return str(value)
+
+
+def _field_xml(c: ColumnMeta, index: int) -> str:
+    attrs = [f"name={quoteattr(c.name)}", f'ID="col{index}"', f'datatype="{c.datatype}"']
+    if c.arraysize:
+        attrs.append(f'arraysize="{c.arraysize}"')
+    if c.xtype:
+        attrs.append(f'xtype="{c.xtype}"')
+    if c.unit:
+        attrs.append(f"unit={quoteattr(c.unit)}")
+    if c.ucd:
+        attrs.append(f"ucd={quoteattr(c.ucd)}")
+    body = f"<DESCRIPTION>{escape(c.description)}</DESCRIPTION>" if c.description else ""
+    return f"<FIELD {' '.join(attrs)}>{body}</FIELD>" if body else f"<FIELD {' '.join(attrs)}/>"
+
+
+def _document_start(infos: list[tuple[str, str, str]]) -> str:
+    head = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<VOTABLE version="1.4" xmlns="{VOTABLE_NS}" '
+            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n<RESOURCE type="results">\n')
+    for name, value, text in infos:
+        head += f"<INFO name={quoteattr(name)} value={quoteattr(value)}>{escape(text)}</INFO>\n"
+    return head
+
+
+def error_document(message: str) -> bytes:
+    """The VOTable a TAP service answers with when a query fails (DALI): QUERY_STATUS ERROR and the message."""
+    return (_document_start([("QUERY_STATUS", "ERROR", message)]) + "</RESOURCE>\n</VOTABLE>\n").encode("utf-8")
+
+
+class VOTableWriter:
+    content_type = "application/x-votable+xml"
+    serialization = "BINARY2"
+
+    def __init__(self, infos: Iterable[tuple[str, str, str]] = ()):
+        self.infos = list(infos)
+        self.columns: list[ColumnMeta] = []
+        self._pending = b""  # BINARY2 bytes not yet base64-encoded (kept to a multiple of 3 across batches)
+
+    def header(self, columns: list[ColumnMeta]) -> bytes:
+        self.columns = columns
+        text = _document_start([("QUERY_STATUS", "OK", "")] + self.infos) + "<TABLE>\n"
+        text += "\n".join(_field_xml(c, i) for i, c in enumerate(columns)) + "\n"
+        text += '<DATA><BINARY2><STREAM encoding="base64">\n' if self.serialization == "BINARY2" \
+            else "<DATA><TABLEDATA>\n"
+        return text.encode("utf-8")
+
+    def rows(self, batch: list[tuple]) -> bytes:
+        if not batch:
+            return b""
+        if self.serialization == "TABLEDATA":
+            return tabledata_rows(self.columns, batch).encode("utf-8")
+        data = self._pending + binary2_rows(self.columns, batch)
+        cut = len(data) - len(data) % 3
+        self._pending = data[cut:]
+        return base64.encodebytes(data[:cut])
+
+    def footer(self, overflow: bool = False, error: Optional[str] = None) -> bytes:
+        if self.serialization == "BINARY2":
+            text = base64.encodebytes(self._pending).decode("ascii") + "</STREAM></BINARY2></DATA>\n"
+            self._pending = b""
+        else:
+            text = "</TABLEDATA></DATA>\n"
+        text += "</TABLE>\n"
+        if error is not None:
+            text += f'<INFO name="QUERY_STATUS" value="ERROR">{escape(error)}</INFO>\n'
+        elif overflow:
+            text += '<INFO name="QUERY_STATUS" value="OVERFLOW">result truncated at MAXREC rows</INFO>\n'
+        return (text + "</RESOURCE>\n</VOTABLE>\n").encode("utf-8")
+
+
+class TableDataWriter(VOTableWriter):
+    serialization = "TABLEDATA"
+
+
+def binary2_rows(columns: list[ColumnMeta], batch: list[tuple]) -> bytes:
+    """The BINARY2 encoding of ``batch`` (not base64-encoded): per row, null flags then each field."""
+    n = len(batch)
+    values = list(zip(*batch))
+    masks = np.zeros((n, len(columns)), dtype=bool)
+    segments: list[list[bytes]] = []  # per run of columns, one bytes per row
+    fixed: list[tuple[str, str, np.ndarray]] = []  # the current run of fixed-width columns
+
+    def flush_fixed():
+        if fixed:
+            record = np.empty(n, dtype=[(name, dtype) for name, dtype, _ in fixed])
+            for name, _, array in fixed:
+                record[name] = array
+            segments.append(record.view(np.dtype((np.void, record.dtype.itemsize))).tolist())
+            fixed.clear()
+
+    for i, (c, col) in enumerate(zip(columns, values)):
+        dtype = NUMPY_TYPES.get(c.datatype) if not c.arraysize else None
+        if dtype is not None and c.datatype in ("double", "float"):
+            try:
+                array = np.array(col, dtype=np.float64)  # None -> NaN
+            except (TypeError, ValueError):
+                array = np.array([_float(v) for v in col], dtype=np.float64)
+            masks[:, i] = np.isnan(array)
+            fixed.append((f"c{i}", dtype, array))
+        elif dtype is not None and c.datatype != "boolean":
+            try:
+                array = np.array(col, dtype=np.int64)
+            except (TypeError, ValueError, OverflowError):
+                nulls = [v is None for v in col]
+                masks[:, i] = nulls
+                array = np.array([0 if v is None else int(v) for v in col], dtype=np.int64)
+            fixed.append((f"c{i}", dtype, array))
+        else:
+            flush_fixed()
+            encoded = []
+            for v in col:
+                if v is None:
+                    encoded.append(b"\x00\x00\x00\x00")
+                    continue
+                b = bytes(v) if isinstance(v, (bytes, memoryview)) else _text(v).encode("utf-8")
+                encoded.append(len(b).to_bytes(4, "big") + b)
+            masks[:, i] = [v is None for v in col]
+            segments.append(encoded)
+    flush_fixed()
+    flags = np.packbits(masks, axis=1)
+    flag_bytes = flags.view(np.dtype((np.void, flags.shape[1]))).ravel().tolist()
+    if len(segments) == 1:
+        return b"".join(chain.from_iterable(zip(flag_bytes, segments[0])))
+    return b"".join(chain.from_iterable(zip(flag_bytes, *segments)))
+
+
+def _float(v) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _td(value, c: ColumnMeta) -> str:
+    if value is None:
+        return "<TD/>"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "<TD>NaN</TD>"
+        if math.isinf(value):
+            return "<TD>+Inf</TD>" if value > 0 else "<TD>-Inf</TD>"
+        return f"<TD>{value!r}</TD>"
+    if isinstance(value, bool):
+        return f"<TD>{int(value)}</TD>"
+    if isinstance(value, int):
+        return f"<TD>{value}</TD>"
+    if isinstance(value, decimal.Decimal):
+        return f"<TD>{float(value)!r}</TD>"
+    return f"<TD>{escape(_text(value))}</TD>"
+
+
+def tabledata_rows(columns: list[ColumnMeta], batch: list[tuple]) -> str:
+    return "".join("<TR>" + "".join(_td(v, c) for v, c in zip(row, columns)) + "</TR>\n" for row in batch)
+
+
+class CSVWriter:
+    content_type = "text/csv; charset=utf-8"
+    delimiter = ","
+
+    def header(self, columns: list[ColumnMeta]) -> bytes:
+        self.columns = columns
+        return self._lines([[c.name for c in columns]])
+
+    def _lines(self, rows) -> bytes:
+        out = io.StringIO()
+        writer = csv.writer(out, delimiter=self.delimiter, lineterminator="\r\n" if self.delimiter == "," else "\n")
+        writer.writerows(rows)
+        return out.getvalue().encode("utf-8")
+
+    def rows(self, batch: list[tuple]) -> bytes:
+        return self._lines([["" if v is None else (repr(v) if isinstance(v, float) else _text(v)) for v in row]
+                            for row in batch])
+
+    def footer(self, overflow: bool = False, error: Optional[str] = None) -> bytes:
+        return b""
+
+
+class TSVWriter(CSVWriter):
+    content_type = "text/tab-separated-values; charset=utf-8"
+    delimiter = "\t"
+
+
+class JSONWriter:
+    """``{"metadata": [...], "data": [[...], ...], "overflow": bool}``; NaN becomes null."""
+    content_type = "application/json"
+
+    def header(self, columns: list[ColumnMeta]) -> bytes:
+        self.columns = columns
+        self._first = True
+        meta = [{k: v for k, v in (("name", c.name), ("datatype", c.datatype), ("arraysize", c.arraysize),
+                                   ("xtype", c.xtype), ("unit", c.unit), ("ucd", c.ucd),
+                                   ("description", c.description)) if v is not None} for c in columns]
+        return ('{"metadata": ' + json.dumps(meta) + ', "data": [\n').encode("utf-8")
+
+    def rows(self, batch: list[tuple]) -> bytes:
+        text = ",\n".join(json.dumps([_json(v) for v in row]) for row in batch)
+        if not text:
+            return b""
+        if not self._first:
+            text = ",\n" + text
+        self._first = False
+        return text.encode("utf-8")
+
+    def footer(self, overflow: bool = False, error: Optional[str] = None) -> bytes:
+        tail = {"overflow": overflow}
+        if error is not None:
+            tail["error"] = error
+        return ("\n], " + json.dumps(tail)[1:] + "\n").encode("utf-8")
+
+
+def _json(v):
+    if v is None or isinstance(v, (int, str)):
+        return v
+    if isinstance(v, float):
+        return None if math.isnan(v) or math.isinf(v) else v
+    if isinstance(v, decimal.Decimal):
+        return float(v)
+    return _text(v)
+
+
+FORMATS = {
+    "votable": VOTableWriter, "application/x-votable+xml": VOTableWriter, "text/xml": VOTableWriter,
+    "votable/b2": VOTableWriter, "votable/binary2": VOTableWriter,
+    "application/x-votable+xml;serialization=binary2": VOTableWriter,
+    "votable/td": TableDataWriter, "votable/tabledata": TableDataWriter,
+    "application/x-votable+xml;serialization=tabledata": TableDataWriter,
+    "csv": CSVWriter, "text/csv": CSVWriter, "text/csv;header=present": CSVWriter,
+    "tsv": TSVWriter, "text/tab-separated-values": TSVWriter,
+    "json": JSONWriter, "application/json": JSONWriter,
+}
+#: what /capabilities advertises: (MIME type, aliases)
+ADVERTISED = [
+    ("application/x-votable+xml", ("votable", "votable/b2")),
+    ("application/x-votable+xml;serialization=TABLEDATA", ("votable/td",)),
+    ("text/csv;header=present", ("csv",)),
+    ("text/tab-separated-values", ("tsv",)),
+    ("application/json", ("json",)),
+]
+
+
+def writer_for(name: Optional[str]):
+    """A new writer for the RESPONSEFORMAT/FORMAT value ``name`` (default VOTable BINARY2)."""
+    key = (name or "votable").strip().lower().replace(" ", "")
+    key = key.replace('"', "")
+    cls = FORMATS.get(key)
+    if cls is None:
+        choices = ", ".join(sorted({alias for _, aliases in ADVERTISED for alias in aliases}))
+        raise UnknownFormat(f"unknown FORMAT {name!r}: use one of {choices} (or their MIME types)")
+    return cls()
+
+
+def write_votable(columns: list[ColumnMeta], row_batches: Iterable[list[tuple]], out, tabledata: bool = False,
+                  overflow: bool = False) -> int:
+    """Write a whole VOTable (BINARY2 unless ``tabledata``) to the binary file ``out`` from batches of row tuples;
+    returns the number of rows. Memory use is one batch at a time."""
+    writer = TableDataWriter() if tabledata else VOTableWriter()
+    batches = iter(row_batches)
+    first = next(batches, [])
+    columns = resolve_types(columns, first)
+    out.write(writer.header(columns))
+    count = 0
+    for batch in chain([first], batches):
+        out.write(writer.rows(batch))
+        count += len(batch)
+    out.write(writer.footer(overflow))
+    return count
