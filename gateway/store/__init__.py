@@ -39,9 +39,11 @@ class Store:
     def __init__(self, database: Database, max_batch: int = 2000):
         self.database = database
         self.max_batch = max_batch
+        self.writer = writers.Writer(database.backend)
         self._pending: list[tuple[Event, defer.Deferred]] = []
         self._pending_ivorns: set[str] = set()
         self._writing = False
+        self._closing: list[defer.Deferred] = []
         self.stored = 0
         self.failed = 0
 
@@ -59,6 +61,11 @@ class Store:
         batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
         if not batch:
             self._writing = False
+            if self._closing:
+                self.database.stop()
+                for d in self._closing:
+                    d.callback(None)
+                self._closing = []
             return
         self._writing = True
         events = [event for event, _ in batch]
@@ -76,7 +83,7 @@ class Store:
                 outcome.append(None)
             except Exception as e:  # a malformed alert must not lose its neighbours
                 outcome.append(StoreError(f"cannot store {event.ivorn}: {type(e).__name__}: {e}"))
-        writers.write_rows(self.database, conn, rows)
+        self.writer.write(conn, rows)
         return outcome
 
     def _written(self, outcome: list, batch) -> None:
@@ -91,6 +98,7 @@ class Store:
                 d.errback(error)
 
     def _batch_failed(self, failure, batch) -> defer.Deferred:
+        self.writer.forget()  # what it remembered of this batch was rolled back
         if len(batch) == 1:
             event, d = batch[0]
             self._pending_ivorns.discard(event.ivorn)
@@ -107,6 +115,15 @@ class Store:
             one.addCallbacks(self._written, self._batch_failed, callbackArgs=([item],), errbackArgs=([item],))
             singles.append(one)
         return defer.DeferredList(singles)
+
+    def close(self) -> defer.Deferred:
+        """Wait for the events already accepted to be committed, then close the DB connections."""
+        if not self._writing and not self._pending:
+            self.database.stop()
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._closing.append(d)
+        return d
 
     # -- lookups ----------------------------------------------------------------------------------------------
 

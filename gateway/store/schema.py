@@ -259,6 +259,10 @@ def postgres_ddl(schema: str = SCHEMA) -> list[str]:
         cols = [f"{c.name} {_POSTGRES_TYPES[c.datatype]}" + ("" if c.nullable else " NOT NULL") for c in t.columns]
         cols.append(f"PRIMARY KEY ({', '.join(t.primary_key)})")
         out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{t.name} ({', '.join(cols)})")
+        for c in t.columns:
+            if c.datatype in ("VARCHAR", "BLOB") and c.name in ("xml", "content"):
+                # lz4 compresses large values several times faster than the default pglz
+                out.append(f"ALTER TABLE {schema}.{t.name} ALTER COLUMN {c.name} SET COMPRESSION lz4")
         for name in t.indexes:
             out.append(f"CREATE INDEX IF NOT EXISTS {t.name}_{name} ON {schema}.{t.name} ({name})")
         if t.position:

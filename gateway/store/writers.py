@@ -1,8 +1,12 @@
-"""Writing one batch of rows, per backend, inside the transaction the caller opened (writer thread only).
+"""Writing batches of rows, per backend, inside the transaction the caller opened (writer thread only).
 
 Rows already stored are skipped (alerts, events, detections and cutouts are immutable once written); the
 object row is an upsert that keeps the earliest first_mjd, the latest last_mjd and the IVORN of the latest alert.
-PostgreSQL gets COPY into temporary staging tables, then one INSERT ... SELECT ... ON CONFLICT per table.
+
+What makes it fast: every Rubin alert repeats up to a year of earlier detections, almost all stored already, so
+the writer remembers the ids it stored recently and sends only the new ones; object rows are merged per batch in
+Python, so each object is upserted once per transaction; PostgreSQL gets COPY into temporary staging tables and
+one set-based INSERT ... SELECT ... ON CONFLICT per table.
 """
 
 from __future__ import annotations
@@ -16,14 +20,13 @@ _OBJECT_COLUMNS = ("objectid", "survey", "ra", "dec", "first_mjd", "last_mjd", "
 _IMMUTABLE = (("alert", ALERT), ("voevent", VOEVENT), ("diasource", DIASOURCE), ("cutout", CUTOUT))
 
 
-def _object_upsert(table: str, detections: str, p: str, least: str, greatest: str) -> str:
+def _object_upsert(table: str, detections: str, source: str, least: str, greatest: str) -> str:
+    """INSERT ... ON CONFLICT for diaobject from ``source`` (a VALUES list or a SELECT)."""
     # strictly newer: a replayed alert (same last_mjd) leaves the row as it is
     newer = f"({table}.last_mjd IS NULL OR excluded.last_mjd > {table}.last_mjd)"
     latest = lambda column: f"CASE WHEN {newer} THEN excluded.{column} ELSE {table}.{column} END"  # noqa: E731
-    values = ", ".join([p] * len(_OBJECT_COLUMNS))
     return (
-        f"INSERT INTO {table} ({', '.join(_OBJECT_COLUMNS)}, ndetections) "
-        f"VALUES ({values}, (SELECT count(*) FROM {detections} WHERE objectid = {p})) "
+        f"INSERT INTO {table} ({', '.join(_OBJECT_COLUMNS)}, ndetections) {source} "
         f"ON CONFLICT (objectid) DO UPDATE SET "
         f"ra = {latest('ra')}, dec = {latest('dec')}, ndetections = excluded.ndetections, "
         f"first_mjd = {least}(coalesce({table}.first_mjd, excluded.first_mjd), "
@@ -37,46 +40,111 @@ def _object_upsert(table: str, detections: str, p: str, least: str, greatest: st
 
 _SQLITE_INSERTS = {name: f"INSERT OR IGNORE INTO {name} VALUES ({', '.join('?' * len(t.columns))})"
                    for name, t in _IMMUTABLE}
-_SQLITE_OBJECT = _object_upsert("diaobject", "diasource", "?", "min", "max")
-_POSTGRES_OBJECT = _object_upsert(f"{SCHEMA}.diaobject", f"{SCHEMA}.diasource", "%s", "least", "greatest")
+# "WHERE true" tells SQLite's parser that ON CONFLICT belongs to the INSERT, not to a join in the SELECT
+_SQLITE_OBJECT = _object_upsert(
+    "diaobject", "diasource",
+    f"SELECT {', '.join('?' * len(_OBJECT_COLUMNS))}, (SELECT count(*) FROM diasource WHERE objectid = ?) WHERE true",
+    "min", "max")
+_POSTGRES_OBJECT = _object_upsert(
+    f"{SCHEMA}.diaobject", f"{SCHEMA}.diasource",
+    f"SELECT s.*, (SELECT count(*) FROM {SCHEMA}.diasource d WHERE d.objectid = s.objectid) FROM stage_diaobject s",
+    "least", "greatest")
 
 
-def write_rows(database, conn, rows: Rows) -> None:
-    if database.backend == "sqlite":
-        write_sqlite(conn, rows)
-    else:
-        write_postgres(conn, rows)
+def merge_objects(rows: list[tuple]) -> list[tuple]:
+    """One row per object: earliest first_mjd, latest last_mjd, and the position/alert/IVORN of the latest alert
+    (the first of equals, as the upsert does)."""
+    merged: dict[str, tuple] = {}
+    for row in rows:
+        key = row[0]
+        old = merged.get(key)
+        if old is None:
+            merged[key] = row
+            continue
+        firsts = [m for m in (old[4], row[4]) if m is not None]
+        newer = row if (old[5] is None or (row[5] is not None and row[5] > old[5])) else old
+        merged[key] = (key, newer[1], newer[2], newer[3], min(firsts) if firsts else None,
+                       newer[5], newer[6], newer[7], row[8])
+    return list(merged.values())
 
 
-def _object_params(rows: Rows):
-    return [(*row, row[0]) for row in rows.diaobject]
+class RecentIds:
+    """A bounded memory of recently stored ids: two generations, the older dropped when the newer fills."""
+
+    def __init__(self, capacity: int = 2_000_000):
+        self.half = max(1, capacity // 2)
+        self.current: set = set()
+        self.previous: set = set()
+
+    def __contains__(self, key) -> bool:
+        return key in self.current or key in self.previous
+
+    def add_all(self, keys) -> None:
+        self.current.update(keys)
+        if len(self.current) >= self.half:
+            self.previous, self.current = self.current, set()
+
+    def clear(self) -> None:
+        self.current, self.previous = set(), set()
 
 
-def write_sqlite(conn, rows: Rows) -> None:
-    for name, _ in _IMMUTABLE:
-        batch = getattr(rows, name)
-        if batch:
-            conn.executemany(_SQLITE_INSERTS[name], batch)
-    if rows.diaobject:
-        conn.executemany(_SQLITE_OBJECT, _object_params(rows))
+class Writer:
+    """Writes :class:`Rows` on the writer connection of one backend; keeps its memory of stored detections.
 
+    ``write`` runs inside the caller's transaction. If that transaction then fails, call :meth:`forget`: the
+    ids it remembered were not committed.
+    """
 
-_staged: set[int] = set()  # ids of PostgreSQL connections whose staging tables exist
+    def __init__(self, backend: str, recent: int = 2_000_000):
+        self.backend = backend
+        self.recent = RecentIds(recent)
+        self._staged: set[int] = set()  # PostgreSQL connections whose staging tables exist
 
+    def forget(self) -> None:
+        self.recent.clear()
+        self._staged.clear()  # temporary tables created in a rolled-back transaction are gone too
 
-def write_postgres(conn, rows: Rows) -> None:
-    if id(conn) not in _staged:
-        for name, _ in _IMMUTABLE:
-            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{name} (LIKE {SCHEMA}.{name}) ON COMMIT DELETE ROWS")
-        _staged.add(id(conn))
-    with conn.cursor() as cursor:
-        for name, table in _IMMUTABLE:
-            batch = getattr(rows, name)
-            if not batch:
-                continue
-            with cursor.copy(f"COPY stage_{name} FROM STDIN") as copy:
-                for row in batch:
-                    copy.write_row(row)
-            cursor.execute(f"INSERT INTO {SCHEMA}.{name} SELECT * FROM stage_{name} ON CONFLICT DO NOTHING")
-        if rows.diaobject:
-            cursor.executemany(_POSTGRES_OBJECT, _object_params(rows))
+    def write(self, conn, rows: Rows) -> None:
+        new_detections, seen = [], set()
+        for row in rows.diasource:
+            source_id = row[0]
+            if source_id not in seen and source_id not in self.recent:
+                seen.add(source_id)
+                new_detections.append(row)
+        objects = merge_objects(rows.diaobject)
+        tables = {"alert": rows.alert, "voevent": rows.voevent, "diasource": new_detections, "cutout": rows.cutout}
+        if self.backend == "sqlite":
+            self._write_sqlite(conn, tables, objects)
+        else:
+            self._write_postgres(conn, tables, objects)
+        self.recent.add_all(seen)
+
+    @staticmethod
+    def _write_sqlite(conn, tables: dict, objects: list[tuple]) -> None:
+        for name, batch in tables.items():
+            if batch:
+                conn.executemany(_SQLITE_INSERTS[name], batch)
+        if objects:
+            conn.executemany(_SQLITE_OBJECT, [(*row, row[0]) for row in objects])
+
+    def _write_postgres(self, conn, tables: dict, objects: list[tuple]) -> None:
+        if id(conn) not in self._staged:
+            # staging copies of 6 kB VOEvents compressed with the default pglz cost more than all the rest
+            conn.execute("SET default_toast_compression = 'lz4'")
+            for name in tables:
+                conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{name} (LIKE {SCHEMA}.{name}) "
+                             "ON COMMIT DELETE ROWS")
+            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_diaobject ON COMMIT DELETE ROWS AS "
+                         f"SELECT {', '.join(_OBJECT_COLUMNS)} FROM {SCHEMA}.diaobject WITH NO DATA")
+            self._staged.add(id(conn))
+        with conn.cursor() as cursor:
+            for name, batch in (*tables.items(), ("diaobject", objects)):
+                if not batch:
+                    continue
+                with cursor.copy(f"COPY stage_{name} FROM STDIN") as copy:
+                    for row in batch:
+                        copy.write_row(row)
+                if name == "diaobject":
+                    cursor.execute(_POSTGRES_OBJECT)
+                else:
+                    cursor.execute(f"INSERT INTO {SCHEMA}.{name} SELECT * FROM stage_{name} ON CONFLICT DO NOTHING")
