@@ -5,6 +5,8 @@
     vogateway validate FILE...         check VOEvents against the VOEvent 2.0 XSD
     vogateway send HOST:PORT FILE...   submit VOEvents to a VTP broker, as an author
     vogateway config                   print the documented default config
+    vogateway routes test FILTER [IN]  which alerts a filter selects (routes list, routes fields)
+    vogateway outbox [retry|drop ID]   forwards waiting or failed in the outbox
 """
 
 from __future__ import annotations
@@ -153,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--local-ivo", default="ivo://vogateway.local/author", help="our IVO identity")
     send.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each ack (default 10)")
     send.set_defaults(handler=cmd_send)
+
+    from gateway.forward.cli import add_commands as add_forward_commands
+
+    add_forward_commands(commands, _add_identity_flags)  # routes, outbox
 
     show = commands.add_parser("config", help="print the default config, every key documented")
     show.set_defaults(handler=cmd_config)

@@ -110,6 +110,41 @@ remote_alive_timeout = 120.0
 tls_cert = ""
 tls_key = ""
 tls_ca = ""
+
+[forward]
+# Routes send selected events on: GCN-style JSON notices or VOEvents to Kafka topics, VOEvents to VTP brokers,
+# AT reports to the TNS, webhooks, commands. Each forward is first written to an outbox table in the alert DB
+# (store.db), then delivered with retries: exponential backoff with jitter from retry_base up to retry_max
+# seconds, at most max_attempts attempts (then "failed": `vogateway outbox` lists, retries or drops items).
+# Endpoints that answer 429 (x-rate-limit-reset / Retry-After) pause their route; nothing is lost meanwhile.
+retry_base = 2.0
+retry_max = 300.0
+max_attempts = 20
+# Days delivered items stay in the outbox before they are purged (tns_report keeps every TNS report).
+keep_days = 7.0
+# One table per route (try a filter first: `vogateway routes test FILTER [INPUT...]`):
+#   [[forward.routes]]
+#   name = "bright"            # unique, no spaces; names the route's outbox items
+#   filter = "reliability > 0.9 and mag < 19.5 and band in ('g', 'r') and not solar_system"
+#                              # empty: everything. Fields, functions: `vogateway routes fields`
+#   kind = "webhook"           # gcn-kafka | voevent-kafka | vtp | tns | webhook | command
+#   rate = 5.0                 # at most this many deliveries per second (0: no cap)
+#   concurrency = 4            # deliveries in flight at once (command: programs running at once)
+#   timeout = 30.0             # seconds one attempt may take
+#   max_attempts = 0           # 0: forward.max_attempts
+# and the settings of its kind:
+#   gcn-kafka, voevent-kafka:  brokers = "HOST:PORT[,HOST:PORT]", topic = "...",
+#                              settings = {"security.protocol" = "SASL_SSL", "sasl.mechanisms" = "OAUTHBEARER",
+#                              "sasl.oauthbearer.method" = "oidc", ...}   (librdkafka properties, passed on)
+#   vtp:                       remote = "HOST:PORT" (or tls:HOST:PORT, an endpoint string), local_ivo = ""
+#   tns:                       url = "https://sandbox.wis-tns.org/api", api_key_env = "TNS_API_KEY" (or api_key),
+#                              bot_id = 0, bot_name = "", reporting_group_id = "", discovery_data_source_id = "",
+#                              reporter = "", at_type = "1", instrument = "" (TNS id; ZTF default 196),
+#                              filters = {g = "110", r = "111", i = "112"} (band -> TNS filter id; ZTF default),
+#                              remarks = "", poll_interval = 30.0
+#   webhook:                   url = "https://...", secret_env = "" (or secret: HMAC-SHA256 signature header)
+#   command:                   command = ["/path/to/program", "arg"], kill_grace = 5.0
+routes = []
 """
 
 

@@ -1,0 +1,141 @@
+"""Small pieces shared by the destinations: an HTTP client, rate-limit replies, JSON schemas, event summaries."""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from typing import Any, Optional
+
+from twisted.internet import defer, error as net_error
+from twisted.web import client as web_client
+
+from gateway.forward import outbox
+
+USER_AGENT = "vogateway"
+
+
+class HTTP:
+    """A treq client with its own connection pool (closed on ``stop``), and per-request timeouts."""
+
+    def __init__(self, reactor, timeout: float, persistent: bool = True):
+        import treq
+
+        self.reactor, self.timeout = reactor, timeout
+        self.pool = web_client.HTTPConnectionPool(reactor, persistent=persistent)
+        self.pool.maxPersistentPerHost = 8
+        self.client = treq.HTTPClient(web_client.Agent(reactor, pool=self.pool, connectTimeout=timeout))
+
+    @defer.inlineCallbacks
+    def post(self, url: str, **kwargs):
+        """(status, headers, body bytes); raises on connection errors and timeouts (see :func:`classify`)."""
+        response = yield self.client.post(url, timeout=self.timeout, **kwargs)
+        body = yield _read_body(response, self.timeout, self.reactor)
+        return response.code, response.headers, body
+
+    def stop(self) -> defer.Deferred:
+        return self.pool.closeCachedConnections()
+
+
+def _read_body(response, timeout, reactor, limit: int = 1_000_000):
+    """The body, at most ``limit`` bytes (a garbage reply must not fill memory), within ``timeout``."""
+    import treq
+
+    chunks, size = [], [0]
+
+    def collect(data):
+        size[0] += len(data)
+        if size[0] <= limit:
+            chunks.append(data)
+
+    d = treq.collect(response, collect)
+    d.addTimeout(timeout, reactor)
+    return d.addCallback(lambda _: b"".join(chunks))
+
+
+#: connection failures where the request never reached the endpoint: safe to send again
+NOT_SENT = (net_error.ConnectionRefusedError, net_error.DNSLookupError, net_error.ConnectError,
+            net_error.NoRouteError)
+
+
+def classify(failure, what: str) -> outbox.Outcome:
+    """Outcome of an HTTP request that raised: refused connections were never sent; a timeout or a connection
+    lost mid-request may have been accepted (``uncertain``)."""
+    if failure.check(*NOT_SENT) and not failure.check(net_error.ConnectingCancelledError):
+        return outbox.retry(f"{what}: cannot connect: {failure.getErrorMessage()}")
+    if failure.check(defer.CancelledError, defer.TimeoutError, net_error.TimeoutError):
+        return outbox.retry(f"{what}: no reply in time", uncertain=True)
+    return outbox.retry(f"{what}: {failure.type.__name__}: {failure.getErrorMessage()}", uncertain=True)
+
+
+def header(headers, name: str) -> Optional[str]:
+    values = headers.getRawHeaders(name)
+    return values[0].decode("latin-1") if values and isinstance(values[0], bytes) else (values[0] if values else None)
+
+
+def wait_seconds(headers, default: float = 60.0, cap: float = 3600.0) -> float:
+    """Seconds an endpoint asks us to wait: ``x-rate-limit-reset`` (TNS: seconds), else ``Retry-After`` (seconds,
+    or an HTTP date), else ``default``; never negative, never more than ``cap``."""
+    for name in ("x-rate-limit-reset", "retry-after"):
+        value = header(headers, name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value.strip())
+        except ValueError:
+            from email.utils import parsedate_to_datetime
+            from gateway.event import utcnow
+
+            try:
+                seconds = (parsedate_to_datetime(value) - utcnow()).total_seconds()
+            except (TypeError, ValueError):
+                continue
+        if math.isfinite(seconds):
+            return min(cap, max(0.0, seconds))
+    return default
+
+
+def short(body: bytes, limit: int = 200) -> str:
+    """A reply body for a log line or an outbox error, cut short and made printable."""
+    text = body[:limit].decode("utf-8", "replace")
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return text + ("..." if len(body) > limit else "")
+
+
+@lru_cache(maxsize=None)
+def validator(*parts: str):
+    """A jsonschema validator for ``schemas/<parts>``, loaded once."""
+    import jsonschema
+
+    from gateway.resources import resource
+
+    schema = json.loads(resource("schemas", *parts).read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def validation_errors(value: Any, *parts: str) -> list[str]:
+    """What is wrong with ``value`` against ``schemas/<parts>``: one line per error, naming the place."""
+    errors = sorted(validator(*parts).iter_errors(value), key=lambda e: list(e.absolute_path))
+    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}" for e in errors]
+
+
+def summary(event, facts, route: str) -> dict[str, Any]:
+    """The event in a few survey-neutral fields (what a webhook receives)."""
+    out: dict[str, Any] = {"ivorn": event.ivorn, "role": event.role, "route": route,
+                           "received": event.received.isoformat().replace("+00:00", "Z"), "origin": event.origin}
+    for name in ("survey", "object", "ra", "dec", "mjd", "band", "mag", "mag_err", "flux", "flux_err", "snr",
+                 "reliability", "n_detections", "solar_system"):
+        try:
+            value = facts.get(name)
+        except Exception:  # an alert missing what a field needs: the summary leaves it out
+            value = None
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def dumps(value) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
