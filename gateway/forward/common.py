@@ -19,12 +19,12 @@ class HTTP:
     """A treq client with its own connection pool (closed on ``stop``), and per-request timeouts."""
 
     def __init__(self, reactor, timeout: float, persistent: bool = True):
-        import treq
+        from treq.client import HTTPClient
 
         self.reactor, self.timeout = reactor, timeout
         self.pool = web_client.HTTPConnectionPool(reactor, persistent=persistent)
         self.pool.maxPersistentPerHost = 8
-        self.client = treq.HTTPClient(web_client.Agent(reactor, pool=self.pool, connectTimeout=timeout))
+        self.client = HTTPClient(web_client.Agent(reactor, pool=self.pool, connectTimeout=timeout))
 
     @defer.inlineCallbacks
     def post(self, url: str, **kwargs):

@@ -193,11 +193,9 @@ class TNS:
                 f"{self.url}/set/bulk-report", data={"api_key": self._api_key, "data": item.payload.decode()},
                 headers=self._headers())
         except Exception:
-            import sys
-
             from twisted.python.failure import Failure
 
-            return classify(Failure(*sys.exc_info()), "TNS bulk-report")
+            return classify(Failure(), "TNS bulk-report")
         pause = _quota_pause(headers)
         if code == 429:
             return outbox.throttled(wait_seconds(headers), "TNS: 429 too many requests")
@@ -248,11 +246,9 @@ class TNS:
                 f"{self.url}/get/bulk-report-reply", data={"api_key": self._api_key, "report_id": item.result},
                 headers=self._headers())
         except Exception:
-            import sys
-
             from twisted.python.failure import Failure
 
-            outcome = classify(Failure(*sys.exc_info()), "TNS bulk-report-reply")
+            outcome = classify(Failure(), "TNS bulk-report-reply")
             return outbox.poll_again(self.poll_interval, outcome.detail)  # polling again is always safe
         pause = _quota_pause(headers)
         if code == 429:

@@ -2,8 +2,8 @@
 
 Webhook: the body is :func:`gateway.forward.common.summary` as JSON; headers ``Idempotency-Key`` (the outbox key:
 a receiver can drop the duplicate an at-least-once resend may produce) and, with a ``secret``,
-``X-Vogateway-Signature: sha256=<hex HMAC-SHA256 of the body>``. 2xx is delivered; 429 and 503 pause the route
-(``Retry-After``); other 5xx, timeouts and refused connections are retried; other 4xx fail.
+``X-Vogateway-Signature: sha256=<hex HMAC-SHA256 of the body>``. 2xx is delivered; 429, and 503 with ``Retry-After``, pause the route
+(for ``Retry-After`` s); other 5xx, timeouts and refused connections are retried; other 4xx fail.
 
 Command: like Comet's ``--cmd``: the program runs once per event with the VOEvent on stdin and
 ``VOGATEWAY_IVORN`` and ``VOGATEWAY_ROUTE`` in its environment, through ``reactor.spawnProcess`` (no shell).
@@ -64,10 +64,10 @@ class Webhook:
         except Exception:
             from twisted.python.failure import Failure
 
-            return classify(Failure(*sys.exc_info()), "webhook")
+            return classify(Failure(), "webhook")
         if 200 <= code < 300:
             return outbox.delivered(f"HTTP {code}")
-        if code in (429, 503):
+        if code == 429 or (code == 503 and reply_headers.hasHeader("retry-after")):
             return outbox.throttled(wait_seconds(reply_headers, default=30.0), f"webhook: HTTP {code}")
         if code >= 500 or code == 408:
             return outbox.retry(f"webhook: HTTP {code}: {short(body)}", uncertain=True)
