@@ -29,6 +29,10 @@ VOTABLE_TYPES = {
 }
 
 
+#: ADQL reserved words among our column names (published delimited)
+RESERVED = {"SIZE", "VALUE", "DATE", "TIME", "TIMESTAMP", "ORDER", "USER", "POSITION", "FIRST", "LAST"}
+
+
 @dataclass(frozen=True)
 class ColumnMeta:
     """One result or table column as VOTable/TAP_SCHEMA describe it."""
@@ -42,6 +46,11 @@ class ColumnMeta:
     principal: bool = False
     indexed: bool = False
     std: bool = False
+
+    @property
+    def adql_name(self) -> str:
+        """The name as published (TAP_SCHEMA, /tables): ADQL reserved words delimited, e.g. ``"size"``."""
+        return f'"{self.name}"' if self.name.upper() in RESERVED else self.name
 
     @property
     def sql_type(self) -> str:
@@ -126,7 +135,7 @@ TAP_SCHEMA_TABLES = (
         _c("target_table", "char", "Fully qualified table name of the referenced table", _CHAR),
         _c("utype", "char", "Key utype", _CHAR, False),
         _c("description", "char", "Description of this key", _CHAR),
-    )),
+    ), foreign_keys=(("from_table", "tables", "table_name"), ("target_table", "tables", "table_name"))),
     TableMeta("tap_schema", "key_columns", "Columns of the foreign keys in TAP_SCHEMA.keys", (
         _c("key_id", "char", "Key identifier from TAP_SCHEMA.keys", _CHAR),
         _c("from_column", "char", "Column in the from_table", _CHAR),
@@ -179,7 +188,7 @@ class Catalog:
         for ti, t in enumerate(self.published()):
             rows["tables"].append((t.schema, t.qualified, t.table_type, None, t.description, ti))
             for ci, c in enumerate(t.columns):
-                rows["columns"].append((t.qualified, c.name, None, c.ucd, c.unit, c.description, c.datatype,
+                rows["columns"].append((t.qualified, c.adql_name, None, c.ucd, c.unit, c.description, c.datatype,
                                         c.arraysize, c.xtype, None, int(c.principal), int(c.indexed), int(c.std),
                                         ci))
             for column, target, target_column in t.foreign_keys:

@@ -44,6 +44,9 @@ class Limits:
     maxrec_max: int = 10_000_000
     upload_max_bytes: int = 32 * 1024 * 1024
     upload_max_rows: int = 1_000_000
+    #: UPLOAD=name,http://... fetches the table (TAP 1.1 requires it); False: inline uploads only
+    http_uploads: bool = True
+    upload_fetch_timeout: float = 30.0
     batch_rows: int = 5_000
 
 
@@ -52,8 +55,8 @@ class QuerySpec:
     adql: str
     format: Optional[str] = None
     maxrec: Optional[int] = None
-    #: table name -> VOTable bytes
-    uploads: dict[str, bytes] = field(default_factory=dict)
+    #: table name -> VOTable bytes, or the http(s) URL to fetch it from
+    uploads: dict[str, "bytes | str"] = field(default_factory=dict)
 
 
 class Cancel:
@@ -124,28 +127,48 @@ def parse_upload(name: str, data: bytes, limits: Limits) -> tuple[tuple[ColumnMe
         elif f.arraysize not in (None, "1") or kind not in "fiub":
             raise QueryError(f"upload {name!r}: column {f.name!r} ({f.datatype}[{f.arraysize}]) is an array; "
                              "only scalar numbers and strings can be uploaded")
-        elif kind == "f":
-            columns.append(ColumnMeta(col_name, "double", None, None, f.unit and str(f.unit), f.ucd))
-        else:
-            columns.append(ColumnMeta(col_name, "long", None, None, f.unit and str(f.unit), f.ucd))
+        else:  # numbers keep their VOTable type; booleans and bytes become short
+            datatype = f.datatype if f.datatype in ("short", "int", "long", "float", "double") else (
+                "double" if kind == "f" else "short" if f.datatype in ("boolean", "unsignedByte") else "long")
+            columns.append(ColumnMeta(col_name, datatype, None, None, f.unit and str(f.unit), f.ucd))
     rows = []
     for record in array.tolist():  # masked values come out as None
         row = []
         for c, v in zip(columns, record):
-            if isinstance(v, bytes):
-                v = v.decode("utf-8", "replace")
-            elif c.datatype == "double" and v is not None:
+            if v is None:
+                pass
+            elif c.datatype == "char":
+                v = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+            elif c.datatype in ("double", "float"):
                 v = float(v)
                 v = None if math.isnan(v) else v
-            elif c.datatype == "long" and v is not None:
+            else:
                 v = int(v)
             row.append(v)
         rows.append(tuple(row))
     return tuple(columns), rows
 
 
-_SQL_TYPES = {"sqlite": {"char": "TEXT", "double": "REAL", "long": "INTEGER"},
-              "postgresql": {"char": "text", "double": "double precision", "long": "bigint"}}
+_SQL_TYPES = {"sqlite": {"char": "TEXT", "double": "REAL", "float": "REAL", "long": "INTEGER", "int": "INTEGER",
+                         "short": "INTEGER"},
+              "postgresql": {"char": "text", "double": "double precision", "float": "real", "long": "bigint",
+                             "int": "integer", "short": "smallint"}}
+
+
+def fetch_upload(name: str, url: str, limits: "Limits") -> bytes:
+    """An upload given by URL (TAP upload-http): fetched here with a time and size limit."""
+    import urllib.request
+
+    if not limits.http_uploads:
+        raise QueryError(f"UPLOAD {name}: uploads by URL are switched off here; send the table inline")
+    try:
+        with urllib.request.urlopen(url, timeout=limits.upload_fetch_timeout) as response:
+            data = response.read(limits.upload_max_bytes + 1)
+    except Exception as e:  # noqa: BLE001 - any failure to fetch is the user's URL
+        raise QueryError(f"UPLOAD {name}: cannot fetch {url}: {e}") from None
+    if len(data) > limits.upload_max_bytes:
+        raise QueryError(f"UPLOAD {name}: {url} is larger than the limit of {limits.upload_max_bytes} bytes")
+    return data
 
 
 def _create_uploads(conn, backend: str, uploads: dict[str, tuple]) -> None:
@@ -255,7 +278,11 @@ class Runner:
         except UnknownFormat as e:
             raise QueryError(str(e)) from None
         maxrec = spec.maxrec if spec.maxrec is not None else self.limits.maxrec_default
-        uploads = {name.lower(): parse_upload(name, data, self.limits) for name, data in spec.uploads.items()}
+        uploads = {}
+        for name, data in spec.uploads.items():
+            if isinstance(data, str):
+                data = fetch_upload(name, data, self.limits)
+            uploads[name.lower()] = parse_upload(name, data, self.limits)
         catalog = self.catalog.with_uploads({n: cols for n, (cols, _) in uploads.items()}) if uploads else self.catalog
         backend = self.database.backend
         try:

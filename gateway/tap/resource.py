@@ -25,7 +25,9 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
+from gateway import __version__
 from gateway.tap import vosi
+from twisted import version as twisted_version
 from gateway.tap.catalog import Catalog
 from gateway.tap.query import Cancel, Limits, QueryError, QuerySpec, Runner
 from gateway.tap.uws import PHASES, JobManager, check_lang, parse_iso
@@ -35,6 +37,8 @@ log = Logger()
 
 MAX_WAIT = 60.0  # seconds a blocking WAIT=-1 waits at most
 MAX_BODY = 64 * 1024 * 1024
+#: the software identification TAP validators look for (IVOA SoftID note)
+SERVER = f"vogateway/{__version__} IVOA-TAP/1.1 TwistedWeb/{twisted_version.short()}".encode()
 
 
 # -- requests ------------------------------------------------------------------------------------------------------
@@ -100,9 +104,12 @@ def resolve_uploads(value: Optional[str], parts: dict[str, bytes]) -> dict[str, 
         if "," not in item:
             raise QueryError(f"UPLOAD {item!r}: expected table_name,param:part_name")
         name, uri = (s.strip() for s in item.split(",", 1))
+        if uri.startswith(("http://", "https://")):
+            uploads[name] = uri  # fetched by the query's worker thread
+            continue
         if not uri.startswith("param:"):
-            raise QueryError(f"UPLOAD {name}: only inline uploads (param:NAME with the table in a multipart part) "
-                             f"are accepted here, not {uri!r}")
+            raise QueryError(f"UPLOAD {name}: use param:PART (the table in a multipart part) or an http(s) URL, "
+                             f"not {uri!r}")
         part = uri[len("param:"):]
         data = parts.get(part, parts.get(part.lower()))
         if data is None:
@@ -133,6 +140,7 @@ class TapResource(web_resource.Resource):
     """A resource whose errors and unsupported methods are VOTable error documents, never HTML."""
 
     def render(self, request):
+        request.setHeader(b"server", SERVER)
         try:
             return super().render(request)
         except web_resource.UnsupportedMethod:
@@ -530,6 +538,13 @@ class TableResource(TapResource):
         return send_xml(request, vosi.table(self.meta))
 
 
+class ExamplesResource(TapResource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        return send_xml(request, vosi.examples(), b"application/xhtml+xml")
+
+
 class RootResource(TapResource):
     def __init__(self, service):
         super().__init__()
@@ -539,6 +554,7 @@ class RootResource(TapResource):
         self.putChild(b"capabilities", CapabilitiesResource(service))
         self.putChild(b"availability", AvailabilityResource(service))
         self.putChild(b"tables", TablesResource(service))
+        self.putChild(b"examples", ExamplesResource())
 
     def getChildWithDefault(self, path, request):
         # the URL of this resource, for job links and redirects, as the client reached it

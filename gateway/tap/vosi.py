@@ -15,7 +15,7 @@ GEOMETRY = ("POINT", "CIRCLE", "BOX", "POLYGON", "CONTAINS", "INTERSECTS", "DIST
 
 def capabilities(base: str, limits: Limits, retention: float) -> bytes:
     def interface(path, role=None, extra=""):
-        role_attr = f' role="{role}"' if role else ""
+        role_attr = f' role="{role}" version="1.1"' if role else ""
         return (f'<interface xsi:type="vs:ParamHTTP"{role_attr}><accessURL use="base">{escape(base + path)}'
                 f"</accessURL>{extra}</interface>")
 
@@ -31,12 +31,11 @@ def capabilities(base: str, limits: Limits, retention: float) -> bytes:
         + '<language><name>ADQL</name><version ivo-id="ivo://ivoa.net/std/ADQL#v2.0">2.0</version>'
         '<description>ADQL 2.0 translated to the SQL of the alert DB (SQLite or PostgreSQL with q3c)</description>'
         '<languageFeatures type="ivo://ivoa.net/std/TAPRegExt#features-adqlgeo">' + geo + "</languageFeatures>"
-        '<languageFeatures type="ivo://ivoa.net/std/TAPRegExt#features-adql-string">'
-        "<feature><form>LOWER</form></feature><feature><form>UPPER</form></feature>"
-        "<feature><form>ILIKE</form></feature></languageFeatures>"
         "</language>"
         + formats
         + '<uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-inline"/>'
+        '<uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-http"/>'
+        '<uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-https"/>'
         f"<retentionPeriod><default>{int(retention)}</default><hard>{int(retention)}</hard></retentionPeriod>"
         f"<executionDuration><default>{int(limits.async_timeout)}</default>"
         f"<hard>{int(limits.max_async_timeout)}</hard></executionDuration>"
@@ -47,10 +46,12 @@ def capabilities(base: str, limits: Limits, retention: float) -> bytes:
     vosi = "".join(
         f'<capability standardID="ivo://ivoa.net/std/VOSI#{name}">' + interface(f"/{name}") + "</capability>"
         for name in ("capabilities", "availability", "tables"))
+    vosi += ('<capability standardID="ivo://ivoa.net/std/DALI#examples"><interface xsi:type="vr:WebBrowser">'
+             f'<accessURL use="full">{escape(base)}/examples</accessURL></interface></capability>')
     doc = ('<?xml version="1.0" encoding="UTF-8"?>\n'
            '<vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0" '
            f'xmlns:xsi="{XSI}" xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1" '
-           'xmlns:tr="http://www.ivoa.net/xml/TAPRegExt/v1.0">' + tap + vosi + "</vosi:capabilities>\n")
+           'xmlns:vr="http://www.ivoa.net/xml/VOResource/v1.0" xmlns:tr="http://www.ivoa.net/xml/TAPRegExt/v1.0">' + tap + vosi + "</vosi:capabilities>\n")
     return doc.encode("utf-8")
 
 
@@ -67,7 +68,7 @@ def _table_xml(t: TableMeta, detail: bool = True) -> str:
     if not detail:
         return out + "</table>"
     for c in t.columns:
-        out += f"<column><name>{escape(c.name)}</name>"
+        out += f"<column><name>{escape(c.adql_name)}</name>"
         if c.description:
             out += f"<description>{escape(c.description)}</description>"
         if c.unit:
@@ -112,3 +113,38 @@ def table(t: TableMeta) -> bytes:
                                 f'xmlns:xsi="{XSI}" xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1" ', 1)
     doc = doc[: -len("</table>")] + "</vosi:table>"
     return ('<?xml version="1.0" encoding="UTF-8"?>\n' + doc + "\n").encode("utf-8")
+
+
+#: DALI examples (/tap/examples): (id, title, explanation, ADQL); the tests run every one on both backends
+EXAMPLES = [
+    ("latest", "Latest detections", "The 20 most recent detections, newest first.",
+     "SELECT TOP 20 diasourceid, objectid, ra, dec, mjd, band, mag FROM gateway.diasource ORDER BY mjd DESC"),
+    ("cone", "Cone search", "Detections within 10 arcsec of a position (uses the sky index).",
+     "SELECT diasourceid, ra, dec, mjd, mag FROM gateway.diasource\n"
+     "WHERE 1 = CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', 150.1, 2.2, 10.0/3600))"),
+    ("distance", "Nearest objects", "Objects within 1 degree of a position with their distance, nearest first.",
+     "SELECT TOP 10 objectid, ra, dec, DISTANCE(POINT('ICRS', ra, dec), POINT('ICRS', 150.1, 2.2)) AS dist\n"
+     "FROM gateway.diaobject WHERE 1 = CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', 150.1, 2.2, 1))\n"
+     "ORDER BY dist"),
+    ("lightcurve", "Light curve", "All detections of the objects with the most detections.",
+     "SELECT s.objectid, s.mjd, s.band, s.mag, s.mag_err FROM gateway.diasource AS s\n"
+     "JOIN gateway.diaobject AS o ON s.objectid = o.objectid WHERE o.ndetections >= 3 ORDER BY objectid, mjd"),
+    ("crossmatch", "Cross-match an uploaded target list",
+     "Upload a VOTable with columns ra, dec as TAP_UPLOAD.targets (pyvo: uploads={'targets': table}); this "
+     "finds detections within 2 arcsec of each target.",
+     "SELECT t.*, d.diasourceid, d.mjd, d.mag FROM TAP_UPLOAD.targets AS t JOIN gateway.diasource AS d\n"
+     "ON 1 = CONTAINS(POINT('ICRS', d.ra, d.dec), CIRCLE('ICRS', t.ra, t.dec, 2.0/3600))"),
+    ("bands", "Detections per band", "Counts of detections per filter band.",
+     "SELECT band, COUNT(*) AS n FROM gateway.diasource GROUP BY band ORDER BY band"),
+]
+
+
+def examples() -> bytes:
+    body = ""
+    for key, title, text, query in EXAMPLES:
+        body += (f'<div id="{key}" resource="#{key}" typeof="example">\n<h2 property="name">{escape(title)}</h2>\n'
+                 f"<p>{escape(text)}</p>\n<pre property=\"query\">{escape(query)}</pre>\n</div>\n")
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html>\n'
+            '<html xmlns="http://www.w3.org/1999/xhtml"><head><title>ADQL examples for the alert DB</title>'
+            '</head>\n<body vocab="http://www.ivoa.net/rdf/examples#">\n<h1>ADQL examples for the alert DB</h1>\n'
+            + body + "</body></html>\n").encode("utf-8")
