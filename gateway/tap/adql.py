@@ -92,6 +92,12 @@ def parse(adql: str) -> exp.Expression:
     """One SELECT statement, or an AdqlError naming what is wrong and where."""
     if not adql or not adql.strip():
         raise AdqlError("QUERY is empty: give an ADQL SELECT statement")
+    first_word = adql.strip().lstrip("(").split(None, 1)[0].rstrip(";").upper()
+    if first_word != "SELECT":
+        if first_word.isalpha():
+            raise AdqlError(f"only SELECT queries are allowed here; this starts with {first_word}. Nothing was run "
+                            "and nothing can be written.")
+        raise AdqlError("ADQL syntax error at line 1, column 1: a query starts with SELECT")
     try:
         statements = [s for s in sqlglot.parse(adql, read=ADQL) if s is not None]
     except ParseError as e:
@@ -106,8 +112,6 @@ def parse(adql: str) -> exp.Expression:
         raise AdqlError(f"QUERY must be exactly one SELECT statement; found {len(statements)} statements "
                         "(separated by ';'). Only queries run here: nothing can be written.")
     tree = statements[0]
-    if isinstance(tree, (exp.Alias, exp.Column, exp.Identifier, exp.Literal, exp.Paren)) or tree.key == "anonymous":
-        raise AdqlError("ADQL syntax error at line 1, column 1: a query starts with SELECT")
     if not isinstance(tree, (exp.Select, exp.Union, exp.Intersect, exp.Except)):
         raise AdqlError(f"only SELECT queries are allowed here; this is {tree.key.upper()}, which would change "
                         "or inspect the database. Nothing was run.")

@@ -574,11 +574,11 @@ class TapService:
 
     def __init__(self, database, reactor, base_url: Optional[str] = None, limits: Optional[Limits] = None,
                  workdir: Optional[str] = None, max_jobs: int = 1000, max_running: int = 2, sync_threads: int = 4,
-                 retention: float = 24 * 3600, catalog: Optional[Catalog] = None):
+                 retention: float = 24 * 3600, catalog: Optional[Catalog] = None, reap_interval: float = 10.0):
         self.reactor = reactor
         self.base_url = base_url.rstrip("/") if base_url else None
         self.runner = Runner(database, catalog, limits)
-        self.jobs = JobManager(self.runner, reactor, workdir, max_jobs, max_running, retention)
+        self.jobs = JobManager(self.runner, reactor, workdir, max_jobs, max_running, retention, reap_interval)
         self.sync_pool = ThreadPool(1, sync_threads, name="tap-sync")
         self.sync_pool.start()
         reactor.addSystemEventTrigger("before", "shutdown", self.stop)
@@ -600,7 +600,7 @@ def tap_resource(database, reactor=None, base_url: Optional[str] = None, limits:
                  **options) -> web_resource.Resource:
     """The /tap resource tree over ``database`` (gateway.store.db.Database). ``base_url``: the public URL of
     /tap (default: from each request's Host header). ``limits``: timeouts, MAXREC, upload limits.
-    ``options``: workdir, max_jobs, max_running, sync_threads, retention (s). Mount in a Site made with
+    ``options``: workdir, max_jobs, max_running, sync_threads, retention (s), reap_interval (s). Mount in a Site made with
     ``parsePOSTFormSubmission=False``."""
     if reactor is None:
         from twisted.internet import reactor

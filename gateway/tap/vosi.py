@@ -126,9 +126,8 @@ EXAMPLES = [
      "SELECT TOP 10 objectid, ra, dec, DISTANCE(POINT('ICRS', ra, dec), POINT('ICRS', 150.1, 2.2)) AS dist\n"
      "FROM gateway.diaobject WHERE 1 = CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', 150.1, 2.2, 1))\n"
      "ORDER BY dist"),
-    ("lightcurve", "Light curve", "All detections of the objects with the most detections.",
-     "SELECT s.objectid, s.mjd, s.band, s.mag, s.mag_err FROM gateway.diasource AS s\n"
-     "JOIN gateway.diaobject AS o ON s.objectid = o.objectid WHERE o.ndetections >= 3 ORDER BY objectid, mjd"),
+    ("lightcurve", "Light curve", "All detections of one object, in time order.",
+     "SELECT mjd, band, mag, mag_err FROM gateway.diasource WHERE objectid = 'diaObject:1' ORDER BY mjd"),
     ("crossmatch", "Cross-match an uploaded target list",
      "Upload a VOTable with columns ra, dec as TAP_UPLOAD.targets (pyvo: uploads={'targets': table}); this "
      "finds detections within 2 arcsec of each target.",
