@@ -86,6 +86,7 @@ class KafkaProducer:
             self.producer.flush(5)
             self._running = False
             self._thread.join(2)
+            self.producer = None  # let librdkafka close its connections now, not at exit
         return threads.deferToThread(close)
 
 

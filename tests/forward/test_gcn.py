@@ -1,0 +1,128 @@
+"""GCN-style forwards: JSON notices and VOEvents to a Kafka-protocol broker (Tansu on loopback), VOEvents to a
+VTP receiver (ours, on loopback)."""
+
+import json
+import math
+
+import pytest_twisted
+from lxml import etree
+from twisted.internet import threads
+
+from forward.kit import events, until
+from forward.test_outbox import make_config, rows, start, stop
+from gateway.alerts import fields
+from gateway.forward import outbox
+from gateway.forward.common import validation_errors
+from gateway.forward.gcn import GcnNotices
+from gateway.voevent.parse import parse_event
+from kafka_broker import kafka_broker  # noqa: F401  (the fixture)
+from vtp.test_loopback import Node
+
+
+def retraction_of(event):
+    """A VOEvent retracting ``event`` (as it could arrive over VTP)."""
+    root = etree.fromstring(event.xml)
+    root.set("ivorn", event.ivorn + "-retraction")
+    for old in root.findall("Citations"):
+        root.remove(old)
+    citations = etree.SubElement(root, "Citations")
+    cited = etree.SubElement(citations, "EventIVORN", cite="retraction")
+    cited.text = event.ivorn
+    etree.SubElement(citations, "Description").text = "retracted: artefact"
+    # Citations must come before Description/Reference in VOEvent 2.0; order does not matter to the notice
+    return parse_event(etree.tostring(root, xml_declaration=True, encoding="UTF-8"), origin="vtp://test")
+
+
+def consume(broker, topic, count, group):
+    consumer = broker.consumer(group)
+    consumer.subscribe([topic])
+    messages = []
+    try:
+        import time
+
+        deadline = time.monotonic() + 30
+        while len(messages) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                messages.append(message)
+        # anything beyond ``count`` would be a duplicate: give it a moment to show up
+        extra_deadline = time.monotonic() + 1.0
+        while time.monotonic() < extra_deadline:
+            message = consumer.poll(0.2)
+            if message is not None and not message.error():
+                messages.append(message)
+    finally:
+        consumer.close()
+    return messages
+
+
+@pytest_twisted.inlineCallbacks
+def test_json_notices_and_voevents_to_kafka(database, kafka_broker):  # noqa: F811
+    notices_topic = kafka_broker.create_topic("gcn.notices.vogateway.test")
+    voevent_topic = kafka_broker.create_topic("gcn.classic.voevent.VOGATEWAY_TEST")
+    selected = events("ztf") + events("rubin", "11.1")
+    retraction = retraction_of(selected[0])
+    settings = {"client.id": "vogateway-test"}
+    config = make_config(
+        {"name": "notices", "kind": "gcn-kafka", "brokers": kafka_broker.bootstrap, "topic": notices_topic,
+         "settings": settings, "filter": "survey in ('ztf', 'rubin')", "timeout": 20.0},
+        {"name": "voevents", "kind": "voevent-kafka", "brokers": kafka_broker.bootstrap, "topic": voevent_topic,
+         "filter": "survey == 'ztf'", "timeout": 20.0})
+    sink, services = yield start(config, database)
+    try:
+        for event in selected + [retraction]:
+            yield sink.accept(event)
+        ztf = [e for e in selected if e.alert.survey == "ztf"]
+        yield until(lambda: len(rows(database, status="sent")) == len(selected) + 1 + len(ztf) + 1, timeout=60,
+                    what="all sent to Kafka")
+    finally:
+        yield stop(services)
+    notices = yield threads.deferToThread(consume, kafka_broker, notices_topic, len(selected) + 1, "t-notices")
+    assert len(notices) == len(selected) + 1  # once each
+    by_ivorn = {}
+    for message in notices:
+        body = json.loads(message.value())
+        assert validation_errors(body, "gcn", "notice-core.schema.json") == []
+        assert message.key().decode() == f"notices:{body['ivorn']}"
+        assert body["$schema"]
+        by_ivorn[body["ivorn"]] = body
+    assert by_ivorn[retraction.ivorn]["alert_type"] == "retraction"
+    for event in selected:
+        body = by_ivorn[event.ivorn]
+        det = fields.detection(event.alert)
+        assert math.isclose(body["ra"], det.ra) and math.isclose(body["dec"], det.dec)
+        assert body["mission"] == {"ztf": "ZTF", "rubin": "Rubin"}[event.alert.survey]
+        assert body["alert_type"] in ("test", "initial", "update")
+        assert fields.object_key(event.alert) in body["id"]
+        if det.mag is not None:
+            assert math.isclose(body["mag"], det.mag) and body["filter"] == det.band
+    voevents = yield threads.deferToThread(consume, kafka_broker, voevent_topic, len(ztf) + 1, "t-voevents")
+    assert sorted(m.value() for m in voevents) == sorted([e.xml for e in ztf] + [retraction.xml])
+
+
+def test_a_notice_that_breaks_the_schema_fails_with_the_reason():
+    destination = GcnNotices(producer=None, topic="unused")
+    item = outbox.Item(1, "notices", "notices:x", "ivo://a.b/c#d", None,
+                       json.dumps({"alert_type": "sideways", "id": []}).encode(), {}, 1, "send", "", False)
+    outcome = destination.deliver(item).result
+    assert outcome.kind == "failed"
+    assert "'$schema' is a required property" in outcome.detail and "'mission' is a required" in outcome.detail
+
+
+@pytest_twisted.inlineCallbacks
+def test_voevents_to_a_vtp_receiver(database):
+    node = yield Node().listen()
+    try:
+        selected = events("ztf")
+        config = make_config({"name": "vtp", "kind": "vtp", "remote": node.receive, "filter": "survey == 'ztf'",
+                              "timeout": 5.0})
+        sink, services = yield start(config, database)
+        try:
+            for event in selected:
+                yield sink.accept(event)
+            yield until(lambda: len(rows(database, status="sent")) == len(selected), what="acked")
+        finally:
+            yield stop(services)
+        assert sorted(node.recorder.ivorns) == sorted(e.ivorn for e in selected)
+    finally:
+        yield node.close()
