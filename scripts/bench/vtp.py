@@ -1,33 +1,50 @@
 #!/usr/bin/env python
 """VTP broadcast benchmark: our broker vs Comet vs a bare Twisted writer, on loopback, in one run.
 
-For each fan-out (1, 10, 100 subscribers) it measures, with the same subscriber clients in this process:
+Every role runs in its own process, so what is measured is the broker and not the measuring side:
 
-* ``comet``  author -> Comet 3.1.0 (receiver, broker) -> subscribers: events go in through Comet's receiver (the
-  only way into Comet), with ``--concurrency`` parallel author connections;
+* the **server**: our receiver + broker, Comet 3.1.0 (``twistd comet``), or a bare Twisted writer;
+* the **subscribers**: ``--per-worker`` connections (default 50) per worker process. Each worker answers
+  authenticate and iamalive, acks every event by IVORN (as a VTP subscriber must), records the receive time of
+  each event, and at the end hands its counts and latencies back to this process through a file;
+* the **author** (for runs that go through a receiver): its own process.
+
+This process only starts, waits and sums up. For each fan-out (1, 10, 100 subscribers) it runs:
+
+* ``comet``  author -> Comet (receiver, broker) -> subscribers, ``--concurrency`` author connections that each wait
+  for the ack of one event before sending the next (the only way into Comet);
 * ``ours``   the same path through our receiver and broker (safe parse, XSD validation, pipeline, broadcast);
-* ``ours-fanout``  our broker alone: the broker process feeds prepared Events to ``Broker.accept`` as fast as the
-  reactor takes them (the broker's own fan-out rate);
-* ``bare``   the ceiling: a bare Twisted server writing the same frames to the same kind of sockets, no VTP logic.
+* ``ours-fanout``  our broker alone: the server process feeds prepared Events to ``Broker.accept`` as fast as the
+  reactor takes them, 50 per reactor turn (the broker's own fan-out rate);
+* ``bare``   the ceiling: a bare Twisted server writing the same frames to the same kind of sockets, 50 per turn,
+  no VTP logic (it ignores the acks the subscribers send).
 
-Latency is subscriber receipt time minus the time the author sent the event (both on this machine's clock),
-so for ``comet``/``ours`` it includes the receiver's checks. Last, ``ours`` at a paced 1,000 events/s to 100
-subscribers (and at a rate this machine sustains) gives the p99 added latency. Broker processes run separately from the measuring process.
+Then paced runs to the largest fan-out: ``ours@R/s``, an author process sending R events/s over 4 pipelined
+connections through our receiver and broker; and ``direct@R/s``, the broker process itself calling
+``Broker.accept`` R times a second (the broker's share of the latency, without the receiver's checks).
 
-    .venv/bin/python scripts/bench/vtp.py [--events 2000] [--comet-events 400] [--fanouts 1,10,100]
+Latency is the subscriber's receive time minus the ``sent_at`` the event carries (the author's send time, or
+when the server built the event for ``ours-fanout``/``bare``/``direct``), both read from this machine's clock.
+Each run also reports the CPU time each process used while events flowed (from /proc), so the broker's cost per
+delivery can be read apart from how busy the shared machine was.
+
+    .venv/bin/python scripts/bench/vtp.py [--events 2000] [--comet-events 400] [--fanouts 1,10,100] [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+from array import array
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +70,7 @@ TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
 """
 PROFILE = os.environ.get("VTP_BENCH_PROFILE", "").split()  # e.g. "-m cProfile -o ours.prof": profile our server
 PADDING = "x" * 1200  # a typical alert VOEvent is 2-5 kB
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def make_event(run: str, n: int, sent_at: float = 0.0) -> bytes:
@@ -63,6 +81,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def wait_listening(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -87,11 +114,25 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def wait_subscribers(count: int, connected):
+    """In a server process: fire once ``connected()`` has been ``count`` for 0.4 s (wait_listening's probe gone)."""
+    from twisted.internet import defer, reactor, task
+
+    @defer.inlineCallbacks
+    def poll():
+        stable = 0
+        while stable < 4:
+            stable = stable + 1 if connected() == count else 0
+            yield task.deferLater(reactor, 0.1, lambda: None)
+
+    return poll()
+
+
 # -- server processes -------------------------------------------------------------------------------------------
 
-def serve_ours(receive: int, broadcast: int, fanout_events: int, subscribers: int) -> None:
+def serve_ours(receive: int, broadcast: int, fanout_events: int, subscribers: int, rate: float) -> None:
     """Our broker + receiver. With ``fanout_events``, once ``subscribers`` are connected, feed that many prepared
-    Events straight to Broker.accept instead (the broker's fan-out alone)."""
+    Events straight to Broker.accept: 50 per reactor turn, or ``rate`` a second if it is not 0."""
     from twisted.internet import reactor, task
     from twisted.internet.endpoints import serverFromString
 
@@ -108,21 +149,36 @@ def serve_ours(receive: int, broadcast: int, fanout_events: int, subscribers: in
     serverFromString(reactor, f"tcp:{receive}:interface=127.0.0.1:backlog=200").listen(receiver)
     serverFromString(reactor, f"tcp:{broadcast}:interface=127.0.0.1:backlog=200").listen(broker)
 
-    def inject(stable: int = 0):
-        # wait for the subscribers, and for wait_listening's probe connection to be gone
-        stable = stable + 1 if len(broker.subscribers) == subscribers else 0
-        if stable < 4:
-            return task.deferLater(reactor, 0.1, inject, stable)
-        return task.cooperate(accept_in_turns()).whenDone()
+    def event(n):
+        return Event(f"ivo://bench.test/stream#fan-{n}", "test", utcnow(), make_event("fan", n, time.time()))
 
     def accept_in_turns(per_turn: int = 50):
         for n in range(fanout_events):
-            broker.accept(Event(f"ivo://bench.test/stream#fan-{n}", "test", utcnow(), make_event("fan", n, time.time())))
+            broker.accept(event(n))
             if n % per_turn == per_turn - 1:
                 yield None  # let the reactor write, as a live stream would
 
+    def paced():
+        started, sent = time.time(), 0
+
+        def tick():
+            nonlocal sent
+            due = min(fanout_events, int((time.time() - started) * rate) + 1)
+            while sent < due:
+                broker.accept(event(sent))
+                sent += 1
+            if sent == fanout_events:
+                loop.stop()
+
+        loop = task.LoopingCall(tick)
+        return loop.start(0.001)
+
+    def inject(_):
+        return paced() if rate else task.cooperate(accept_in_turns()).whenDone()
+
     if fanout_events:
-        reactor.callWhenRunning(inject)
+        reactor.callWhenRunning(lambda: wait_subscribers(subscribers, lambda: len(broker.subscribers))
+                                .addCallback(inject))
     reactor.run()
 
 
@@ -140,13 +196,6 @@ def serve_bare(port: int, subscribers: int, events: int) -> None:
         def connectionLost(self, reason):
             connected.remove(self.transport)
 
-    def start(stable: int = 0):
-        # wait for the subscribers, and for wait_listening's probe connection to be gone
-        stable = stable + 1 if len(connected) == subscribers else 0
-        if stable < 4:
-            return task.deferLater(reactor, 0.1, start, stable)
-        return task.cooperate(write()).whenDone()
-
     def write(per_turn: int = 50):
         for n in range(events):
             payload = make_event("bare", n, time.time())
@@ -158,14 +207,184 @@ def serve_bare(port: int, subscribers: int, events: int) -> None:
 
     serverFromString(reactor, f"tcp:{port}:interface=127.0.0.1:backlog=200").listen(
         protocol.Factory.forProtocol(Sink))
-    reactor.callWhenRunning(start)
+    reactor.callWhenRunning(lambda: wait_subscribers(subscribers, lambda: len(connected))
+                            .addCallback(lambda _: task.cooperate(write()).whenDone()))
     reactor.run()
 
 
-def start_ours(fanout_events: int = 0, subscribers: int = 0):
+# -- subscriber worker processes ---------------------------------------------------------------------------------
+
+def subscriber_worker(port: int, connections: int, expected: int, authenticate: int, stall: float, out: str) -> None:
+    """``connections`` VTP subscribers to ``port``; prints "ready" once all are connected (and authenticated),
+    then counts events until each has ``expected`` or nothing arrived for ``stall`` s, and writes its results
+    to ``out`` (JSON) and ``out``.lat (receive latencies, float64 s)."""
+    from twisted.internet import defer, protocol, reactor, task
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    from gateway.vtp import messages
+    from gateway.vtp.framing import frame
+
+    local = "ivo://bench.test/sub"
+    unpack_length = struct.Struct("!I").unpack_from
+    marker, ivorn_marker = b'name="sent_at" value="', b' ivorn="'
+    latencies = array("d")
+    counts = {"deliveries": 0, "first": None, "last": None, "other": 0, "cpu": 0.0}
+    ack_parts = {}
+
+    def ack(ivorn: bytes, now: float) -> bytes:
+        # messages.ack's exact bytes, built from a per-second template: acking 50 k events/s must not be the
+        # measuring side's bottleneck
+        second = int(now)
+        if second not in ack_parts:
+            head, _, tail = messages.ack(local, "\x00", second).partition(b"\x00")
+            ack_parts.clear()
+            ack_parts[second] = head, tail
+        head, tail = ack_parts[second]
+        body = head + ivorn + tail
+        return struct.pack("!I", len(body)) + body
+
+    class Subscriber(protocol.Protocol):
+        """Reads every frame in what one read brought (all received at the same time) and acks them in one write:
+        the measuring side must cost far less per delivery than the broker."""
+
+        authenticated = False
+        pending = b""
+
+        def dataReceived(self, data):
+            now = time.time()
+            buffer = self.pending + data if self.pending else data
+            offset, size, acks, events = 0, len(buffer), [], 0
+            while size - offset >= 4:
+                end = offset + 4 + unpack_length(buffer, offset)[0]
+                if end > size:
+                    break
+                start = buffer.find(ivorn_marker, offset, min(end, offset + 400))
+                if start < 0 or buffer.find(b"VOEvent", offset, start) < 0:
+                    self.transport_message(buffer[offset + 4:end], now)
+                else:
+                    start += len(ivorn_marker)
+                    at = buffer.find(marker, start, end) + len(marker)
+                    latencies.append(now - float(buffer[at:buffer.index(b'"', at)]))
+                    acks.append(ack(buffer[start:buffer.index(b'"', start)], now))
+                    events += 1
+                offset = end
+            self.pending = buffer[offset:]
+            if events:
+                counts["deliveries"] += events
+                counts["first"] = counts["first"] or now
+                counts["last"] = now
+                self.transport.write(b"".join(acks))
+
+        def transport_message(self, payload, now):
+            message = messages.parse_message(payload)
+            if message.role == "authenticate":
+                self.authenticated = True
+                self.transport.write(frame(messages.authenticate_response(local, message.origin, [], now)))
+            elif message.role == "iamalive":
+                self.transport.write(frame(messages.iamalive_response(local, message.origin, now)))
+            else:
+                counts["other"] += 1
+
+    @defer.inlineCallbacks
+    def main():
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        subscribers = []
+        for start in range(0, connections, 25):
+            subscribers += yield defer.gatherResults([connectProtocol(endpoint, Subscriber())
+                                                      for _ in range(min(25, connections - start))])
+        if authenticate:
+            while not all(s.authenticated for s in subscribers):
+                yield task.deferLater(reactor, 0.01, lambda: None)
+            yield task.deferLater(reactor, 0.2, lambda: None)  # let the broker take the authenticate replies
+        print("ready", flush=True)
+        cpu = time.process_time()
+        last, since = -1, time.monotonic()
+        while counts["deliveries"] < expected * connections:
+            if counts["deliveries"] != last:
+                last, since = counts["deliveries"], time.monotonic()
+            elif time.monotonic() - since > stall:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        counts["cpu"] = time.process_time() - cpu
+        for s in subscribers:
+            s.transport.abortConnection()
+        latencies.tofile(open(out + ".lat", "wb"))
+        Path(out).write_text(json.dumps(counts))
+
+    d = main()
+    d.addErrback(lambda failure: failure.printTraceback())
+    d.addBoth(lambda _: reactor.stop())
+    reactor.run()
+
+
+# -- author process ------------------------------------------------------------------------------------------------
+
+def author(receive: int, name: str, events: int, concurrency: int, rate: float, out: str) -> None:
+    """Send ``events`` to the receiver at ``receive``: over ``concurrency`` connections that each wait for an ack
+    before the next (rate 0), or ``rate`` a second over 4 pipelined connections. Writes JSON to ``out``."""
+    from twisted.internet import defer, reactor, task
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    from gateway.vtp import messages
+    from gateway.vtp.author import send_events
+    from gateway.vtp.framing import FrameProtocol
+
+    result = {}
+    cpu = time.process_time()
+
+    @defer.inlineCallbacks
+    def acked():
+        def generate(stream):
+            for n in range(stream, events, concurrency):
+                yield make_event(name, n, time.time())
+
+        result["started"] = time.time()
+        outcomes = yield defer.gatherResults([send_events(f"127.0.0.1:{receive}", generate(k), timeout=30)
+                                              for k in range(concurrency)])
+        result["sent_ok"] = sum(r.accepted for results in outcomes for r in results)
+
+    @defer.inlineCallbacks
+    def paced():
+        replies = {"ack": 0, "other": 0}
+
+        class Pipelined(FrameProtocol):
+            def frameReceived(self, payload):
+                replies["ack" if messages.quick_ack_origin(payload) else "other"] += 1
+
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", receive)
+        authors = yield defer.gatherResults([connectProtocol(endpoint, Pipelined()) for _ in range(4)])
+        started, sent = time.time(), 0
+        result["started"] = started
+        while sent < events:
+            due = min(events, int((time.time() - started) * rate) + 1)
+            while sent < due:
+                authors[sent % len(authors)].sendFrame(make_event(name, sent, time.time()))
+                sent += 1
+            yield task.deferLater(reactor, 0.001, lambda: None)
+        deadline = time.monotonic() + 30
+        while sum(replies.values()) < events and time.monotonic() < deadline:
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        result["sent_ok"] = replies["ack"]
+        for a in authors:
+            a.transport.loseConnection()
+
+    d = paced() if rate else acked()
+    d.addErrback(lambda failure: failure.printTraceback())
+    d.addBoth(lambda _: (result.update(cpu=time.process_time() - cpu), Path(out).write_text(json.dumps(result)),
+                         reactor.stop()))
+    reactor.run()
+
+
+# -- this process: start, wait, sum up -----------------------------------------------------------------------------
+
+def me(*args) -> list[str]:
+    return [sys.executable, __file__, *map(str, args)]
+
+
+def start_ours(fanout_events: int = 0, subscribers: int = 0, rate: float = 0):
     receive, broadcast = free_port(), free_port()
     process = subprocess.Popen([sys.executable, *PROFILE, __file__, "--serve-ours", str(receive), str(broadcast),
-                                str(fanout_events), str(subscribers)], cwd=ROOT)
+                                str(fanout_events), str(subscribers), str(rate)], cwd=ROOT)
     wait_listening(receive, process)
     wait_listening(broadcast, process)
     return process, receive, broadcast
@@ -187,232 +406,177 @@ def start_comet(workdir: Path):
 
 def start_bare(subscribers: int, events: int):
     port = free_port()
-    process = subprocess.Popen([sys.executable, __file__, "--serve-bare", str(port), str(subscribers), str(events)],
-                               cwd=ROOT)
+    process = subprocess.Popen(me("--serve-bare", port, subscribers, events), cwd=ROOT)
     wait_listening(port, process)
     return process, port
 
 
-# -- the measuring side (this process) ----------------------------------------------------------------------------
+def percentile(ordered, q):
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
-def measure(args) -> None:
-    from twisted.internet import defer, reactor, task
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-    from gateway.vtp import messages
-    from gateway.vtp.author import send_events
-    from gateway.vtp.framing import FrameProtocol, frame
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.workdir = Path(tempfile.mkdtemp(prefix="vtp-bench-"))
+        self.results: list[dict] = []
+        self.runs = 0
 
-    marker = b'name="sent_at" value="'
+    def subscribers(self, port: int, fanout: int, expected: int, authenticate: bool):
+        """Start the worker processes, wait until they are ready; returns [(process, out path)]."""
+        per = self.args.per_worker
+        workers = []
+        for start in range(0, fanout, per):
+            self.runs += 1
+            out = str(self.workdir / f"w{self.runs}.json")
+            process = subprocess.Popen(me("--worker", port, min(per, fanout - start), expected, int(authenticate),
+                                          self.args.stall, out), cwd=ROOT, stdout=subprocess.PIPE)
+            workers.append((process, out))
+        for process, _ in workers:
+            if process.stdout.readline().strip() != b"ready":
+                raise RuntimeError("a subscriber worker failed to start")
+        return workers
 
-    class Stats:
-        def __init__(self):
-            self.latencies: list[float] = []
-            self.deliveries = 0
-            self.first = self.last = None
-
-    class BenchSubscriber(FrameProtocol):
-        """Counts events and their latency; answers authenticate/iamalive and acks, as a VTP subscriber must."""
-
-        def __init__(self, stats):
-            super().__init__()
-            self.stats = stats
-            self.max_frame_bytes = 10_000_000
-
-        def frameReceived(self, payload):
-            now = time.time()
-            if b"Transport" in payload[:300]:
-                message = messages.parse_message(payload)
-                if message.role == "authenticate":
-                    self.authenticated = True
-                    self.sendFrame(messages.authenticate_response("ivo://bench.test/sub", message.origin, [], now))
-                elif message.role == "iamalive":
-                    self.sendFrame(messages.iamalive_response("ivo://bench.test/sub", message.origin, now))
-                return
-            at = payload.find(marker) + len(marker)
-            sent = float(payload[at:payload.index(b'"', at)])
-            start = payload.find(b'ivorn="') + 7
-            ivorn = payload[start:payload.index(b'"', start)].decode()
-            stats = self.stats
-            stats.deliveries += 1
-            stats.latencies.append(now - sent)
-            stats.first = stats.first or now
-            stats.last = now
-            self.transport.write(frame(messages.ack("ivo://bench.test/sub", ivorn, now)))
-
-    @defer.inlineCallbacks
-    def subscribe(port, count, stats, authenticated=True):
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-        subscribers = []
-        for start in range(0, count, 25):
-            batch = yield defer.gatherResults([connectProtocol(endpoint, BenchSubscriber(stats))
-                                               for _ in range(min(25, count - start))])
-            subscribers.extend(batch)
-        if authenticated:
-            for _ in range(500):
-                if all(getattr(s, "authenticated", False) for s in subscribers):
-                    break
-                yield task.deferLater(reactor, 0.01, lambda: None)
-            yield task.deferLater(reactor, 0.2, lambda: None)  # let the broker take the authenticate replies
-        return subscribers
-
-    @defer.inlineCallbacks
-    def wait_all(stats, expected, stall=15.0):
-        last, since = -1, time.monotonic()
-        while stats.deliveries < expected:
-            if stats.deliveries != last:
-                last, since = stats.deliveries, time.monotonic()
-            elif time.monotonic() - since > stall:
-                break
-            yield task.deferLater(reactor, 0.05, lambda: None)
-
-    def percentile(values, q):
-        if not values:
-            return float("nan")
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    def record(name, fanout, events, stats, started, sent_ok):
-        duration = (stats.last or started) - started
+    def run(self, name, server, fanout, events, *, port, author_args=None, authenticate=True):
+        """One measured run: subscribers on ``port``; an author process if ``author_args``; collect and record."""
+        workers = self.subscribers(port, fanout, events, authenticate)
+        server_cpu = cpu_seconds(server.pid)
+        started, sent_ok, author_cpu = None, events, 0.0
+        if author_args is not None:
+            self.runs += 1
+            out = str(self.workdir / f"a{self.runs}.json")
+            author = subprocess.Popen(me("--author", *author_args, out), cwd=ROOT)
+        for process, _ in workers:
+            process.wait()
+        server_cpu = cpu_seconds(server.pid) - server_cpu
+        if author_args is not None:
+            author.wait(60)
+            reported = json.loads(Path(out).read_text())
+            started, sent_ok, author_cpu = reported.get("started"), reported.get("sent_ok", 0), reported["cpu"]
+        deliveries, firsts, lasts, latencies, workers_cpu = 0, [], [], array("d"), 0.0
+        for process, out in workers:
+            counts = json.loads(Path(out).read_text())
+            deliveries += counts["deliveries"]
+            workers_cpu += counts["cpu"]
+            if counts["first"]:
+                firsts.append(counts["first"])
+                lasts.append(counts["last"])
+            with open(out + ".lat", "rb") as f:
+                latencies.frombytes(f.read())
+        start = started if started is not None else min(firsts, default=0.0)
+        duration = max(lasts, default=start) - start
+        ordered = sorted(latencies)
         result = {"broker": name, "fanout": fanout, "events": events, "sent_ok": sent_ok,
-                  "deliveries": stats.deliveries, "expected": events * fanout, "seconds": duration,
-                  "events_per_s": stats.deliveries / fanout / duration if duration > 0 else 0.0,
-                  "deliveries_per_s": stats.deliveries / duration if duration > 0 else 0.0,
-                  "p50_ms": percentile(stats.latencies, 0.50) * 1e3, "p99_ms": percentile(stats.latencies, 0.99) * 1e3}
-        results.append(result)
-        print(f"  {name:<12} fan-out {fanout:>3}: {events:>5} events, {result['deliveries']:>6}/"
-              f"{result['expected']} delivered in {duration:6.2f} s: {result['events_per_s']:8.0f} events/s, "
-              f"{result['deliveries_per_s']:9.0f} deliveries/s, latency p50 {result['p50_ms']:7.1f} ms, "
-              f"p99 {result['p99_ms']:7.1f} ms", flush=True)
+                  "deliveries": deliveries, "expected": sent_ok * fanout, "seconds": duration,
+                  "events_per_s": deliveries / fanout / duration if duration > 0 else 0.0,
+                  "deliveries_per_s": deliveries / duration if duration > 0 else 0.0,
+                  "p50_ms": percentile(ordered, 0.50) * 1e3, "p99_ms": percentile(ordered, 0.99) * 1e3,
+                  "max_ms": (ordered[-1] if ordered else float("nan")) * 1e3,
+                  "server_cpu_s": server_cpu, "workers_cpu_s": workers_cpu, "author_cpu_s": author_cpu,
+                  "load": os.getloadavg()[0]}
+        result["server_us_per_delivery"] = server_cpu / deliveries * 1e6 if deliveries else float("nan")
+        self.results.append(result)
+        print(f"  {name:<14} fan-out {fanout:>3}: {events:>5} events, {deliveries:>7}/{result['expected']} in "
+              f"{duration:6.2f} s: {result['events_per_s']:7.0f} events/s, {result['deliveries_per_s']:7.0f} "
+              f"deliveries/s, p50 {result['p50_ms']:7.1f} ms, p99 {result['p99_ms']:7.1f} ms; CPU s: server "
+              f"{server_cpu:.2f} ({result['server_us_per_delivery']:.1f} us/delivery), subscribers "
+              f"{workers_cpu:.2f}, author {author_cpu:.2f}; load {result['load']:.2f}", flush=True)
 
-    @defer.inlineCallbacks
-    def through_author(name, receive, broadcast, fanout, events):
-        stats = Stats()
-        subscribers = yield subscribe(broadcast, fanout, stats)
-        streams = args.concurrency
-        started = time.time()
-
-        def generate(stream):
-            for n in range(stream, events, streams):
-                yield make_event(f"{name}-{fanout}", n, time.time())
-
-        outcomes = yield defer.gatherResults([send_events(f"127.0.0.1:{receive}", generate(k), timeout=30)
-                                              for k in range(streams)])
-        sent_ok = sum(r.accepted for results in outcomes for r in results)
-        yield wait_all(stats, sent_ok * fanout)
-        record(name, fanout, events, stats, started, sent_ok)
-        for s in subscribers:
-            s.transport.abortConnection()
-
-    @defer.inlineCallbacks
-    def fanout_only(name, start, fanout, events):
-        stats = Stats()
-        subscribers = yield subscribe(start, fanout, stats, authenticated=(name != "bare"))
-        started = time.time()
-        yield wait_all(stats, events * fanout)
-        record(name, fanout, events, stats, stats.first or started, events)
-        for s in subscribers:
-            s.transport.abortConnection()
-
-    @defer.inlineCallbacks
-    def paced(receive, broadcast, fanout, rate, seconds):
-        """Ours at a steady ``rate`` events/s through pipelined author connections."""
-        stats = Stats()
-        subscribers = yield subscribe(broadcast, fanout, stats)
-        total = int(rate * seconds)
-
-        class Pipelined(FrameProtocol):
-            acked = 0
-
-            def frameReceived(self, payload):
-                Pipelined.acked += 1
-
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", receive)
-        authors = yield defer.gatherResults([connectProtocol(endpoint, Pipelined()) for _ in range(4)])
-        started, sent = time.time(), 0
-        while sent < total:
-            due = min(total, int((time.time() - started) * rate))
-            while sent < due:
-                authors[sent % len(authors)].sendFrame(make_event("paced", sent, time.time()))
-                sent += 1
-            yield task.deferLater(reactor, 0.002, lambda: None)
-        yield wait_all(stats, total * fanout)
-        record(f"ours@{rate}/s", fanout, total, stats, started, Pipelined.acked)
-        for s in subscribers + authors:
-            s.transport.abortConnection()
-
-    results: list[dict] = []
-
-    @defer.inlineCallbacks
-    def main():
-        workdir = Path(tempfile.mkdtemp(prefix="vtp-bench-"))
+    def suite(self):
+        args = self.args
         for fanout in args.fanouts:
             print(f"fan-out {fanout}:", flush=True)
-            if "comet" in args.only and not args.skip_comet:
-                process, receive, broadcast = start_comet(workdir / f"comet-{fanout}")
+            if "comet" in args.only:
+                process, receive, broadcast = start_comet(self.workdir / f"comet-{fanout}-{self.runs}")
                 try:
-                    yield through_author("comet", receive, broadcast, fanout, args.comet_events)
+                    self.run("comet", process, fanout, args.comet_events, port=broadcast,
+                             author_args=(receive, f"comet-{fanout}", args.comet_events, args.concurrency, 0))
                 finally:
                     stop(process)
             if "ours" in args.only:
                 process, receive, broadcast = start_ours()
                 try:
-                    yield through_author("ours", receive, broadcast, fanout, args.events)
+                    self.run("ours", process, fanout, args.events, port=broadcast,
+                             author_args=(receive, f"ours-{fanout}", args.events, args.concurrency, 0))
                 finally:
                     stop(process)
-            # the fan-out runs are fast: give them enough deliveries (>= 40,000) to last a measurable time
-            fan_events = max(args.events, 40_000 // fanout)
+            # the fan-out runs are fast: give them enough deliveries (>= 100,000) to last a measurable time
+            fan_events = max(args.events, 100_000 // fanout)
             if "ours-fanout" in args.only:
                 process, receive, broadcast = start_ours(fan_events, fanout)
                 try:
-                    yield fanout_only("ours-fanout", broadcast, fanout, fan_events)
+                    self.run("ours-fanout", process, fanout, fan_events, port=broadcast)
                 finally:
                     stop(process)
             if "bare" in args.only:
                 process, port = start_bare(fanout, fan_events)
                 try:
-                    yield fanout_only("bare", port, fanout, fan_events)
+                    self.run("bare", process, fanout, fan_events, port=port, authenticate=False)
                 finally:
                     stop(process)
+        fanout = max(args.fanouts)
         for rate in args.rate:
-            print(f"paced: {rate} events/s for {args.rate_seconds} s to {max(args.fanouts)} subscribers:",
-                  flush=True)
-            process, receive, broadcast = start_ours()
-            try:
-                yield paced(receive, broadcast, max(args.fanouts), rate, args.rate_seconds)
-            finally:
-                stop(process)
+            total = int(rate * args.rate_seconds)
+            print(f"paced: {rate} events/s for {args.rate_seconds} s to {fanout} subscribers:", flush=True)
+            if "paced" in args.only:
+                process, receive, broadcast = start_ours()
+                try:
+                    self.run(f"ours@{rate}/s", process, fanout, total, port=broadcast,
+                             author_args=(receive, f"paced-{rate}", total, 0, rate))
+                finally:
+                    stop(process)
+            if "direct" in args.only:
+                process, receive, broadcast = start_ours(total, fanout, rate)
+                try:
+                    self.run(f"direct@{rate}/s", process, fanout, total, port=broadcast)
+                finally:
+                    stop(process)
 
-    def report():
-        def get(name, fanout):
-            return next((r for r in results if r["broker"] == name and r["fanout"] == fanout), None)
+    def report(self):
+        def values(name, fanout, key):
+            return [r[key] for r in self.results if r["broker"] == name and r["fanout"] == fanout]
 
-        print("\nsummary (events/s = events delivered to every subscriber per second):")
-        for fanout in args.fanouts:
-            ours, comet, fan, bare = (get(n, fanout) for n in ("ours", "comet", "ours-fanout", "bare"))
+        def span(xs, fmt):
+            if not xs:
+                return "-"
+            if len(xs) == 1:
+                return format(xs[0], fmt)
+            return f"{format(statistics.median(xs), fmt)} [{format(min(xs), fmt)}-{format(max(xs), fmt)}]"
+
+        def ratios(a, b, key):
+            return [x / y for x, y in zip(values(a[0], a[1], key), values(b[0], b[1], key)) if y]
+
+        repeats = f"median [min-max] of {self.args.repeat} runs" if self.args.repeat > 1 else "one run"
+        loads = [r["load"] for r in self.results]
+        print(f"\nsummary ({repeats}; events/s = events delivered to every subscriber per second; 1-min load "
+              f"average during the runs {min(loads):.2f}-{max(loads):.2f} on {os.cpu_count()} CPUs):")
+        for fanout in self.args.fanouts:
             parts = [f"fan-out {fanout:>3}:"]
-            if ours and comet and comet["events_per_s"]:
-                parts.append(f"ours/Comet {ours['events_per_s'] / comet['events_per_s']:6.1f}x "
-                             f"({ours['events_per_s']:.0f} vs {comet['events_per_s']:.0f} events/s)")
-            if fan and bare and bare["deliveries_per_s"]:
-                parts.append(f"broker fan-out / bare writer {fan['deliveries_per_s'] / bare['deliveries_per_s']:6.1%}"
-                             f" ({fan['deliveries_per_s']:.0f} vs {bare['deliveries_per_s']:.0f} deliveries/s)")
+            if values("ours", fanout, "events_per_s") and values("comet", fanout, "events_per_s"):
+                parts.append(f"ours/Comet {span(ratios(('ours', fanout), ('comet', fanout), 'events_per_s'), '.1f')}x"
+                             f" ({span(values('ours', fanout, 'events_per_s'), '.0f')} vs "
+                             f"{span(values('comet', fanout, 'events_per_s'), '.0f')} events/s)")
+            if values("ours-fanout", fanout, "deliveries_per_s") and values("bare", fanout, "deliveries_per_s"):
+                parts.append("broker fan-out / bare writer "
+                             f"{span([100 * x for x in ratios(('ours-fanout', fanout), ('bare', fanout), 'deliveries_per_s')], '.0f')}%"
+                             f" ({span(values('ours-fanout', fanout, 'deliveries_per_s'), '.0f')} vs "
+                             f"{span(values('bare', fanout, 'deliveries_per_s'), '.0f')} deliveries/s; server "
+                             f"{span(values('ours-fanout', fanout, 'server_us_per_delivery'), '.1f')} vs "
+                             f"{span(values('bare', fanout, 'server_us_per_delivery'), '.1f')} CPU us/delivery)")
             print("  " + "; ".join(parts))
-        for r in results:
-            if r["broker"].startswith("ours@"):
-                print(f"  paced {r['broker']} to {r['fanout']} subscribers: p50 {r['p50_ms']:.1f} ms, "
-                      f"p99 {r['p99_ms']:.1f} ms, {r['deliveries']}/{r['expected']} delivered")
+        names = sorted({r["broker"] for r in self.results if "@" in r["broker"]},
+                       key=lambda n: (n.split("@")[0], int(n.split("@")[1].split("/")[0])))
+        fanout = max(self.args.fanouts)
+        for name in names:
+            print(f"  paced {name:<14} to {fanout} subscribers: p50 {span(values(name, fanout, 'p50_ms'), '.1f')} ms,"
+                  f" p99 {span(values(name, fanout, 'p99_ms'), '.1f')} ms, achieved "
+                  f"{span(values(name, fanout, 'events_per_s'), '.0f')} events/s, server "
+                  f"{span(values(name, fanout, 'server_us_per_delivery'), '.1f')} CPU us/delivery")
+        for r in self.results:
             if r["deliveries"] < r["expected"] and not r["broker"].startswith("comet"):
                 print(f"  WARNING: {r['broker']} fan-out {r['fanout']} delivered {r['deliveries']} of {r['expected']}")
-
-    def run():
-        d = main()
-        d.addErrback(lambda failure: failure.printTraceback())
-        d.addBoth(lambda _: reactor.stop())
-
-    reactor.callWhenRunning(run)
-    reactor.run()
-    report()
+        if self.args.json:
+            Path(self.args.json).write_text(json.dumps(self.results, indent=1))
 
 
 def parse_args(argv):
@@ -421,19 +585,38 @@ def parse_args(argv):
     parser.add_argument("--comet-events", type=int, default=400, help="events per run through Comet (it is slow)")
     parser.add_argument("--fanouts", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 100])
     parser.add_argument("--concurrency", type=int, default=8, help="parallel author connections")
+    parser.add_argument("--per-worker", type=int, default=50, help="subscriber connections per worker process")
     parser.add_argument("--rate", type=lambda s: [int(x) for x in s.split(",") if int(x)], default=[250, 1000],
-                        help="paced runs of ours to the largest fan-out: events/s, comma-separated (0: none)")
-    parser.add_argument("--rate-seconds", type=float, default=3.0)
-    parser.add_argument("--skip-comet", action="store_true")
-    parser.add_argument("--only", type=lambda s: s.split(","), default=["comet", "ours", "ours-fanout", "bare"],
-                        help="which runs, comma-separated (default: comet,ours,ours-fanout,bare)")
+                        help="paced runs to the largest fan-out: events/s, comma-separated (0: none)")
+    parser.add_argument("--rate-seconds", type=float, default=5.0)
+    parser.add_argument("--stall", type=float, default=15.0, help="a worker gives up after this long without events")
+    parser.add_argument("--repeat", type=int, default=1, help="run everything this many times; report ranges")
+    parser.add_argument("--json", help="also write every run's figures to this file")
+    parser.add_argument("--only", type=lambda s: s.split(","),
+                        default=["comet", "ours", "ours-fanout", "bare", "paced", "direct"],
+                        help="which runs, comma-separated (default: comet,ours,ours-fanout,bare,paced,direct)")
     return parser.parse_args(argv)
 
 
+def measure(args) -> None:
+    bench = Bench(args)
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    for n in range(args.repeat):
+        if args.repeat > 1:
+            print(f"== run {n + 1} of {args.repeat}", flush=True)
+        bench.suite()
+    bench.report()
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--serve-ours":
-        serve_ours(*map(int, sys.argv[2:6]))
-    elif len(sys.argv) > 1 and sys.argv[1] == "--serve-bare":
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "--serve-ours":
+        serve_ours(*map(int, sys.argv[2:6]), float(sys.argv[6]))
+    elif command == "--serve-bare":
         serve_bare(*map(int, sys.argv[2:5]))
+    elif command == "--worker":
+        subscriber_worker(*map(int, sys.argv[2:6]), float(sys.argv[6]), sys.argv[7])
+    elif command == "--author":
+        author(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), sys.argv[7])
     else:
         measure(parse_args(sys.argv[1:]))
