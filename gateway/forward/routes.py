@@ -201,7 +201,7 @@ class ForwardService(service.Service):
         self.routes, self.outbox, self.reactor, self.keep_days = routes, outbox, reactor, keep_days
         self.workers = {
             r.name: RouteWorker(r, outbox, reactor, concurrency=r.concurrency, rate=r.rate,
-                                max_attempts=r.max_attempts, lease=2 * r.timeout + 30.0)
+                                max_attempts=r.max_attempts, lease=3 * r.timeout + 2.0)
             for r in routes}
         outbox.listeners.append(self._queued)
         self._purge = None
