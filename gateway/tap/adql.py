@@ -35,8 +35,7 @@ class AdqlError(ValueError):
 
 
 class ADQL(Dialect):
-    """Standard SQL plus ``SELECT TOP n``; LOG(x) is the natural logarithm, as in ADQL."""
-    LOG_DEFAULTS_TO_LN = True
+    """Standard SQL plus ``SELECT TOP n`` (LOG(x), the natural logarithm in ADQL, is mapped to LN later)."""
 
     class Tokenizer(tokens.Tokenizer):
         KEYWORDS = {**tokens.Tokenizer.KEYWORDS, "TOP": tokens.TokenType.TOP}
@@ -472,8 +471,10 @@ def _backend_functions(tree: exp.Expression, backend: str) -> exp.Expression:
         return exp.Cast(this=node, to=exp.DataType.build("DOUBLE"))
 
     def transform(node):
-        if isinstance(node, exp.Log) and node.expression is not None:  # LOG10(x) parses as LOG(10, x)
-            if _const(node.this) == 10:
+        if isinstance(node, exp.Log):
+            if node.expression is None:  # ADQL LOG(x) is the natural logarithm (PostgreSQL's LOG is base 10)
+                return exp.Ln(this=node.this)
+            if _const(node.this) == 10:  # LOG10(x) parses as LOG(10, x)
                 return exp.Anonymous(this="LOG10", expressions=[node.expression])
             return node
         if isinstance(node, exp.Anonymous) and node.name.upper() == "TRUNCATE":

@@ -193,6 +193,7 @@ def _create_uploads(conn, backend: str, uploads: dict[str, tuple]) -> None:
             with conn.cursor().copy(f'COPY "tap_upload_{name}" FROM STDIN') as copy:
                 for row in rows:
                     copy.write_row(row)
+            conn.execute(f'ANALYZE "tap_upload_{name}"')  # row counts, so a cross-match plans an index join
 
 
 # -- SQLite functions the translator emits beyond those of gateway.store.db ----------------------------------------
