@@ -138,6 +138,9 @@ FIELDS = {
 }
 
 
+KEYWORDS = {"and", "or", "not", "in", "is", "null", "true", "false"}
+
+
 class FilterError(ValueError):
     """A filter that cannot be compiled: ``column`` (1-based) points at the bad token when there is one."""
 
@@ -738,9 +741,22 @@ _FUNCTIONS = {
 }
 
 
+class _Keyword(Exception):
+    def __init__(self, token):
+        self.token = token
+
+
+def _no_keyword_names(token: Token) -> Token:
+    # where no keyword fits, the contextual lexer would take "and" as a name: it is a misplaced keyword
+    if token.lower() in KEYWORDS:
+        raise _Keyword(token)
+    return token
+
+
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return Lark(GRAMMAR, parser="lalr", maybe_placeholders=False, propagate_positions=False)
+    return Lark(GRAMMAR, parser="lalr", maybe_placeholders=False, propagate_positions=False,
+                lexer_callbacks={"NAME": _no_keyword_names})
 
 
 _FRIENDLY = {"COMPARE": "a comparison (== != < <= > >=)", "NAME": "a name", "NUMBER": "a number",
@@ -786,6 +802,8 @@ def compile_filter(text: str) -> Filter:
         text = " ".join(text.split())
     try:
         tree = _parser().parse(text)
+    except _Keyword as error:
+        raise FilterError(f"unexpected {str(error.token)!r}", text, error.token.column) from None
     except UnexpectedCharacters as error:
         raise FilterError(f"unexpected character {text[error.pos_in_stream]!r}", text, error.column) from None
     except UnexpectedEOF:
