@@ -60,13 +60,35 @@ payload = "avro"
 directory = "var/events"
 
 [store]
-# (The alert DB and the TAP service below are not built yet; these keys are read once they are.)
-# Alert DB: sqlite:///PATH (relative to the working directory) or postgresql://USER@HOST:PORT/DB
+# Alert DB: sqlite:///PATH (relative to the working directory), sqlite:////ABSOLUTE/PATH, or
+# postgresql://USER@HOST:PORT/DB (tables in schema "gateway"; needs the q3c extension).
 db = "sqlite:///var/gateway.db"
+# Most events written in one transaction (a burst is written in batches of up to this many).
+max_batch = 2000
+# Objects whose latest IVORN is kept in memory for Citations (loaded from the DB at start).
+history_objects = 200_000
 
 [http]
-# TAP service (/tap) and cutouts (/cutouts); endpoint string or HOST:PORT.
+# TAP service (/tap) and cutouts (/cutouts); endpoint string or HOST:PORT; empty: off.
 listen = "127.0.0.1:8080"
+
+[tap]
+# Seconds a synchronous query may run before it is cancelled.
+sync_timeout = 60.0
+# Async jobs: default EXECUTIONDURATION and the longest a job may ask for, seconds.
+async_timeout = 600.0
+max_async_timeout = 3600.0
+# Rows returned when MAXREC is not given, and the most a query may ask for (QUERY_STATUS OVERFLOW beyond).
+maxrec_default = 100_000
+maxrec_max = 10_000_000
+# TAP_UPLOAD: largest table accepted (bytes, rows); whether UPLOAD may name an http(s) URL to fetch.
+upload_max_bytes = 33_554_432
+upload_max_rows = 1_000_000
+http_uploads = true
+# Async jobs kept at most, running at once, and seconds a job is kept (its destruction time).
+max_jobs = 1000
+max_running = 2
+retention = 86_400.0
 
 [vtp]
 # Broker for subscribers; endpoint string, HOST:PORT, or tls:HOST:PORT (TLS with the tls_* files below); empty: off.

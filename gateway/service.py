@@ -5,6 +5,7 @@ Protocol modules never read the config; this module does, and hands them plain a
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -61,19 +62,32 @@ class Gateway(service.MultiService):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.sources: list = []
         self.router = Router()
+        self._open_store()
         self.pipeline = Pipeline(self._make_converter(), self._parse, self.router)
         self._add_sinks()
         self._add_sources()
         self._add_vtp()
+        self._add_http()
         StatsReporter(self.pipeline, clock=self.reactor).setServiceParent(self)
-        log.info("alert DB and TAP are not built yet: store.db and http.listen are not used")
 
     # -- the pieces, in the order data flows ------------------------------------------------------------------
+
+    def _open_store(self):
+        from gateway.store import Database, Store, StoreHistory
+
+        store = self.config["store"]
+        self.database = Database(store["db"], self.reactor)
+        self.store = Store(self.database, max_batch=store["max_batch"])
+        self.history = StoreHistory(store["history_objects"])
+        loaded = self.history.load(self.database)  # before the reactor runs: blocking is fine here
+        log.info("alert DB {url} ({backend}); {n} objects loaded for Citations", url=_safe_url(store["db"]),
+                 backend=self.database.backend, n=loaded)
+        StoreService(self.store).setServiceParent(self)
 
     def _make_converter(self):
         from gateway.convert import make_converter
 
-        return make_converter(self.config)
+        return make_converter(self.config, history=self.history)
 
     @staticmethod
     def _parse(xml: bytes, origin: str):
@@ -82,6 +96,7 @@ class Gateway(service.MultiService):
         return parse_event(xml, origin=origin)
 
     def _add_sinks(self):
+        self.router.add_sink(self.store)
         directory = self.config["output"]["directory"]
         if directory:
             self.router.add_sink(DirectorySink(directory))
@@ -116,11 +131,43 @@ class Gateway(service.MultiService):
     def _add_vtp(self):
         from gateway.vtp.service import vtp_services
 
-        broker, services = vtp_services(self.config, self.pipeline, reactor=self.reactor)
+        broker, services = vtp_services(self.config, self.pipeline, reactor=self.reactor,
+                                        has_ivorn=self.store.has_ivorn)
         if broker is not None:
             self.router.add_sink(broker)
         for child in services:
             child.setServiceParent(self)
+
+    def _add_http(self):
+        from twisted.application.internet import StreamServerEndpointService
+
+        from gateway.endpoints import server_endpoint
+        from gateway.web import http_site
+
+        listen = self.config["http"]["listen"]
+        if not listen:
+            return
+        site = http_site(self.store, self.database, self.reactor, self.config["gateway"]["public_url"],
+                         self.config["tap"], str(self.state_dir / "tap-jobs"))
+        http = StreamServerEndpointService(server_endpoint(self.reactor, listen), site)
+        http.setName("http")
+        http.setServiceParent(self)
+
+
+class StoreService(service.Service):
+    """Closes the alert DB on stop, once the events being written have been committed."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def stopService(self):
+        super().stopService()
+        return self.store.close()
+
+
+def _safe_url(url: str) -> str:
+    """The DB URL without a password, for logs."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 def start_logging(verbose: bool = False, stream=None) -> None:

@@ -79,12 +79,17 @@ class Root(resource.Resource):
         return _text(request, 200, "\n".join(lines))
 
 
-def http_site(store, database, reactor, base_url: str, tap_options: dict | None = None) -> server.Site:
-    """The Site for ``http.listen``: ``/cutouts`` always, ``/tap`` over ``database``."""
-    from gateway.tap import tap_resource
+def http_site(store, database, reactor, base_url: str, tap: dict, workdir: str) -> server.Site:
+    """The Site for ``http.listen``: ``/cutouts`` from ``store``, ``/tap`` over ``database`` (config ``[tap]``)."""
+    from gateway.tap.query import Limits
+    from gateway.tap.resource import tap_resource
 
-    children = {"cutouts": Cutouts(store), "tap": tap_resource(database, reactor, base_url.rstrip("/") + "/tap",
-                                                               **(tap_options or {}))}
-    site = server.Site(Root(children))
+    limit_keys = ("sync_timeout", "async_timeout", "max_async_timeout", "maxrec_default", "maxrec_max",
+                  "upload_max_bytes", "upload_max_rows", "http_uploads")
+    limits = Limits(**{key: tap[key] for key in limit_keys})
+    tap_root = tap_resource(database, reactor, base_url.rstrip("/") + "/tap", limits, workdir=workdir,
+                            max_jobs=tap["max_jobs"], max_running=tap["max_running"], retention=tap["retention"])
+    # TAP parses request bodies itself: Twisted's multipart parser rejects STILTS's upload boundary
+    site = server.Site(Root({"cutouts": Cutouts(store), "tap": tap_root}), parsePOSTFormSubmission=False)
     site.noisy = False
     return site
