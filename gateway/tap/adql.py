@@ -542,6 +542,10 @@ def _result_columns(tree: exp.Expression, catalog: Catalog) -> list[ColumnMeta]:
             out.append(result_column(meta, name))
             continue
         kind = inner.type.this.name if getattr(inner, "type", None) is not None else "UNKNOWN"
+        if isinstance(inner, exp.Anonymous) and inner.name.upper() in ("DISTANCE", "COORD1", "COORD2"):
+            kind = "DOUBLE"
+        elif _is_predicate(inner):
+            kind = "INT"
         datatype, arraysize, xtype = _INFERRED.get(kind, (None, None, None))
         # None: the writer decides from the values (SQLite columns have no fixed type)
         out.append(ColumnMeta(name, datatype, arraysize, xtype))
