@@ -122,8 +122,7 @@ def validation_errors(value: Any, *parts: str) -> list[str]:
 
 def summary(event, facts, route: str) -> dict[str, Any]:
     """The event in a few survey-neutral fields (what a webhook receives)."""
-    out: dict[str, Any] = {"ivorn": event.ivorn, "role": event.role, "route": route,
-                           "received": event.received.isoformat().replace("+00:00", "Z"), "origin": event.origin}
+    out: dict[str, Any] = {"ivorn": event.ivorn, "role": event.role, "route": route}
     for name in ("survey", "object", "ra", "dec", "mjd", "band", "mag", "mag_err", "flux", "flux_err", "snr",
                  "reliability", "n_detections", "solar_system"):
         try:

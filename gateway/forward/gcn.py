@@ -155,7 +155,7 @@ def notice(event: Event, facts) -> dict:
         body["mag_system"] = "AB"
         if isinstance(mag_err, float) and mag_err >= 0:
             body["mag_error"] = mag_err
-    limit = _limiting_mag(event)
+    limit = _limiting_mag(event, facts)
     if limit is not None:
         body["limiting_mag"] = limit
         body["limiting_mag_sigma"] = 5
@@ -196,12 +196,16 @@ def _trigger_time(event, facts) -> Optional[str]:
     return _iso(root.findtext("WhereWhen/ObsDataLocation/ObservationLocation/AstroCoords/Time/TimeInstant/ISOTime"))
 
 
-def _limiting_mag(event) -> Optional[float]:
-    """ZTF ships the 5-sigma limit of the image (``diffmaglim``); Rubin alerts carry none for the detection."""
-    if event.alert is None or event.alert.survey != "ztf":
+def _limiting_mag(event, facts) -> Optional[float]:
+    """ZTF ships the 5-sigma limit of the image (``diffmaglim``, also a Param of its VOEvent); Rubin alerts
+    carry none for the detection."""
+    if event.alert is None:
+        value = facts.param("diffmaglim")
+    elif event.alert.survey == "ztf":
+        value = event.alert.record["candidate"].get("diffmaglim")
+    else:
         return None
-    value = event.alert.record["candidate"].get("diffmaglim")
-    return float(value) if isinstance(value, (int, float)) and value == value else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value else None
 
 
 class GcnNotices:
@@ -213,23 +217,46 @@ class GcnNotices:
         self.producer, self.topic = producer, topic
 
     def prepare(self, event: Event, facts, route: str) -> outbox.Prepared:
-        return outbox.Prepared(f"{route}:{event.ivorn}", dumps(notice(event, facts)))
+        # the VOEvent is stored and the notice made from it when sent: the pipeline pays for a row, nothing more
+        return outbox.Prepared(f"{route}:{event.ivorn}", None)
 
     def deliver(self, item: outbox.Item) -> defer.Deferred:
+        try:
+            payload = notice_bytes(item)
+        except ValueError as error:
+            return defer.succeed(outbox.failed(f"cannot make a notice of the stored VOEvent: {error}"))
+        return self.send(item, payload)
+
+    def send(self, item: outbox.Item, payload: bytes) -> defer.Deferred:
+        """Check ``payload`` (a JSON notice) against the schema and send it."""
         import json
 
         try:
-            body = json.loads(item.payload)
+            body = json.loads(payload)
         except ValueError as error:
-            return defer.succeed(outbox.failed(f"stored notice is not JSON: {error}"))
+            return defer.succeed(outbox.failed(f"notice is not JSON: {error}"))
         problems = validation_errors(body, *NOTICE_SCHEMA)
         if problems:
             return defer.succeed(outbox.failed("notice does not follow schemas/gcn/notice-core.schema.json: "
                                                + "; ".join(problems[:5])))
-        return self.producer.send(self.topic, item.payload, item.key)
+        return self.producer.send(self.topic, payload, item.key)
 
     def stop(self):
         return self.producer.stop()
+
+
+def stored_event(item: outbox.Item) -> Event:
+    """The Event of an outbox row whose payload is the VOEvent (what it says, read again from the XML)."""
+    from gateway.voevent.parse import parse_event
+
+    return parse_event(item.payload, origin=item.meta.get("origin", "outbox"))
+
+
+def notice_bytes(item: outbox.Item) -> bytes:
+    from gateway.forward.filters import Facts
+
+    event = stored_event(item)
+    return dumps(notice(event, Facts(event)))
 
 
 class VOEventToKafka:
@@ -241,7 +268,7 @@ class VOEventToKafka:
         self.producer, self.topic = producer, topic
 
     def prepare(self, event: Event, facts, route: str) -> outbox.Prepared:
-        return outbox.Prepared(f"{route}:{event.ivorn}", event.xml)
+        return outbox.Prepared(f"{route}:{event.ivorn}", None)
 
     def deliver(self, item: outbox.Item) -> defer.Deferred:
         return self.producer.send(self.topic, item.payload, item.key)
@@ -265,7 +292,7 @@ class VOEventToVTP:
         self.tls = tls or TLSFiles()
 
     def prepare(self, event: Event, facts, route: str) -> outbox.Prepared:
-        return outbox.Prepared(f"{route}:{event.ivorn}", event.xml)
+        return outbox.Prepared(f"{route}:{event.ivorn}", None)
 
     @defer.inlineCallbacks
     def deliver(self, item: outbox.Item):

@@ -33,6 +33,8 @@ log = Logger()
 
 TABLE = "forward_outbox"
 TNS_TABLE = "tns_report"
+#: the VOEvent of each event queued, once however many routes queued it (rows with a NULL payload use it)
+PAYLOAD_TABLE = "forward_payload"
 STATUSES = ("pending", "sending", "sent", "failed", "dropped")
 
 
@@ -48,6 +50,7 @@ def sqlite_ddl() -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS {TNS_TABLE} (
             objectid TEXT PRIMARY KEY, route TEXT, ivorn TEXT, report_id TEXT, tns_name TEXT, status TEXT NOT NULL,
             created REAL NOT NULL, updated REAL NOT NULL)""",
+        f"CREATE TABLE IF NOT EXISTS {PAYLOAD_TABLE} (ivorn TEXT PRIMARY KEY, xml BLOB NOT NULL, created REAL NOT NULL)",
     ]
 
 
@@ -63,6 +66,8 @@ def postgres_ddl(schema: str = "gateway") -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS {schema}.{TNS_TABLE} (
             objectid text PRIMARY KEY, route text, ivorn text, report_id text, tns_name text, status text NOT NULL,
             created double precision NOT NULL, updated double precision NOT NULL)""",
+        f"""CREATE TABLE IF NOT EXISTS {schema}.{PAYLOAD_TABLE} (ivorn text PRIMARY KEY, xml bytea NOT NULL,
+            created double precision NOT NULL)""",
     ]
 
 
@@ -88,7 +93,7 @@ class Prepared:
     """
 
     key: str
-    payload: bytes
+    payload: Optional[bytes]  # None: the event's VOEvent (stored once per event, shared by its routes)
     meta: dict = field(default_factory=dict)
     objectid: Optional[str] = None
     once_per_object: bool = False
@@ -177,6 +182,7 @@ class Outbox:
         self.lease, self.retry_base, self.retry_max, self.max_batch = lease, retry_base, retry_max, max_batch
         self.table = database.table(TABLE)
         self.tns_table = database.table(TNS_TABLE)
+        self.payload_table = database.table(PAYLOAD_TABLE)
         self.p = database.placeholder
         self.listeners: list[Callable[[set[str]], None]] = []
         self._batch: list[tuple[str, str, Prepared, Event]] = []
@@ -233,16 +239,24 @@ class Outbox:
                   f"VALUES ({', '.join([p] * 15)}) ON CONFLICT (key) DO NOTHING")
         claim_object = (f"INSERT INTO {self.tns_table} (objectid, route, ivorn, status, created, updated) "
                         f"VALUES ({p}, {p}, {p}, 'queued', {p}, {p}) ON CONFLICT (objectid) DO NOTHING")
+        values, shared = [], {}
         for route, kind, prepared, event in batch:
             if prepared.once_per_object and not prepared.failed:
                 cursor = conn.execute(claim_object, (prepared.objectid, route, event.ivorn, now, now))
                 if cursor.rowcount == 0:
                     continue  # already queued or reported, by this route or another: once, ever
             status = "failed" if prepared.failed else "pending"
-            payload = prepared.payload if self.db.backend == "sqlite" else bytes(prepared.payload)
-            conn.execute(insert, (prepared.key, route, kind, event.ivorn, prepared.objectid, payload,
-                                  _json(prepared.meta), status, "send", 0, now, 0, prepared.failed or None, now, now))
+            if prepared.payload is None:
+                shared[event.ivorn] = event.xml
+            values.append((prepared.key, route, kind, event.ivorn, prepared.objectid, prepared.payload,
+                           _json(prepared.meta) if prepared.meta else None, status, "send", 0, now, 0,
+                           prepared.failed or None, now, now))
             routes.add(route)
+        if shared:
+            conn.cursor().executemany(f"INSERT INTO {self.payload_table} (ivorn, xml, created) VALUES ({p}, {p}, {p}) "
+                             f"ON CONFLICT (ivorn) DO NOTHING", [(i, x, now) for i, x in shared.items()])
+        if values:
+            conn.cursor().executemany(insert, values)
         return routes
 
     # -- claim and record ---------------------------------------------------------------------------------------
@@ -254,11 +268,12 @@ class Outbox:
 
     def _claim(self, conn, route, limit, now, lease):
         p, t = self.p, self.table
-        lock = " FOR UPDATE SKIP LOCKED" if self.db.backend == "postgresql" else ""
+        lock = " FOR UPDATE OF o SKIP LOCKED" if self.db.backend == "postgresql" else ""
         rows = conn.execute(
-            f"SELECT id, route, key, ivorn, objectid, payload, meta, attempts, stage, result, uncertain, status "
-            f"FROM {t} WHERE route = {p} AND ((status = 'pending' AND next_attempt <= {p}) OR "
-            f"(status = 'sending' AND lease_until <= {p})) ORDER BY next_attempt, id LIMIT {p}{lock}",
+            f"SELECT o.id, o.route, o.key, o.ivorn, o.objectid, COALESCE(o.payload, x.xml), o.meta, o.attempts, "
+            f"o.stage, o.result, o.uncertain, o.status FROM {t} o LEFT JOIN {self.payload_table} x "
+            f"ON x.ivorn = o.ivorn WHERE o.route = {p} AND ((o.status = 'pending' AND o.next_attempt <= {p}) OR "
+            f"(o.status = 'sending' AND o.lease_until <= {p})) ORDER BY o.next_attempt, o.id LIMIT {p}{lock}",
             (route, now, now, limit)).fetchall()
         items = []
         for (id_, route_, key, ivorn, objectid, payload, meta, attempts, stage, result, uncertain, status) in rows:
@@ -354,9 +369,15 @@ class Outbox:
     def purge(self, older_than: float) -> defer.Deferred:
         """Delete rows sent or dropped more than ``older_than`` seconds ago (tns_report keeps the record)."""
         cutoff = self.clock.seconds() - older_than
-        return self.db.write(lambda conn: conn.execute(
-            f"DELETE FROM {self.table} WHERE status IN ('sent', 'dropped') AND updated < {self.p}",
-            (cutoff,)).rowcount)
+        p, t, x = self.p, self.table, self.payload_table
+
+        def purge(conn):
+            count = conn.execute(f"DELETE FROM {t} WHERE status IN ('sent', 'dropped') AND updated < {p}",
+                                 (cutoff,)).rowcount
+            conn.execute(f"DELETE FROM {x} WHERE created < {p} AND NOT EXISTS (SELECT 1 FROM {t} o WHERE "
+                         f"o.ivorn = {x}.ivorn AND o.status IN ('pending', 'sending', 'failed'))", (cutoff,))
+            return count
+        return self.db.write(purge)
 
 
 # ------------------------------------------------------------------------------------------------ the sink

@@ -51,16 +51,26 @@ class Webhook:
         return f"Webhook({self.url!r})"
 
     def prepare(self, event: Event, facts, route: str) -> outbox.Prepared:
-        return outbox.Prepared(f"{route}:{event.ivorn}", dumps(summary(event, facts, route)))
+        # the VOEvent is stored and the summary made from it when sent: the pipeline pays for a row, nothing more
+        return outbox.Prepared(f"{route}:{event.ivorn}", None)
 
     @defer.inlineCallbacks
     def deliver(self, item: outbox.Item):
+        from gateway.forward.filters import Facts
+        from gateway.forward.gcn import stored_event
+        from gateway.voevent.parse import VOEventError
+
+        try:
+            event = stored_event(item)
+        except VOEventError as error:
+            return outbox.failed(f"stored VOEvent unreadable: {error}")
+        payload = dumps(summary(event, Facts(event), item.route))
         headers = {"Content-Type": ["application/json"], "User-Agent": [USER_AGENT],
                    "Idempotency-Key": [item.key]}
         if self._secret:
-            headers[SIGNATURE_HEADER] = [signature(self._secret, item.payload)]
+            headers[SIGNATURE_HEADER] = [signature(self._secret, payload)]
         try:
-            code, reply_headers, body = yield self.http.post(self.url, data=item.payload, headers=headers)
+            code, reply_headers, body = yield self.http.post(self.url, data=payload, headers=headers)
         except Exception:
             from twisted.python.failure import Failure
 
@@ -122,7 +132,7 @@ class Command:
         return f"Command({self.argv!r})"
 
     def prepare(self, event: Event, facts, route: str) -> outbox.Prepared:
-        return outbox.Prepared(f"{route}:{event.ivorn}", event.xml, {"route": route})
+        return outbox.Prepared(f"{route}:{event.ivorn}", None)
 
     def deliver(self, item: outbox.Item) -> defer.Deferred:
         run = _Run(item.payload)
