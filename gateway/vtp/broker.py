@@ -4,13 +4,23 @@ The :class:`Broker` is both a pipeline sink (``accept(event)``) and the server f
 On connect (after the TLS handshake, on ``tls:`` ports) a peer is checked against the subscriber whitelist and sent
 ``authenticate``; its reply may carry XPath filters (``Meta/Param name="xpath-filter"``, as Comet's ``--filter``
 sends), which are installed for it. A server-side :class:`~gateway.vtp.access.Rule` matched by network or TLS
-identity adds a filter and a cap of N events per window. Each event is framed once and parsed at most once
-(only if some subscriber filters); filters are evaluated on the reactor: events are size-limited and XPath on them
-takes microseconds.
+identity adds a filter and a cap of N events per window.
+
+Events are sent in batches: ``accept`` queues the framed event and a flush sends everything queued, one write per
+subscriber. A flush runs on the next reactor turn, or, if the previous one was less than ``flush_interval``
+seconds ago (default 5 ms), that long after it: a lone event goes out at once, a busy stream adds at most
+``flush_interval`` of latency and costs one write (and one read, one ack batch, on the subscriber's side) per
+subscriber per flush instead of per event. Each event is framed once, parsed at most once (only if some subscriber
+filters), and each distinct filter is evaluated once per event, however many subscribers share it; subscribers
+that get the same events share one joined buffer. Filters run on the reactor: events are size-limited and XPath on
+them takes microseconds.
 
 Acks are matched to IVORNs. An event not acked within ``ack_timeout`` (default twice ``iamalive_interval``), nak'd,
 or still unacked or queued when the subscriber leaves, counts as *missed* for that subscriber (Comet counts acks
 and loses the rest silently). A nak is logged with its reason; unlike Comet the subscriber is not dropped for it.
+There is one ack per delivery, so acks are read in place from the received bytes: a connection's first ack goes
+through :func:`~gateway.vtp.messages.quick_ack_origin`, and a later frame that starts with the very same bytes up
+to ``<Origin>`` only has its Origin read; anything else gets the full safe parse.
 
 Every ``iamalive_interval`` seconds (Comet: 60) each subscriber is sent iamalive; one that has not answered the
 previous one by the next tick is dropped.
@@ -41,6 +51,31 @@ log = Logger()
 
 DEFAULT_BUFFER_BYTES = 4_000_000
 DEFAULT_BUFFER_EVENTS = 1_000
+DEFAULT_FLUSH_INTERVAL = 0.005  # s
+NO_FILTER = ((), "")  # the filter key of a subscriber that takes everything
+
+
+class Selection:
+    """The events of one flush that pass one filter key: their IVORNs and their frames joined, built once and
+    shared by every subscriber with that key."""
+
+    __slots__ = ("items", "count", "now", "_ivorns", "_data")
+
+    def __init__(self, items: list, now: float):
+        self.items, self.count, self.now = items, len(items), now
+        self._ivorns = self._data = None
+
+    @property
+    def ivorns(self) -> dict:
+        if self._ivorns is None:
+            self._ivorns = dict.fromkeys((event.ivorn for event, _ in self.items), self.now)
+        return self._ivorns
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = b"".join(data for _, data in self.items)
+        return self._data
 
 
 @implementer(interfaces.IPushProducer, interfaces.IHandshakeListener)
@@ -54,10 +89,12 @@ class BrokerProtocol(FrameProtocol):
         self.host, self.identity, self.remote_ivo = "", None, ""
         self.filters: list = []  # compiled XPath filters the subscriber asked for
         self.rule, self.cap = None, None
+        self.filter_key = NO_FILTER  # (its XPath expressions, its rule's filter): subscribers alike share work
         self.active = False
         self.paused = False
-        self.queue: deque[bytes] = deque()
-        self.queued_bytes = 0
+        self.queue: deque[tuple[bytes, int]] = deque()  # (data, how many frames) waiting while paused
+        self.queued_bytes = self.queued_frames = 0
+        self._ack_head = None  # the bytes before <Origin> of this subscriber's last plainly written ack
         self.outstanding: OrderedDict[str, float] = OrderedDict()  # IVORN -> when sent (s)
         self.awaiting_alive = False
         self.sent = self.acked = self.naked = self.missed = self.filtered = self.capped = 0
@@ -83,6 +120,7 @@ class BrokerProtocol(FrameProtocol):
         self.rule = rule_for(broker.rules, self.host, identity)
         if self.rule is not None:
             self.cap = self.rule.limiter(broker.clock)
+            self.filter_key = ((), self.rule.filter)
         self.transport.registerProducer(self, True)
         self.active = True
         broker.subscribers.add(self)
@@ -96,10 +134,10 @@ class BrokerProtocol(FrameProtocol):
             return
         self.active = False
         self.broker.subscribers.discard(self)
-        self.missed += len(self.outstanding) + len(self.queue)
+        self.missed += len(self.outstanding)  # sent or queued, never acked
         self.outstanding.clear()
         self.queue.clear()
-        self.queued_bytes = 0
+        self.queued_bytes = self.queued_frames = 0
         log.info("subscriber {peer} left: {summary}", peer=self.peer(), summary=self.summary())
 
     def summary(self) -> str:
@@ -108,42 +146,49 @@ class BrokerProtocol(FrameProtocol):
 
     # -- sending, with the bounded buffer ----------------------------------------------------------------------
 
-    @property
-    def needs_tree(self) -> bool:
-        return bool(self.filters) or (self.rule is not None and self.rule.filter != "")
-
-    def offer(self, ivorn: str, data: bytes, root) -> None:
-        """Send one framed event if this subscriber's filters, rule and cap admit it."""
+    def admits(self, root) -> bool:
+        """Do this subscriber's own filters and its rule's filter pass the event ``root`` (None: unparseable)?"""
         if self.filters and (root is None or not any(admits(xpath, root) for xpath in self.filters)):
-            self.filtered += 1
-            return
-        if self.rule is not None and self.rule.filter and (root is None or not self.rule.admits(root)):
-            self.filtered += 1
-            return
-        if self.cap is not None and not self.cap.allow():
-            self.capped += 1
-            return
-        self.outstanding[ivorn] = self.broker.clock.seconds()
-        if len(self.outstanding) > self.broker.buffer_events:  # never acked and never timed out yet: bounded
-            self.outstanding.popitem(last=False)
-            self.missed += 1
-        self.sent += 1
-        self._send(data)
+            return False
+        return self.rule is None or not self.rule.filter or (root is not None and self.rule.admits(root))
 
-    def _send(self, data: bytes) -> None:
+    def deliver(self, selection: Selection, offered: int) -> None:
+        """Send the events of one flush that passed this subscriber's filters (``offered`` events were flushed)."""
+        self.filtered += offered - selection.count
+        if self.cap is not None:
+            items = [item for item in selection.items if self.cap.allow()]
+            self.capped += selection.count - len(items)
+            if len(items) < selection.count:
+                selection = Selection(items, selection.now)
+        count = selection.count
+        if not count:
+            return
+        outstanding = self.outstanding
+        outstanding.update(selection.ivorns)
+        excess = len(outstanding) - self.broker.buffer_events
+        if excess > 0:  # never acked and never timed out yet: bounded, the oldest count as missed
+            for _ in range(excess):
+                outstanding.popitem(last=False)
+            self.missed += excess
+        self.sent += count
+        self.broker.deliveries += count
+        self._send(selection.data, count)
+
+    def _send(self, data: bytes, frames: int = 1) -> None:
         if not self.active:
             return
         if self.paused or self.queue:
-            self.queue.append(data)
+            self.queue.append((data, frames))
             self.queued_bytes += len(data)
-            if len(self.queue) > self.broker.buffer_events or self.queued_bytes > self.broker.buffer_bytes:
+            self.queued_frames += frames
+            if self.queued_frames > self.broker.buffer_events or self.queued_bytes > self.broker.buffer_bytes:
                 self._drop_slow()
             return
         self.transport.write(data)
 
     def _drop_slow(self) -> None:
         log.warn("subscriber {peer} is not reading: {events} frames ({size} bytes) waiting; disconnecting it "
-                 "(slow-subscriber policy)", peer=self.peer(), events=len(self.queue), size=self.queued_bytes)
+                 "(slow-subscriber policy)", peer=self.peer(), events=self.queued_frames, size=self.queued_bytes)
         self.broker.dropped_slow += 1
         self.transport.abortConnection()
         self.connectionLost()  # forget it now; abortConnection reports the loss only on the next reactor turn
@@ -154,8 +199,9 @@ class BrokerProtocol(FrameProtocol):
     def resumeProducing(self):
         self.paused = False
         while self.queue and not self.paused and self.active:
-            data = self.queue.popleft()
+            data, frames = self.queue.popleft()
             self.queued_bytes -= len(data)
+            self.queued_frames -= frames
             self.transport.write(data)
 
     def stopProducing(self):
@@ -169,11 +215,30 @@ class BrokerProtocol(FrameProtocol):
         else:
             log.debug("ack from {peer} for {ivorn}, which was not outstanding", peer=self.peer(), ivorn=ivorn)
 
-    def frameReceived(self, payload: bytes) -> None:
-        ivorn = messages.quick_ack_origin(payload)  # acks are one per delivery: the hot path
+    def frameAt(self, data, start: int, end: int) -> None:
+        # Acks are one per delivery: the hot path. A subscriber writes its acks alike, so once one has passed
+        # quick_ack_origin, a frame that starts with the same bytes up to <Origin> needs only its Origin read.
+        head = self._ack_head
+        if head is not None and data.startswith(head, start):
+            first = start + len(head)
+            stop = data.find(b"<", first, end)
+            if stop > first and data.startswith(b"</", stop):
+                origin = data[first:stop].strip()
+                if origin and b"&" not in origin:
+                    try:
+                        self._acked(origin.decode("utf-8"))
+                        return
+                    except UnicodeDecodeError:
+                        pass
+        payload = bytes(data[start:end])
+        ivorn = messages.quick_ack_origin(payload)
         if ivorn is not None:
+            self._ack_head = payload[:payload.find(b"<Origin>") + 8]
             self._acked(ivorn)
             return
+        self.frameReceived(payload)
+
+    def frameReceived(self, payload: bytes) -> None:
         try:
             message = messages.parse_message(payload, self.max_frame_bytes)
         except messages.MessageError as error:
@@ -185,7 +250,7 @@ class BrokerProtocol(FrameProtocol):
             return
         if message.role == "iamalive":
             self.awaiting_alive = False
-        elif message.role == "ack":
+        elif message.role == "ack":  # one quick_ack_origin could not read
             self._acked(message.origin)
         elif message.role == "nak":
             if self.outstanding.pop(message.origin, None) is not None:
@@ -195,12 +260,14 @@ class BrokerProtocol(FrameProtocol):
                      reason=message.result or "no reason given")
         elif message.role == "authenticate":
             self.remote_ivo = message.response
-            self.filters = []
+            self.filters, expressions = [], []
             for expression in message.filters:
                 try:
                     self.filters.append(compile_xpath(expression))
+                    expressions.append(expression)
                 except ValueError as error:
                     log.warn("subscriber {peer}: {error}; filter ignored", peer=self.peer(), error=str(error))
+            self.filter_key = (tuple(expressions), self.rule.filter if self.rule is not None else "")
             if message.filters:
                 log.info("subscriber {peer} ({ivo}) filters on {filters}", peer=self.peer(), ivo=self.remote_ivo,
                          filters=list(message.filters))
@@ -236,7 +303,7 @@ class Broker(protocol.ServerFactory):
     def __init__(self, local_ivo: str, *, clock=None, iamalive_interval: float = 60.0,
                  ack_timeout: Optional[float] = None, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  buffer_bytes: int = DEFAULT_BUFFER_BYTES, buffer_events: int = DEFAULT_BUFFER_EVENTS,
-                 whitelist: Optional[Whitelist] = None, rules=()):
+                 flush_interval: float = DEFAULT_FLUSH_INTERVAL, whitelist: Optional[Whitelist] = None, rules=()):
         from twisted.internet import reactor
 
         self.local_ivo = local_ivo
@@ -245,12 +312,16 @@ class Broker(protocol.ServerFactory):
         self.ack_timeout = ack_timeout if ack_timeout is not None else 2 * iamalive_interval
         self.max_frame_bytes = max_frame_bytes
         self.buffer_bytes, self.buffer_events = buffer_bytes, buffer_events
+        self.flush_interval = flush_interval
         self.whitelist = whitelist or Whitelist(["0.0.0.0/0", "::/0"])
         self.rules = list(rules)
         self.subscribers: set[BrokerProtocol] = set()
         self.events = self.deliveries = self.refused = self.dropped_slow = self.dropped_silent = 0
         self.too_large = self.over_comet_cap = 0
         self._loop: Optional[task.LoopingCall] = None
+        self._batch: list[tuple[Event, bytes]] = []  # accepted, not yet flushed
+        self._flush_call = None
+        self._last_flush = float("-inf")
 
     def buildProtocol(self, addr):
         return BrokerProtocol(self)
@@ -272,6 +343,7 @@ class Broker(protocol.ServerFactory):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+        self.flush()
 
     def heartbeat(self) -> None:
         now = self.clock.seconds()
@@ -291,15 +363,36 @@ class Broker(protocol.ServerFactory):
             log.warn("event {ivorn} is {size} bytes: Comet-based subscribers (limit 99,999) will drop it",
                      ivorn=event.ivorn, size=len(payload))
         self.events += 1
-        data = frame(payload)
-        root, parsed = None, False
-        for subscriber in list(self.subscribers):
-            if subscriber.needs_tree and not parsed:
-                root, parsed = self._tree(event), True
-            before = subscriber.sent
-            subscriber.offer(event.ivorn, data, root)
-            self.deliveries += subscriber.sent - before
+        self._batch.append((event, frame(payload)))
+        if self._flush_call is None:
+            delay = self._last_flush + self.flush_interval - self.clock.seconds()
+            self._flush_call = self.clock.callLater(max(0.0, delay), self.flush)
         return None
+
+    def flush(self) -> None:
+        """Send every accepted event not sent yet (called by the flush timer, and by ``stop``)."""
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        batch, self._batch = self._batch, []
+        self._last_flush = now = self.clock.seconds()
+        if not batch:
+            return
+        selections: dict[tuple, Selection] = {}
+        roots = None
+        for subscriber in list(self.subscribers):
+            key = subscriber.filter_key
+            selection = selections.get(key)
+            if selection is None:
+                if key == NO_FILTER:
+                    selection = Selection(batch, now)
+                else:
+                    if roots is None:
+                        roots = [self._tree(event) for event, _ in batch]
+                    selection = Selection([item for item, root in zip(batch, roots) if subscriber.admits(root)], now)
+                selections[key] = selection
+            subscriber.deliver(selection, len(batch))
 
     def _tree(self, event: Event):
         try:

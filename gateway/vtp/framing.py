@@ -15,6 +15,7 @@ from twisted.logger import Logger
 log = Logger()
 
 PREFIX = struct.Struct("!I")
+_unpack_length = PREFIX.unpack_from
 #: Our default limit, bytes (config ``vtp.max_frame_bytes``).
 DEFAULT_MAX_FRAME_BYTES = 1_000_000
 #: Comet's (Twisted's Int32StringReceiver) limit: larger VOEvents are dropped, with the connection, by Comet peers.
@@ -35,7 +36,8 @@ class FrameProtocol(protocol.Protocol):
     max_frame_bytes = DEFAULT_MAX_FRAME_BYTES
 
     def __init__(self):
-        self._buffer = bytearray()
+        self._pending = b""  # the start of a frame not yet complete
+        self._generation = 0  # bumped when the connection is lost: stop reading frames already received
 
     def peer(self) -> str:
         """``host:port`` of the other side, for logs."""
@@ -44,24 +46,33 @@ class FrameProtocol(protocol.Protocol):
         return f"{host}:{port}" if host is not None else str(address)
 
     def dataReceived(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        offset = 0
-        while len(buffer) - offset >= PREFIX.size:
-            (length,) = PREFIX.unpack_from(buffer, offset)
-            if length > self.max_frame_bytes:
-                self._buffer = bytearray()
+        # Frames are read in place from what arrived (no copy unless one was split across reads); the remainder
+        # of a split frame is kept in a bytearray, so a large frame arriving in many reads is not copied per read.
+        if self._pending:
+            self._pending += data
+            data = self._pending
+            self._pending = b""
+        generation, size, offset, limit = self._generation, len(data), 0, self.max_frame_bytes
+        while size - offset >= 4:
+            length = _unpack_length(data, offset)[0]
+            if length > limit:
+                self._pending = b""
                 self.frameTooLong(length)
                 return
-            end = offset + PREFIX.size + length
-            if len(buffer) < end:
+            end = offset + 4 + length
+            if end > size:
                 break
-            payload = bytes(buffer[offset + PREFIX.size:end])
-            offset = end
-            self.frameReceived(payload)
-            if self._buffer is not buffer:  # the connection was dropped while handling the frame
+            self.frameAt(data, offset + 4, end)
+            if self._generation != generation:  # the connection was dropped while handling the frame
                 return
-        del buffer[:offset]
+            offset = end
+        if offset < size:
+            self._pending = bytearray(data[offset:]) if offset or not isinstance(data, bytearray) else data
+
+    def frameAt(self, data, start: int, end: int) -> None:
+        """One complete frame: ``data[start:end]``. A subclass with a hot path may read it in place; by default
+        it is copied out and given to :meth:`frameReceived`."""
+        self.frameReceived(bytes(data[start:end]))
 
     def frameTooLong(self, length: int) -> None:
         """A prefix announced more than ``max_frame_bytes``: log and drop the connection (nothing allocated)."""
@@ -76,4 +87,5 @@ class FrameProtocol(protocol.Protocol):
         self.transport.write(frame(payload))
 
     def connectionLost(self, reason=protocol.connectionDone):
-        self._buffer = bytearray()
+        self._pending = b""
+        self._generation += 1

@@ -51,13 +51,19 @@ def reply(proto, data: bytes):
     proto.dataReceived(framed(data))
 
 
+def publish(broker, *events):
+    """Accept ``events`` and let the flush timer run (the broker sends in batches, on its clock)."""
+    for e in events:
+        broker.accept(e)
+    broker.clock.advance(broker.flush_interval)
+
+
 def test_authenticate_on_connect_then_every_event(broker):
     proto, transport = connect(broker)
     sent = written(transport)
     assert roles(sent) == ["authenticate"]
     assert messages.parse_message(sent[0]).origin == "ivo://vtp.test/broker"
-    for n in range(3):
-        broker.accept(event(f"e{n}"))
+    publish(broker, *(event(f"e{n}") for n in range(3)))
     assert written(transport) == [voevent(f"e{n}") for n in range(3)]
     assert proto.sent == 3 and broker.deliveries == 3
 
@@ -69,8 +75,7 @@ def test_subscriber_xpath_filter_is_honoured(broker):
     reply(bright, messages.authenticate_response("ivo://sub/bright", "ivo://vtp.test/broker",
                                                  ["//Param[@name='mag' and @value < 18]"], 0))
     written(bright_transport), written(all_transport)
-    broker.accept(event("faint", 19.0))
-    broker.accept(event("bright", 17.0))
+    publish(broker, event("faint", 19.0), event("bright", 17.0))
     assert written(bright_transport) == [voevent("bright", 17.0)]
     assert len(written(all_transport)) == 2
     assert bright.filtered == 1 and bright.remote_ivo == "ivo://sub/bright"
@@ -85,8 +90,7 @@ def test_invalid_filter_is_logged_and_ignored(broker, logged):
 
 def test_acks_are_matched_to_ivorns_and_missed_events_counted(broker, clock):
     proto, transport = connect(broker)
-    for n in range(4):
-        broker.accept(event(f"a{n}"))
+    publish(broker, *(event(f"a{n}") for n in range(4)))
     reply(proto, messages.ack("ivo://s", ivorn("a2"), 0))
     reply(proto, messages.ack("ivo://s", ivorn("a0"), 0))
     reply(proto, messages.ack("ivo://s", ivorn("never-sent"), 0))  # not counted
@@ -104,7 +108,7 @@ def test_acks_are_matched_to_ivorns_and_missed_events_counted(broker, clock):
 def test_subscriber_that_never_acks_stays_bounded(broker):
     proto, transport = connect(broker)
     for n in range(500):
-        broker.accept(event(f"n{n}"))
+        publish(broker, event(f"n{n}"))
         transport.clear()
     assert len(proto.outstanding) <= broker.buffer_events
     assert proto.missed == 500 - broker.buffer_events
@@ -135,8 +139,8 @@ def test_slow_subscriber_is_disconnected_and_logged_others_keep_receiving(broker
     slow.pauseProducing()  # what Twisted does when the socket buffer is full: the subscriber reads nothing
     tracemalloc.start()
     for n in range(200):
-        broker.accept(event(f"s{n}"))
-        assert slow.queued_bytes <= broker.buffer_bytes and len(slow.queue) <= broker.buffer_events
+        publish(broker, event(f"s{n}"))
+        assert slow.queued_bytes <= broker.buffer_bytes and slow.queued_frames <= broker.buffer_events
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert slow_transport.disconnecting and slow not in broker.subscribers
@@ -151,8 +155,8 @@ def test_paused_subscriber_gets_its_queue_when_it_resumes(broker):
     written(transport)
     proto.pauseProducing()
     for n in range(10):
-        broker.accept(event(f"q{n}"))
-    assert written(transport) == [] and len(proto.queue) == 10
+        publish(broker, event(f"q{n}"))
+    assert written(transport) == [] and proto.queued_frames == 10
     proto.resumeProducing()
     assert written(transport) == [voevent(f"q{n}") for n in range(10)]
     assert proto.queued_bytes == 0
@@ -174,14 +178,12 @@ def test_server_side_rule_filter_and_cap(clock):
     ruled, ruled_transport = connect(broker, host="10.0.0.7")
     free, free_transport = connect(broker, host="127.0.0.1")
     written(ruled_transport), written(free_transport)
-    broker.accept(event("faint", 19.0))
-    for n in range(4):
-        broker.accept(event(f"b{n}", 17.0))
+    publish(broker, event("faint", 19.0), *(event(f"b{n}", 17.0) for n in range(4)))
     assert written(ruled_transport) == [voevent("b0", 17.0), voevent("b1", 17.0)]
     assert (ruled.filtered, ruled.capped) == (1, 2)
     assert len(written(free_transport)) == 5
     clock.advance(30)  # a new window
-    broker.accept(event("b9", 17.0))
+    publish(broker, event("b9", 17.0))
     assert written(ruled_transport) == [voevent("b9", 17.0)]
 
 
@@ -202,10 +204,96 @@ def test_oversized_event_is_not_broadcast_and_comet_cap_is_warned(clock, logged)
     big = event("big")
     padded = Event(ivorn=big.ivorn, role="test", received=NOW,
                    xml=big.xml.replace(b"</How>", b"<!--" + b"x" * 120_000 + b"--></How>"))
-    broker.accept(padded)
+    publish(broker, padded)
     assert broker.over_comet_cap == 1 and len(written(transport)) == 1
     huge = Event(ivorn=big.ivorn, role="test", received=NOW,
                  xml=big.xml.replace(b"</How>", b"<!--" + b"x" * 200_000 + b"--></How>"))
-    broker.accept(huge)
+    publish(broker, huge)
     assert broker.too_large == 1 and written(transport) == []
     assert any("Comet-based subscribers" in t for t in texts(logged))
+
+
+def counting_writes(transport):
+    """Count the write calls made on a StringTransport (what goes to the socket is unchanged)."""
+    calls = []
+    write = transport.write
+    transport.write = lambda data: (calls.append(len(data)), write(data))[1]
+    return calls
+
+
+def test_a_lone_event_goes_at_once_and_a_burst_in_one_write_per_subscriber(broker, clock):
+    subscribers = [connect(broker, port=40000 + n) for n in range(3)]
+    writes = []
+    for _, transport in subscribers:
+        written(transport)
+        writes.append(counting_writes(transport))
+    broker.accept(event("lone"))
+    clock.advance(0)  # the next reactor turn
+    assert all(written(t) == [voevent("lone")] for _, t in subscribers)
+    for n in range(5):  # within flush_interval of the last flush: held, then sent together
+        broker.accept(event(f"burst{n}"))
+    clock.advance(0)
+    assert all(written(t) == [] for _, t in subscribers)
+    clock.advance(broker.flush_interval)
+    assert all(written(t) == [voevent(f"burst{n}") for n in range(5)] for _, t in subscribers)
+    assert all(len(calls) == 2 for calls in writes)  # one write per flush
+    clock.advance(10)
+    broker.accept(event("later"))
+    clock.advance(0)
+    assert all(written(t) == [voevent("later")] for _, t in subscribers)
+    assert broker.deliveries == 3 * 7 and all(p.sent == 7 for p, _ in subscribers)
+
+
+def test_stop_sends_what_is_waiting_for_a_flush(broker, clock):
+    proto, transport = connect(broker)
+    written(transport)
+    broker.accept(event("first"))
+    clock.advance(0)
+    broker.accept(event("pending"))
+    broker.stop()
+    assert written(transport) == [voevent("first"), voevent("pending")]
+
+
+def test_each_distinct_filter_is_evaluated_once_per_event(broker, monkeypatch):
+    import gateway.vtp.broker as broker_module
+
+    evaluated = []
+    real_admits = broker_module.admits
+    monkeypatch.setattr(broker_module, "admits", lambda xpath, root: evaluated.append(xpath.path) or
+                        real_admits(xpath, root))
+    bright = "//Param[@name='mag' and @value < 18]"
+    faint = "//Param[@name='mag' and @value >= 18]"
+    subscribers = [connect(broker, port=40000 + n) for n in range(8)]
+    for n, (proto, transport) in enumerate(subscribers):
+        written(transport)
+        if n < 6:  # five alike, one different, two without filters
+            reply(proto, messages.authenticate_response(f"ivo://sub/{n}", "ivo://vtp.test/broker",
+                                                        [faint if n == 5 else bright], 0))
+    publish(broker, event("f1", 19.0), event("b1", 17.0), event("b2", 16.0), event("f2", 18.5))
+    assert sorted(evaluated) == sorted([bright] * 4 + [faint] * 4)
+    got = [written(transport) for _, transport in subscribers]
+    assert got[:5] == [[voevent("b1", 17.0), voevent("b2", 16.0)]] * 5
+    assert got[5] == [voevent("f1", 19.0), voevent("f2", 18.5)]
+    assert got[6] == got[7] and len(got[6]) == 4
+    assert [p.filtered for p, _ in subscribers] == [2] * 6 + [0, 0]
+
+
+def test_acks_read_in_place_agree_with_the_full_parse(broker, logged):
+    proto, transport = connect(broker)
+    amp = Event(ivorn="ivo://vtp.test/stream#a&b", role="test", received=NOW, xml=voevent("amp"), origin="test")
+    publish(broker, *(event(f"k{n}") for n in range(6)), amp)
+    acks = [messages.ack("ivo://s", ivorn(f"k{n}"), 0) for n in range(6)]
+    proto.dataReceived(b"".join(framed(a) for a in acks[:3]))  # first one checked in full, then by its head
+    data = framed(acks[3])
+    for n in range(len(data)):  # split anywhere
+        proto.dataReceived(data[n:n + 1])
+    comet_style = acks[4].replace(b"<trn:Transport", b"<trn:Transport ").replace(b"Z</TimeStamp>",
+                                                                               b".5Z</TimeStamp>")
+    reply(proto, comet_style)
+    reply(proto, messages.ack("ivo://s", "ivo://vtp.test/stream#a&b", 0))  # &amp; in Origin: the full parser
+    head = acks[5][:acks[5].index(b"<Origin>") + 8]
+    reply(proto, head + b"<b>" + ivorn("k5").encode() + b"</b></Origin></trn:Transport>")  # markup: not an ack
+    assert proto.acked == 6 and list(proto.outstanding) == [ivorn("k5")]
+    reply(proto, acks[5])
+    assert proto.acked == 7 and not proto.outstanding
+    assert proto in broker.subscribers and written(transport)[-1] == voevent("amp")
