@@ -133,7 +133,7 @@ def test_unknown_format_names_the_choices():
 
 def test_streaming_memory_stays_flat():
     """Memory while streaming is about one batch, however many rows go through."""
-    columns, template = bench_rows(5000)
+    columns, template = bench_rows(1000)
 
     class Counter(io.RawIOBase):
         size = 0
@@ -147,13 +147,13 @@ def test_streaming_memory_stays_flat():
             yield list(template)
 
     peaks = []
-    for n_batches in (4, 40):
+    for n_batches in (3, 60):
         sink = Counter()
         tracemalloc.start()
         write_votable(columns, batches(n_batches), sink)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
-    assert sink.size > 30e6  # 200 k rows went through
-    assert peaks[1] < peaks[0] * 1.5 + 1e6, peaks  # ten times the rows, about the same peak
-    assert peaks[1] < sink.size / 4
+    assert sink.size > 10e6  # 60 k rows went through
+    assert peaks[1] < peaks[0] * 1.5 + 0.5e6, peaks  # twenty times the rows, about the same peak
+    assert peaks[1] < sink.size / 5
     assert not math.isnan(peaks[0])

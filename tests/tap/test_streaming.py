@@ -1,0 +1,60 @@
+"""Large results over HTTP: the server's memory stays flat while a client reads slowly, and clients that hang up
+mid-stream free their query thread."""
+
+import time
+
+import psutil
+import pytest
+import requests
+
+from tap_helpers import N_OBJECTS, PER_OBJECT, database_url, fill, serve
+
+ROWS = N_OBJECTS * PER_OBJECT * N_OBJECTS  # alert x diaobject
+QUERY = ("SELECT a.alertid, a.ivorn, a.objectid, a.ra, a.dec, a.mjd, a.received, b.objectid AS other, "
+         "b.last_ivorn AS other_ivorn "
+         "FROM gateway.alert AS a, gateway.diaobject AS b")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def big_tap(request, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp(f"stream-{request.param}")
+    with database_url(request.param, tmp_path) as url:
+        fill(url)
+        with serve(request.param, url, tmp_path, "--maxrec", "10000000", "--maxrec-hard", "10000000",
+                   "--sync-timeout", "120") as server:
+            yield server
+
+
+def test_slow_reader_keeps_server_memory_flat(big_tap):
+    process = psutil.Process(big_tap.process.pid)
+    before = process.memory_info().rss
+    with requests.post(big_tap.url + "/sync", data={"LANG": "ADQL", "QUERY": QUERY, "FORMAT": "csv"},
+                       stream=True, timeout=120) as r:
+        assert r.status_code == 200
+        chunks = r.iter_content(65536)
+        received = len(next(chunks))
+        time.sleep(5)  # the client stalls: the server must stop producing, not buffer the result
+        during = process.memory_info().rss
+        lines = 0
+        for chunk in chunks:
+            received += len(chunk)
+            lines += chunk.count(b"\n")
+    print(f"{big_tap.backend}: {received / 1e6:.0f} MB streamed; server RSS grew {(during - before) / 1e6:.1f} MB "
+          "while the client stalled")
+    assert received > 50e6 and lines >= ROWS  # header + every row (the first chunk's lines not counted)
+    growth = during - before
+    assert growth < 30e6, f"server grew by {growth / 1e6:.0f} MB while the client stalled on a {received / 1e6:.0f} MB result"
+
+
+def test_clients_hanging_up_free_their_threads(big_tap):
+    for _ in range(8):  # more than the sync thread pool holds
+        with requests.post(big_tap.url + "/sync", data={"LANG": "ADQL", "QUERY": QUERY}, stream=True,
+                           timeout=60) as r:
+            assert r.status_code == 200
+            next(r.iter_content(4096))
+        # leaving the block closes the connection mid-stream
+    started = time.monotonic()
+    r = big_tap.sync("SELECT TOP 1 alertid FROM gateway.alert", FORMAT="csv")
+    assert r.status_code == 200 and r.text.splitlines()[1] == "1001"
+    assert time.monotonic() - started < 20
+    assert big_tap.alive()
