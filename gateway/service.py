@@ -65,6 +65,7 @@ class Gateway(service.MultiService):
         self._open_store()
         self.pipeline = Pipeline(self._make_converter(), self._parse, self.router)
         self._add_sinks()
+        self._add_forward()
         self._add_sources()
         self._add_vtp()
         self._add_http()
@@ -100,6 +101,15 @@ class Gateway(service.MultiService):
         directory = self.config["output"]["directory"]
         if directory:
             self.router.add_sink(DirectorySink(directory))
+
+    def _add_forward(self):
+        from gateway.forward.routes import forward_services
+
+        sink, services = forward_services(self.config, self.database, self.reactor)
+        if sink is not None:
+            self.router.add_sink(sink)
+        for child in services:
+            child.setServiceParent(self)
 
     def _add_sources(self):
         from gateway.alerts.files import DirectorySource

@@ -1,7 +1,6 @@
 """A gateway process SIGKILLed mid-delivery and started again: nothing lost, no object reported to TNS twice, and
 the only webhook sent twice is the one whose reply the killed process never saw (same Idempotency-Key)."""
 
-import json
 import os
 import signal
 import subprocess
@@ -10,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest_twisted
+import tomli_w
 
 from forward.kit import FakeTNS, Scripted, events, serve, until
 from forward.test_outbox import make_config
@@ -18,13 +18,13 @@ from gateway.forward import outbox
 from gateway.resources import SAMPLES
 from gateway.store.db import Database
 
-CHILD = Path(__file__).with_name("gateway_child.py")
-
-
 def spawn(config_path, log_path):
+    """`vogateway serve` as a user runs it, on the config; no listeners (the test needs none)."""
     log = open(log_path, "ab")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.Popen([sys.executable, str(CHILD), str(config_path)], stdout=log, stderr=log, env=env)
+    command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path), "--http", "",
+               "--broadcast", "", "--receive", ""]
+    return subprocess.Popen(command, stdout=log, stderr=log, env=env)
 
 
 def statuses(db_path):
@@ -54,8 +54,8 @@ def test_sigkill_mid_delivery_then_restart(tmp_path):
     config["gateway"]["state_dir"] = str(tmp_path / "state")
     config["sources"]["inputs"] = [str(SAMPLES / "ztf")]
     config["output"]["directory"] = ""
-    config_path = tmp_path / "config.json"
-    config_path.write_text(json.dumps(config))
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(tomli_w.dumps(config))
     log_path = tmp_path / "child.log"
     ztf = events("ztf")
     expected_objects = reportable(ztf)
