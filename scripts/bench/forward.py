@@ -5,7 +5,8 @@ In one run, on the bundled Rubin (8.0+) and ZTF alerts cycled to ``--count`` ale
 is a new event), fed the way a source feeds the pipeline (at most ``--in-flight`` alerts waiting for their
 Deferreds):
 
-(a) no routes: decode is done beforehand; the pipeline converts each alert to a VOEvent and routes it;
+(a) no routes: decode is done beforehand; the pipeline converts each alert to a VOEvent and routes it to the
+    alert DB (the store sink, as ``vogateway serve`` has it; ``--no-store`` leaves it out);
 (b) the same, with the forward sink and three webhook routes on loopback HTTP servers running: one fast
     (``mag < 21``), one that answers after ``--slow`` seconds (everything), one that answers 500 (everything,
     retried with backoff). Every selected forward is committed to the outbox (SQLite) before its Deferred fires.
@@ -38,6 +39,7 @@ from gateway.convert import make_converter  # noqa: E402
 from gateway.forward.routes import forward_services  # noqa: E402
 from gateway.pipeline import Pipeline, Router  # noqa: E402
 from gateway.resources import SAMPLES  # noqa: E402
+from gateway.store import Store  # noqa: E402
 from gateway.store.db import Database  # noqa: E402
 from gateway.voevent.parse import parse_event  # noqa: E402
 
@@ -130,7 +132,7 @@ def run(args):
     for _ in range(args.repeat):
         for variant in ("a", "b"):
             alerts = [fresh(base[i % len(base)]) for i in range(args.count)]
-            router = Router()
+            router = Router([Store(database)] if args.store else [])
             services = []
             if variant == "b":
                 sink, services = forward_services(config, database, reactor)
@@ -148,6 +150,7 @@ def run(args):
                     yield service.stopService()
             print(f"  ({variant}) {args.count / elapsed:8.0f} alerts/s", file=sys.stderr)
     best_a, best_b = max(rates["a"]), max(rates["b"])
+    print(f"sinks in both: {'alert DB (SQLite)' if args.store else 'none'}")
     print(f"(a) no routes:                                {best_a:8.0f} alerts/s")
     print(f"(b) three routes (fast, slow {args.slow:g} s, failing): {best_b:8.0f} alerts/s   "
           f"({queued} forwards queued; delivered meanwhile: fast {fast.hits}, slow {slow.hits}, "
@@ -165,6 +168,8 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=5_000, help="alerts per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each variant; the fastest counts")
     parser.add_argument("--in-flight", type=int, default=200, help="alerts a source keeps in the pipeline")
+    parser.add_argument("--no-store", dest="store", action="store_false",
+                        help="leave the alert DB sink out of both variants (forwarding alone against no sink)")
     parser.add_argument("--slow", type=float, default=2.0, help="seconds the slow endpoint takes to answer")
     args = parser.parse_args(argv)
     outcome = {}
