@@ -223,3 +223,37 @@ def test_length_prefix_over_the_limit_closes_without_allocating(clock):
     tracemalloc.stop()
     assert transport.disconnecting and transport.value() == b""
     assert peak < 1_000_000
+
+
+def test_small_events_are_validated_inline_large_ones_through_run_blocking(clock):
+    handed_off = []
+
+    def counting(function, *args):
+        handed_off.append(len(args[0]))
+        return synchronous(function, *args)
+
+    sink = Recorder()
+    receiver, _ = make_receiver(clock, sink, run_blocking=counting, inline_bytes=len(voevent("small")) + 100)
+    proto, transport = connect(receiver)
+    big = voevent("big").replace(b"</Who>", b"</Who><!--" + b"x" * 1000 + b"-->")
+    submit(proto, voevent("small"))
+    submit(proto, big)
+    submit(proto, big.replace(b"<Who>", b"<Whom/><Who>").replace(b"#big", b"#bad"))
+    assert [(r.role, r.origin) for r in replies(transport)] == [
+        ("ack", ivorn("small")), ("ack", ivorn("big")), ("nak", ivorn("bad"))]
+    assert handed_off == [len(big), len(big) + len(b"<Whom/>")]
+    assert sink.ivorns == [ivorn("small"), ivorn("big")]
+    assert (proto.acked, proto.naked) == (2, 1)
+
+
+def test_submissions_wait_their_turn_while_the_pipeline_holds_one(clock):
+    sink = Recorder(hold=True)
+    receiver, _ = make_receiver(clock, sink)
+    proto, transport = connect(receiver)
+    proto.dataReceived(b"".join(framed(voevent(f"w{n}")) for n in range(3)))
+    assert sink.ivorns == [ivorn("w0")] and written(transport) == []
+    sink.pending[0].callback(None)
+    assert [r.origin for r in replies(transport)] == [ivorn("w0")] and sink.ivorns == [ivorn("w0"), ivorn("w1")]
+    sink.pending[1].errback(RuntimeError("disk full"))
+    sink.pending[2].callback(None)
+    assert [(r.role, r.origin) for r in replies(transport)] == [("nak", ivorn("w1")), ("ack", ivorn("w2"))]
