@@ -61,6 +61,8 @@ CAST_TYPES = {exp.DataType.Type.INT, exp.DataType.Type.SMALLINT, exp.DataType.Ty
               exp.DataType.Type.DOUBLE, exp.DataType.Type.CHAR, exp.DataType.Type.VARCHAR,
               exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TEXT}
 COORD_SYSTEMS = {"", "ICRS", "ICRS GEOCENTER", "ICRS TOPOCENTER", "ICRS BARYCENTER", "UNKNOWNFRAME"}
+#: longest QUERY accepted (characters); ADQL of a person or a script fits easily
+MAX_QUERY_LENGTH = 100_000
 #: R*Tree bounds are 32-bit floats, rounded outwards by SQLite; the margin guards the box arithmetic anyway
 BOX_MARGIN = 1e-6
 
@@ -91,6 +93,9 @@ def parse(adql: str) -> exp.Expression:
     """One SELECT statement, or an AdqlError naming what is wrong and where."""
     if not adql or not adql.strip():
         raise AdqlError("QUERY is empty: give an ADQL SELECT statement")
+    if len(adql) > MAX_QUERY_LENGTH:
+        raise AdqlError(f"QUERY is {len(adql):,} characters long; the limit is {MAX_QUERY_LENGTH:,} (upload long "
+                        "lists of values as a table with UPLOAD instead)")
     first_word = adql.strip().lstrip("(").split(None, 1)[0].rstrip(";").upper()
     if first_word != "SELECT":
         if first_word.isalpha():
@@ -557,6 +562,13 @@ def _result_columns(tree: exp.Expression, catalog: Catalog) -> list[ColumnMeta]:
 def translate(adql: str, backend: str, catalog: Catalog, maxrec: Optional[int] = None) -> Translation:
     """ADQL -> SQL for ``backend`` ("sqlite" | "postgresql"); ``maxrec``: at most this many rows are wanted (the
     outer query is limited to maxrec + 1, so the caller can tell an overflow). Raises AdqlError."""
+    try:
+        return _translate(adql, backend, catalog, maxrec)
+    except RecursionError:
+        raise AdqlError("the query is nested too deeply to translate; simplify it") from None
+
+
+def _translate(adql: str, backend: str, catalog: Catalog, maxrec: Optional[int]) -> Translation:
     tree = parse(adql)
     check_allowed(tree, adql)
     used = resolve_tables(tree, catalog, adql)

@@ -350,9 +350,11 @@ class JobResource(TapResource):
             return send_xml(request, jobs.job_xml(job, self.service.base(request)))
         base = self.service.base(request)
         d = jobs.wait(job, seconds)
+        gone = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
 
         def answer(_):
-            if not request._disconnected:
+            if not gone:
                 request.setHeader(b"content-type", b"text/xml")
                 request.write(jobs.job_xml(job, base))
                 request.finish()
