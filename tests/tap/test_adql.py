@@ -57,7 +57,7 @@ def run(reader, adql, catalog=CATALOG, maxrec=None):
      ["numeric constants"]),
     ("SELECT TOP -1 ra FROM gateway.diasource", ["syntax error"]),
     ("SELECT ra FROM gateway.diasource WHERE ra > " + "(" * 20000 + "1" + ")" * 20000, ["nested too deeply"]),
-    ("SELECT ra FROM gateway.diasource WHERE ra IN (" + ", ".join(["1"] * 30000) + ")", ["limit is 100,000"]),
+    ("SELECT ra FROM gateway.diasource WHERE ra IN (" + ", ".join(["1"] * 40000) + ")", ["limit is 100,000"]),
 ])
 def test_refused_with_a_message(adql, words):
     for backend in ("sqlite", "postgresql"):
