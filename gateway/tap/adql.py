@@ -10,12 +10,24 @@ Why sqlglot and not queryparser-python3: queryparser validates ADQL well, but on
 its output anyway. sqlglot is well kept, parses standard SQL (ADQL is a subset plus TOP and geometry functions),
 resolves and validates columns through its optimizer, and generates both SQLite and PostgreSQL. Its weakness is
 that it accepts far more than ADQL; the allow-list below (node types and function names) closes that: anything
-not listed is refused with a message naming it. Nothing the user wrote reaches the database unparsed.
+not listed is refused with a message naming it. Nothing the user wrote reaches the database unparsed (comments
+are dropped; identifiers are quoted; literals re-serialized).
+
+Checked against the IVOA ADQL query corpus (ivoa/lyonetia, 441 queries, parse + allow-list stage, November
+2026): 343 of 364 queries marked valid pass; the refused ones use CENTROID/REGION, user-defined functions, WITH
+(ADQL 2.1) or CAST to a geometry. Of 77 queries marked invalid, 32 still pass this stage (sqlglot is lenient:
+``x IN (1, 2,)``, ``SELECT distance`` unquoted, ...); most then fail in name resolution, and none can do more than
+a valid query could.
+
+Geometry: CONTAINS(POINT, CIRCLE) becomes q3c_radial_query on PostgreSQL (q3c index) and, on SQLite, an R*Tree
+pre-selection (``rowid IN (SELECT id FROM <table>_sky WHERE <bounding box>)``) plus the exact sky_distance;
+POLYGON and BOX (as a polygon with great-circle edges) use q3c_poly_query / the R*Tree with an exact test.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -53,6 +65,7 @@ ALLOWED_NODES = {
     exp.Abs, exp.Ceil, exp.Floor, exp.Exp, exp.Ln, exp.Log, exp.Pow, exp.Sqrt, exp.Round, exp.Trunc, exp.Rand,
     exp.Pi, exp.Sin, exp.Cos, exp.Tan, exp.Cot, exp.Asin, exp.Acos, exp.Atan, exp.Atan2, exp.Degrees, exp.Radians,
     exp.Upper, exp.Lower, exp.Contains, exp.Anonymous, exp.Var,
+    exp.Concat,  # only from adjacent string literals ('a' 'b'), as ADQL allows
 }
 # ADQL functions sqlglot does not know as such (exp.Anonymous), by upper-case name
 GEOMETRY_FUNCTIONS = {"POINT", "CIRCLE", "BOX", "POLYGON", "INTERSECTS", "DISTANCE", "COORD1", "COORD2", "COORDSYS"}
@@ -96,7 +109,7 @@ def parse(adql: str) -> exp.Expression:
     if len(adql) > MAX_QUERY_LENGTH:
         raise AdqlError(f"QUERY is {len(adql):,} characters long; the limit is {MAX_QUERY_LENGTH:,} (upload long "
                         "lists of values as a table with UPLOAD instead)")
-    first_word = adql.strip().lstrip("(").split(None, 1)[0].rstrip(";").upper()
+    first_word = (re.sub(r"^(\s|\(|--[^\n]*(\n|$))+", "", adql).split(None, 1) or [""])[0].rstrip(";").upper()
     if first_word != "SELECT":
         if first_word.isalpha():
             raise AdqlError(f"only SELECT queries are allowed here; this starts with {first_word}. Nothing was run "
@@ -138,6 +151,17 @@ def check_allowed(tree: exp.Expression, adql: str) -> None:
             raise AdqlError(f"{node.kind.upper()} JOIN is not supported")
         if isinstance(node, exp.Var):
             raise AdqlError(f"unexpected word '{node.name}'{_position(node, adql)}")
+        if isinstance(node, exp.Concat) and not all(isinstance(e, exp.Literal) and e.is_string
+                                                    for e in node.expressions):
+            raise AdqlError(f"CONCAT() is not ADQL; use the || operator{_position(node, adql)}")
+        if isinstance(node, exp.Subquery) and isinstance(node.parent, (exp.From, exp.Join)) and not node.alias:
+            raise AdqlError(f"a subquery in FROM needs a name: (SELECT ...) AS name{_position(node, adql)}")
+        if (isinstance(node, exp.Join) and not node.args.get("on") and not node.args.get("using")
+                and (node.kind or "").upper() not in ("CROSS",) and (node.method or "").upper() != "NATURAL"
+                and (node.kind or node.side)):
+            raise AdqlError(f"JOIN needs ON or USING (or use CROSS JOIN or NATURAL JOIN){_position(node, adql)}")
+        if isinstance(node, exp.Select) and node.args.get("from_") is None:
+            raise AdqlError(f"every SELECT needs a FROM clause in ADQL{_position(node, adql)}")
 
 
 def _describe(node: exp.Expression) -> str:
@@ -502,6 +526,8 @@ def _backend_functions(tree: exp.Expression, backend: str) -> exp.Expression:
             if backend == "sqlite":
                 return exp.Anonymous(this="mod", expressions=[node.this, node.expression])
             return exp.Anonymous(this="MOD", expressions=[numeric(node.this), numeric(node.expression)])
+        if isinstance(node, exp.Concat):  # adjacent string literals: one literal
+            return exp.Literal.string("".join(e.this for e in node.expressions))
         if isinstance(node, exp.Rand) and backend == "sqlite":
             return exp.Anonymous(this="tap_rand", expressions=[])
         if isinstance(node, exp.Cot) and backend == "sqlite":
@@ -624,7 +650,8 @@ def _translate(adql: str, backend: str, catalog: Catalog, maxrec: Optional[int])
             tree = tree.limit(limit)
     dialect = "postgres" if backend == "postgresql" else "sqlite"
     try:
-        sql = tree.sql(dialect=dialect, unsupported_level=ErrorLevel.RAISE)
+        # comments are dropped: nothing the user wrote reaches the database except through the parse tree
+        sql = tree.sql(dialect=dialect, unsupported_level=ErrorLevel.RAISE, comments=False)
     except SqlglotError as e:
         raise AdqlError(f"this query cannot be run on the {backend} backend: {e}") from None
     return Translation(sql, columns, limit, tap_schema)

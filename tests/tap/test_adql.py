@@ -56,6 +56,10 @@ def run(reader, adql, catalog=CATALOG, maxrec=None):
     ("SELECT ra FROM gateway.diasource WHERE 1 = CONTAINS(POINT('ICRS', ra, dec), POLYGON('ICRS', ra, dec, 1, 2, 3, 4))",
      ["numeric constants"]),
     ("SELECT TOP -1 ra FROM gateway.diasource", ["syntax error"]),
+    ("SELECT 1", ["FROM"]),
+    ("SELECT * FROM (SELECT ra FROM gateway.diasource)", ["needs a name"]),
+    ("SELECT * FROM gateway.diasource AS a INNER JOIN gateway.alert AS b", ["ON or USING"]),
+    ("SELECT CONCAT(objectid, 'x') FROM gateway.diasource", ["||"]),
     ("SELECT ra FROM gateway.diasource WHERE ra > " + "(" * 20000 + "1" + ")" * 20000, ["nested too deeply"]),
     ("SELECT ra FROM gateway.diasource WHERE ra IN (" + ", ".join(["1"] * 40000) + ")", ["limit is 100,000"]),
 ])
@@ -65,6 +69,12 @@ def test_refused_with_a_message(adql, words):
             translate(adql, backend, CATALOG)
         for word in words:
             assert word.lower() in str(error.value).lower(), str(error.value)
+
+
+def test_comments_never_reach_the_database():
+    t = translate("-- a remark\nSELECT ra FROM gateway.alert -- x */ ; DROP TABLE y; /*", "sqlite", CATALOG)
+    assert "DROP" not in t.sql and "/*" not in t.sql and "--" not in t.sql
+    assert translate("SELECT 'a' 'b' AS s FROM gateway.alert", "postgresql", CATALOG).sql.startswith("SELECT 'ab'")
 
 
 def test_translated_sql_names_only_published_tables():
@@ -183,3 +193,25 @@ def test_ra_ranges():
     assert ra_ranges(0, 89.5, 1) == [(0.0, 360.0)]
     half = ra_ranges(100, 60, 1)[0]
     assert (half[1] - half[0]) / 2 == pytest.approx(2.0, rel=0.01)  # 1 deg at dec 60 is ~2 deg of RA
+
+
+@pytest.mark.parametrize("adql", [
+    "SELECT TOP 1 a.alertid FROM gateway.alert AS a LEFT OUTER JOIN gateway.diaobject AS o ON a.objectid = o.objectid",
+    "SELECT TOP 1 alertid FROM gateway.alert JOIN gateway.diaobject USING (objectid)",
+    "SELECT TOP 1 alertid FROM gateway.alert NATURAL JOIN gateway.voevent",
+    "SELECT TOP 1 a.alertid FROM gateway.alert AS a RIGHT JOIN gateway.diaobject AS o ON a.objectid = o.objectid",
+    "SELECT TOP 1 a.alertid FROM gateway.alert AS a FULL OUTER JOIN gateway.diaobject AS o ON a.objectid = o.objectid",
+    "SELECT TOP 1 a.alertid FROM gateway.alert AS a CROSS JOIN gateway.diaobject AS o",
+    "SELECT a.objectid FROM gateway.alert AS a INTERSECT SELECT o.objectid FROM gateway.diaobject AS o",
+    "SELECT a.objectid FROM gateway.alert AS a EXCEPT SELECT o.objectid FROM gateway.diaobject AS o",
+    "SELECT TOP 5 objectid, COUNT(*) AS n FROM gateway.diasource GROUP BY objectid HAVING COUNT(*) > 2 ORDER BY n DESC",
+    "SELECT objectid FROM gateway.diasource WHERE band BETWEEN 'a' AND 'h' AND mag IS NOT NULL "
+    "AND objectid NOT LIKE 'x%' AND NOT (ra < 0)",
+    "SELECT CASE WHEN mag > 20 THEN 'faint' ELSE 'bright' END AS b, COALESCE(trail_length, 0) AS t "
+    "FROM gateway.diasource",
+    "SELECT ra FROM gateway.diasource ORDER BY ra OFFSET 5",
+    "SELECT x.n FROM (SELECT COUNT(*) AS n FROM gateway.diasource) AS x",
+    "SELECT \"ra\", \"dec\" FROM gateway.diasource WHERE \"mjd\" > 60100",
+])
+def test_adql_forms_run(reader, adql):
+    assert isinstance(run(reader, adql), list)
