@@ -148,6 +148,9 @@ class TapResource(web_resource.Resource):
                               405)
         except QueryError as e:
             return send_error(request, e.message, e.status)
+        except Exception as e:  # noqa: BLE001 - a TAP client gets a VOTable, never Twisted's HTML traceback
+            log.failure("TAP request {path} failed", path=request.path)
+            return send_error(request, f"internal error: {type(e).__name__}: {e}", 500)
 
     def getChild(self, path, request):
         return ErrorResource(f"no such resource: {request.path.decode('utf-8', 'replace')}", 404)
