@@ -18,9 +18,11 @@ them takes microseconds.
 Acks are matched to IVORNs. An event not acked within ``ack_timeout`` (default twice ``iamalive_interval``), nak'd,
 or still unacked or queued when the subscriber leaves, counts as *missed* for that subscriber (Comet counts acks
 and loses the rest silently). A nak is logged with its reason; unlike Comet the subscriber is not dropped for it.
-There is one ack per delivery, so acks are read in place from the received bytes: a connection's first ack goes
-through :func:`~gateway.vtp.messages.quick_ack_origin`, and a later frame that starts with the very same bytes up
-to ``<Origin>`` only has its Origin read; anything else gets the full safe parse.
+There is one ack per delivery, so acks are read in place from the received bytes. An ack goes through
+:func:`~gateway.vtp.messages.quick_ack_origin` (a bounded byte-level check of a plainly written ack) or else the
+full safe parse; once two acks in a row from a subscriber start with the very same bytes up to ``<Origin>``, the
+following frames that start so are read in one loop, with only their Origin taken (plain text, no markup or
+entity reference; otherwise the frame takes the checked way).
 
 Every ``iamalive_interval`` seconds (Comet: 60) each subscriber is sent iamalive; one that has not answered the
 previous one by the next tick is dropped.
@@ -34,6 +36,7 @@ or grows memory beyond those bounds; it can reconnect and carry on.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict, deque
 from typing import Optional
 
@@ -44,7 +47,7 @@ from zope.interface import implementer
 from gateway.event import Event
 from gateway.vtp import messages
 from gateway.vtp.access import Whitelist, admits, compile_xpath, rule_for
-from gateway.vtp.framing import COMET_MAX_FRAME_BYTES, DEFAULT_MAX_FRAME_BYTES, FrameProtocol, frame
+from gateway.vtp.framing import COMET_MAX_FRAME_BYTES, DEFAULT_MAX_FRAME_BYTES, FrameProtocol, _unpack_length, frame
 from gateway.vtp.tls import is_tls, peer_identity
 
 log = Logger()
@@ -94,7 +97,9 @@ class BrokerProtocol(FrameProtocol):
         self.paused = False
         self.queue: deque[tuple[bytes, int]] = deque()  # (data, how many frames) waiting while paused
         self.queued_bytes = self.queued_frames = 0
-        self._ack_head = None  # the bytes before <Origin> of this subscriber's last plainly written ack
+        self._ack_head = None  # the bytes up to <Origin> of this subscriber's last plainly written ack
+        self._ack_match = None  # matches a frame with that head, giving its Origin
+        self._last_head = None
         self.outstanding: OrderedDict[str, float] = OrderedDict()  # IVORN -> when sent (s)
         self.awaiting_alive = False
         self.sent = self.acked = self.naked = self.missed = self.filtered = self.capped = 0
@@ -215,25 +220,56 @@ class BrokerProtocol(FrameProtocol):
         else:
             log.debug("ack from {peer} for {ivorn}, which was not outstanding", peer=self.peer(), ivorn=ivorn)
 
-    def frameAt(self, data, start: int, end: int) -> None:
+    def dataReceived(self, data: bytes) -> None:
         # Acks are one per delivery: the hot path. A subscriber writes its acks alike, so once one has passed
-        # quick_ack_origin, a frame that starts with the same bytes up to <Origin> needs only its Origin read.
-        head = self._ack_head
-        if head is not None and data.startswith(head, start):
-            first = start + len(head)
-            stop = data.find(b"<", first, end)
-            if stop > first and data.startswith(b"</", stop):
-                origin = data[first:stop].strip()
-                if origin and b"&" not in origin:
-                    try:
-                        self._acked(origin.decode("utf-8"))
-                        return
-                    except UnicodeDecodeError:
-                        pass
+        # quick_ack_origin (frameAt), frames that start with the same bytes up to <Origin> are read here in one
+        # loop, only their Origin taken; the first frame that does not fit, and all after it, go the common way.
+        if self._ack_head is not None:
+            if self._pending:
+                if len(self._pending) > 4096:  # not a run of acks
+                    return super().dataReceived(data)
+                data, self._pending = bytes(self._pending) + data, b""
+            offset = self._read_acks(data)
+            if offset == len(data):
+                return
+            data = data[offset:]
+        super().dataReceived(data)
+
+    def _read_acks(self, data: bytes) -> int:
+        """Read the acks written with this subscriber's ack head from the start of ``data``; where they stop."""
+        match, unpack = self._ack_match, _unpack_length
+        size, offset = len(data), 0
+        pop, acked, unknown = self.outstanding.pop, 0, 0
+        try:
+            while size - offset >= 4:
+                end = offset + 4 + unpack(data, offset)[0]
+                if end > size or end - offset > 2048:
+                    break
+                found = match(data, offset + 4, end)
+                if found is None:
+                    break
+                if pop(found.group(1).decode("utf-8"), None) is None:
+                    unknown += 1
+                else:
+                    acked += 1
+                offset = end
+        except UnicodeDecodeError:
+            pass
+        self.acked += acked
+        if unknown:
+            log.debug("{count} acks from {peer} for events not outstanding", count=unknown, peer=self.peer())
+        return offset
+
+    def frameAt(self, data, start: int, end: int) -> None:
         payload = bytes(data[start:end])
         ivorn = messages.quick_ack_origin(payload)
         if ivorn is not None:
-            self._ack_head = payload[:payload.find(b"<Origin>") + 8]
+            head = payload[:payload.find(b"<Origin>") + 8]
+            if head != self._ack_head and head == self._last_head:  # twice in a row: worth a pattern
+                self._ack_head = head
+                # that head, then the Origin: plain text (no markup, no entity reference), then a closing tag
+                self._ack_match = re.compile(re.escape(head) + rb"\s*([^\s<&]+)\s*</").match
+            self._last_head = head
             self._acked(ivorn)
             return
         self.frameReceived(payload)

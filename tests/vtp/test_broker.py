@@ -283,7 +283,8 @@ def test_acks_read_in_place_agree_with_the_full_parse(broker, logged):
     amp = Event(ivorn="ivo://vtp.test/stream#a&b", role="test", received=NOW, xml=voevent("amp"), origin="test")
     publish(broker, *(event(f"k{n}") for n in range(6)), amp)
     acks = [messages.ack("ivo://s", ivorn(f"k{n}"), 0) for n in range(6)]
-    proto.dataReceived(b"".join(framed(a) for a in acks[:3]))  # first one checked in full, then by its head
+    proto.dataReceived(b"".join(framed(a) for a in acks[:3]))  # two checked in full, then read by their head
+    assert proto._ack_head is not None
     data = framed(acks[3])
     for n in range(len(data)):  # split anywhere
         proto.dataReceived(data[n:n + 1])
@@ -297,3 +298,13 @@ def test_acks_read_in_place_agree_with_the_full_parse(broker, logged):
     reply(proto, acks[5])
     assert proto.acked == 7 and not proto.outstanding
     assert proto in broker.subscribers and written(transport)[-1] == voevent("amp")
+
+
+def test_acks_whose_start_changes_every_time_are_all_checked_in_full(broker):
+    proto, transport = connect(broker)
+    publish(broker, *(event(f"t{n}") for n in range(4)))
+    for n in range(4):  # a TimeStamp before the Origin: no two heads alike
+        ack = messages.ack("ivo://s", ivorn(f"t{n}"), 0).replace(
+            b"<Origin>", f"<TimeStamp>2026-11-24T12:00:0{n}Z</TimeStamp><Origin>".encode())
+        reply(proto, ack)
+    assert proto.acked == 4 and not proto.outstanding and proto._ack_head is None
