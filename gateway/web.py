@@ -45,8 +45,14 @@ class Cutouts(resource.Resource):
             request.finish()
 
         def failed(failure):
-            log.failure("cutout {alert_id}/{kind}", failure, alert_id=alert_id, kind=kind)
-            request.write(_text(request, 503, "the alert DB could not be read; try again"))
+            if failure.check(ValueError):  # stored bytes that do not unpack (corrupt, or a gzip bomb)
+                log.warn("cutout {alert_id}/{kind} not served: {why}", alert_id=alert_id, kind=kind,
+                         why=failure.getErrorMessage())
+                request.write(_text(request, 500, f"the {kind} cutout of alert {alert_id} cannot be served: "
+                                                  f"{failure.getErrorMessage()}"))
+            else:
+                log.failure("cutout {alert_id}/{kind}", failure, alert_id=alert_id, kind=kind)
+                request.write(_text(request, 503, "the alert DB could not be read; try again"))
             request.finish()
 
         self.store.cutout(alert_id, kind).addCallbacks(found, failed)

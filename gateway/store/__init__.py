@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from gateway.event import Event
 from gateway.store import writers
 from gateway.store.db import Database, QueryTimeout, StoreError
-from gateway.store.rows import Rows, rows_for
+from gateway.store.rows import Rows, fits_bytes, rows_for
 from gateway.store.schema import SCHEMA
 
 __all__ = ["Database", "QueryTimeout", "Store", "StoreError", "StoreHistory"]
@@ -141,7 +141,7 @@ class Store:
 
         def fetch(conn):
             row = conn.execute(sql, (alert_id, kind)).fetchone()
-            return None if row is None else bytes(row[0])
+            return None if row is None else fits_bytes(bytes(row[0]))
         return self.database.read(fetch)
 
 

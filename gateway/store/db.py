@@ -165,7 +165,8 @@ class Database:
         self._reader_pool = ThreadPool(1, readers, name="store-readers")
         self._local = threading.local()
         self._writer = None
-        self._memory_keeper = None
+        self._queued: list = []
+        self._committing = False
         if self.backend == "sqlite" and self.target == ":memory:":
             # a shared in-memory DB for tests: readers and the writer see the same tables
             self.target = f"file:gateway-{id(self)}?mode=memory&cache=shared"
@@ -210,11 +211,83 @@ class Database:
     # -- work -------------------------------------------------------------------------------------------------
 
     def write(self, fn: Callable[..., Any], *args) -> defer.Deferred:
+        """Run ``fn(conn, *args)`` in the writer thread; the Deferred fires with its result once committed.
+
+        Group commit: writes queued while a transaction is being written (the store's batch, the outbox's
+        inserts and status updates) share the next transaction, each in its own savepoint, so one failing
+        ``fn`` is rolled back alone and errbacks alone, and the others still commit together.
+        """
         self.start()
-        return threads.deferToThreadPool(self.reactor, self._writer_pool, self.run_write, fn, *args)
+        d = defer.Deferred()
+        self._queued.append((fn, args, d))
+        if not self._committing:
+            self._commit_next()
+        return d
+
+    def _commit_next(self) -> None:
+        jobs, self._queued = self._queued, []
+        if not jobs:
+            self._committing = False
+            return
+        self._committing = True
+        done = threads.deferToThreadPool(self.reactor, self._writer_pool, self._run_group, jobs)
+
+        def fire(outcomes):
+            for (_, _, d), (ok, value) in zip(jobs, outcomes):
+                if ok:
+                    d.callback(value)
+                else:
+                    d.errback(value)
+
+        def commit_failed(failure):
+            for _, _, d in jobs:
+                d.errback(failure)
+
+        done.addCallbacks(fire, commit_failed)
+        done.addErrback(lambda f: log.failure("store: a write callback failed", f))
+        done.addBoth(lambda _: self._commit_next())
+
+    def _run_group(self, jobs) -> list[tuple[bool, Any]]:
+        """Writer thread: one transaction, a savepoint per job; [(True, result) | (False, Failure)]."""
+        from twisted.python.failure import Failure
+
+        conn = self._writer
+        if len(jobs) == 1:  # the common quiet case: no savepoint needed
+            fn, args, _ = jobs[0]
+            try:
+                return [(True, self.run_write(fn, *args))]
+            except Exception:
+                return [(False, Failure())]
+        outcomes = []
+        if self.backend == "sqlite":
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for fn, args, _ in jobs:
+                    conn.execute("SAVEPOINT job")
+                    try:
+                        outcomes.append((True, fn(conn, *args)))
+                        conn.execute("RELEASE job")
+                    except Exception:
+                        outcomes.append((False, Failure()))
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return outcomes
+        with conn.transaction():
+            for fn, args, _ in jobs:
+                try:
+                    with conn.transaction():  # nested: a savepoint
+                        outcomes.append((True, fn(conn, *args)))
+                except Exception:
+                    outcomes.append((False, Failure()))
+        return outcomes
 
     def run_write(self, fn: Callable[..., Any], *args) -> Any:
-        """``write``'s body, for callers already in a worker thread (and for tests and benchmarks)."""
+        """One transaction in the calling thread, for callers already in the writer thread (and for tests and
+        benchmarks)."""
         conn = self._writer
         if self.backend == "sqlite":
             conn.execute("BEGIN IMMEDIATE")

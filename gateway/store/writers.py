@@ -148,3 +148,5 @@ class Writer:
                     cursor.execute(_POSTGRES_OBJECT)
                 else:
                     cursor.execute(f"INSERT INTO {SCHEMA}.{name} SELECT * FROM stage_{name} ON CONFLICT DO NOTHING")
+                # emptied now, not at commit: other writes may share this transaction (group commit)
+                cursor.execute(f"TRUNCATE stage_{name}")

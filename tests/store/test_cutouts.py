@@ -1,6 +1,8 @@
 """GET /cutouts/<alertId>/<kind>.fits over real HTTP on loopback: FITS bytes with the right content type, clear
 404s for unknown alerts, kinds and paths."""
 
+import gzip
+
 import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.web import server
@@ -12,7 +14,7 @@ from gateway.config import load
 from gateway.convert import make_converter
 from gateway.resources import SAMPLES
 from gateway.store import Database, Store
-from gateway.store.rows import fits_bytes
+from gateway.store.rows import MAX_CUTOUT_BYTES, fits_bytes
 from gateway.web import Cutouts
 
 
@@ -48,6 +50,13 @@ def test_cutouts_are_served_as_fits(tmp_path):
         assert code == 404 and b"kind one of difference, science, template" in body
         code, _, body = yield get("/../../etc/passwd")
         assert code == 404
+        # a stored cutout that unpacks to gigabytes is refused, and the server goes on answering
+        bomb = gzip.compress(b"\0" * (MAX_CUTOUT_BYTES + 1))
+        yield database.write(lambda conn: conn.execute("INSERT INTO cutout VALUES (?, ?, ?)", (7, "science", bomb)))
+        code, _, body = yield get("/7/science.fits")
+        assert code == 500 and b"cannot be served: cutout unpacks to more than" in body
+        code, _, _ = yield get(f"/{fields.alert_id(alert)}/{kind}.fits")
+        assert code == 200
     finally:
         yield port.stopListening()
         yield store.close()
