@@ -193,11 +193,16 @@ def resolve_tables(tree: exp.Expression, catalog: Catalog, adql: str) -> dict[st
 
 
 def _mapping_schema(catalog: Catalog) -> MappingSchema:
+    """The catalog as sqlglot's schema, built once per catalog (building it is a good part of a translation)."""
+    cached = getattr(catalog, "_sqlglot_schema", None)
+    if cached is not None:
+        return cached
     nested: dict = {}
     for t in catalog.tables.values():
         if t.columns:
             nested.setdefault(t.schema, {})[t.name] = {c.name: c.sql_type for c in t.columns}
-    return MappingSchema(nested, dialect=ADQL)
+    catalog._sqlglot_schema = MappingSchema(nested, dialect=ADQL)
+    return catalog._sqlglot_schema
 
 
 # -- geometry ----------------------------------------------------------------------------------------------------
