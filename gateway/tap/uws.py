@@ -100,6 +100,7 @@ class JobManager:
                  max_running: int = 2, retention: float = 24 * 3600, reap_interval: float = 10.0):
         self.runner = runner
         self.reactor = reactor
+        self._own_workdir = workdir is None  # a temporary directory of ours is removed at stop
         self.workdir = workdir or tempfile.mkdtemp(prefix="gateway-tap-")
         os.makedirs(self.workdir, exist_ok=True)
         self.max_jobs = max_jobs
@@ -127,7 +128,11 @@ class JobManager:
             if self._reaper.running:
                 self._reaper.stop()
             self._pool.stop()
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            for job_id in list(self.jobs):  # results do not outlive the process
+                shutil.rmtree(os.path.join(self.workdir, job_id), ignore_errors=True)
+            self.jobs.clear()
+            if self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
 
     def now(self) -> float:
         return self.reactor.seconds()
