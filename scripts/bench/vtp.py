@@ -70,6 +70,7 @@ TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
 """
 PROFILE = os.environ.get("VTP_BENCH_PROFILE", "").split()  # e.g. "-m cProfile -o ours.prof": profile our server
 PADDING = "x" * 1200  # a typical alert VOEvent is 2-5 kB
+FLUSH_INTERVAL = -1.0  # our broker's flush_interval (s); -1: its default (set by --flush-interval)
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -83,13 +84,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process so far (0 if it is gone)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU time of a live process so far, s ((0, 0) if it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
+        return 0.0, 0.0
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
 
 
 def wait_listening(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -130,7 +131,8 @@ def wait_subscribers(count: int, connected):
 
 # -- server processes -------------------------------------------------------------------------------------------
 
-def serve_ours(receive: int, broadcast: int, fanout_events: int, subscribers: int, rate: float) -> None:
+def serve_ours(receive: int, broadcast: int, fanout_events: int, subscribers: int, rate: float,
+               flush_interval: float) -> None:
     """Our broker + receiver. With ``fanout_events``, once ``subscribers`` are connected, feed that many prepared
     Events straight to Broker.accept: 50 per reactor turn, or ``rate`` a second if it is not 0."""
     from twisted.internet import reactor, task
@@ -142,7 +144,8 @@ def serve_ours(receive: int, broadcast: int, fanout_events: int, subscribers: in
     from gateway.vtp.broker import Broker
     from gateway.vtp.receiver import Receiver
 
-    broker = Broker("ivo://bench.test/ours", buffer_events=100_000, buffer_bytes=400_000_000)
+    broker = Broker("ivo://bench.test/ours", buffer_events=100_000, buffer_bytes=400_000_000,
+                    **({"flush_interval": flush_interval} if flush_interval >= 0 else {}))
     pipeline = Pipeline(convert=None, parse=lambda xml, origin: parse_event(xml, origin=origin),
                         router=Router([broker]))
     receiver = Receiver(pipeline, "ivo://bench.test/ours")
@@ -225,23 +228,27 @@ def subscriber_worker(port: int, connections: int, expected: int, authenticate: 
     from gateway.vtp.framing import frame
 
     local = "ivo://bench.test/sub"
-    unpack_length = struct.Struct("!I").unpack_from
-    marker, ivorn_marker = b'name="sent_at" value="', b' ivorn="'
+    unpack_length, pack_length = struct.Struct("!I").unpack_from, struct.Struct("!I").pack
+    # every benchmark event starts with the same bytes up to its IVORN, and has the same bytes from the end of
+    # the IVORN to the value of sent_at: checked with startswith, not searched for
+    sample = make_event("RUN", 0, 1.5)
+    ivorn_at = sample.index(b'ivorn="') + 7
+    event_head = sample[:ivorn_at]
+    ivorn_end = sample.index(b'"', ivorn_at)
+    sent_at_gap = sample[ivorn_end:sample.index(b'value="1.5') + 7]
     latencies = array("d")
     counts = {"deliveries": 0, "first": None, "last": None, "other": 0, "cpu": 0.0}
     ack_parts = {}
 
-    def ack(ivorn: bytes, now: float) -> bytes:
-        # messages.ack's exact bytes, built from a per-second template: acking 50 k events/s must not be the
+    def ack_template(now: float) -> tuple[bytes, bytes, int]:
+        # messages.ack's exact bytes around the IVORN, per second: acking 50 k events/s must not be the
         # measuring side's bottleneck
         second = int(now)
         if second not in ack_parts:
             head, _, tail = messages.ack(local, "\x00", second).partition(b"\x00")
             ack_parts.clear()
-            ack_parts[second] = head, tail
-        head, tail = ack_parts[second]
-        body = head + ivorn + tail
-        return struct.pack("!I", len(body)) + body
+            ack_parts[second] = head, tail, len(head) + len(tail)
+        return ack_parts[second]
 
     class Subscriber(protocol.Protocol):
         """Reads every frame in what one read brought (all received at the same time) and acks them in one write:
@@ -252,21 +259,24 @@ def subscriber_worker(port: int, connections: int, expected: int, authenticate: 
 
         def dataReceived(self, data):
             now = time.time()
+            head, tail, around = ack_template(now)
             buffer = self.pending + data if self.pending else data
             offset, size, acks, events = 0, len(buffer), [], 0
             while size - offset >= 4:
                 end = offset + 4 + unpack_length(buffer, offset)[0]
                 if end > size:
                     break
-                start = buffer.find(ivorn_marker, offset, min(end, offset + 400))
-                if start < 0 or buffer.find(b"VOEvent", offset, start) < 0:
-                    self.transport_message(buffer[offset + 4:end], now)
-                else:
-                    start += len(ivorn_marker)
-                    at = buffer.find(marker, start, end) + len(marker)
+                if buffer.startswith(event_head, offset + 4):
+                    start = offset + 4 + len(event_head)
+                    stop = buffer.index(b'"', start)
+                    at = stop + len(sent_at_gap)
+                    if not buffer.startswith(sent_at_gap, stop):
+                        raise ValueError("not a benchmark event")
                     latencies.append(now - float(buffer[at:buffer.index(b'"', at)]))
-                    acks.append(ack(buffer[start:buffer.index(b'"', start)], now))
+                    acks += (pack_length(around + stop - start), head, buffer[start:stop], tail)
                     events += 1
+                else:
+                    self.transport_message(buffer[offset + 4:end], now)
                 offset = end
             self.pending = buffer[offset:]
             if events:
@@ -384,7 +394,7 @@ def me(*args) -> list[str]:
 def start_ours(fanout_events: int = 0, subscribers: int = 0, rate: float = 0):
     receive, broadcast = free_port(), free_port()
     process = subprocess.Popen([sys.executable, *PROFILE, __file__, "--serve-ours", str(receive), str(broadcast),
-                                str(fanout_events), str(subscribers), str(rate)], cwd=ROOT)
+                                str(fanout_events), str(subscribers), str(rate), str(FLUSH_INTERVAL)], cwd=ROOT)
     wait_listening(receive, process)
     wait_listening(broadcast, process)
     return process, receive, broadcast
@@ -440,7 +450,7 @@ class Bench:
     def run(self, name, server, fanout, events, *, port, author_args=None, authenticate=True):
         """One measured run: subscribers on ``port``; an author process if ``author_args``; collect and record."""
         workers = self.subscribers(port, fanout, events, authenticate)
-        server_cpu = cpu_seconds(server.pid)
+        user, system = cpu_seconds(server.pid)
         started, sent_ok, author_cpu = None, events, 0.0
         if author_args is not None:
             self.runs += 1
@@ -448,7 +458,9 @@ class Bench:
             author = subprocess.Popen(me("--author", *author_args, out), cwd=ROOT)
         for process, _ in workers:
             process.wait()
-        server_cpu = cpu_seconds(server.pid) - server_cpu
+        user_after, system_after = cpu_seconds(server.pid)
+        server_system = system_after - system
+        server_cpu = user_after - user + server_system
         if author_args is not None:
             author.wait(60)
             reported = json.loads(Path(out).read_text())
@@ -472,14 +484,15 @@ class Bench:
                   "deliveries_per_s": deliveries / duration if duration > 0 else 0.0,
                   "p50_ms": percentile(ordered, 0.50) * 1e3, "p99_ms": percentile(ordered, 0.99) * 1e3,
                   "max_ms": (ordered[-1] if ordered else float("nan")) * 1e3,
-                  "server_cpu_s": server_cpu, "workers_cpu_s": workers_cpu, "author_cpu_s": author_cpu,
+                  "server_cpu_s": server_cpu, "server_system_s": server_system, "workers_cpu_s": workers_cpu, "author_cpu_s": author_cpu,
                   "load": os.getloadavg()[0]}
         result["server_us_per_delivery"] = server_cpu / deliveries * 1e6 if deliveries else float("nan")
         self.results.append(result)
         print(f"  {name:<14} fan-out {fanout:>3}: {events:>5} events, {deliveries:>7}/{result['expected']} in "
               f"{duration:6.2f} s: {result['events_per_s']:7.0f} events/s, {result['deliveries_per_s']:7.0f} "
               f"deliveries/s, p50 {result['p50_ms']:7.1f} ms, p99 {result['p99_ms']:7.1f} ms; CPU s: server "
-              f"{server_cpu:.2f} ({result['server_us_per_delivery']:.1f} us/delivery), subscribers "
+              f"{server_cpu:.2f} ({result['server_us_per_delivery']:.1f} us/delivery, {server_system:.2f} in the "
+              f"kernel), subscribers "
               f"{workers_cpu:.2f}, author {author_cpu:.2f}; load {result['load']:.2f}", flush=True)
 
     def suite(self):
@@ -592,6 +605,8 @@ def parse_args(argv):
     parser.add_argument("--stall", type=float, default=15.0, help="a worker gives up after this long without events")
     parser.add_argument("--repeat", type=int, default=1, help="run everything this many times; report ranges")
     parser.add_argument("--json", help="also write every run's figures to this file")
+    parser.add_argument("--flush-interval", type=float, default=-1.0,
+                        help="our broker's flush_interval in seconds (default: the Broker's own default)")
     parser.add_argument("--only", type=lambda s: s.split(","),
                         default=["comet", "ours", "ours-fanout", "bare", "paced", "direct"],
                         help="which runs, comma-separated (default: comet,ours,ours-fanout,bare,paced,direct)")
@@ -599,6 +614,8 @@ def parse_args(argv):
 
 
 def measure(args) -> None:
+    global FLUSH_INTERVAL
+    FLUSH_INTERVAL = args.flush_interval
     bench = Bench(args)
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     for n in range(args.repeat):
@@ -611,7 +628,7 @@ def measure(args) -> None:
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     if command == "--serve-ours":
-        serve_ours(*map(int, sys.argv[2:6]), float(sys.argv[6]))
+        serve_ours(*map(int, sys.argv[2:6]), float(sys.argv[6]), float(sys.argv[7]))
     elif command == "--serve-bare":
         serve_bare(*map(int, sys.argv[2:5]))
     elif command == "--worker":
