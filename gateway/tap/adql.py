@@ -334,6 +334,10 @@ class GeometryRewriter:
     def cone(self, p: Point, c: Circle) -> exp.Expression:
         args = [p.ra.copy(), p.dec.copy(), c.ra.copy(), c.dec.copy(), c.radius.copy()]
         if self.backend == "postgresql":
+            if None in (_const(c.ra), _const(c.dec)):
+                # a cross-match: q3c_join uses the index of its 3rd/4th arguments, once per outer row
+                return exp.Anonymous(this="q3c_join", expressions=[c.ra.copy(), c.dec.copy(), p.ra.copy(),
+                                                                    p.dec.copy(), c.radius.copy()])
             return exp.Anonymous(this="q3c_radial_query", expressions=args)
         exact = exp.LTE(this=self.distance(p, Point(c.ra, c.dec)), expression=exp.paren(c.radius.copy()))
         pre = self.rtree(p, c.ra, c.dec, c.radius)
@@ -359,20 +363,27 @@ class GeometryRewriter:
         if meta is None or meta.position != (p.ra.name, p.dec.name):
             return None
         ra0, dec0, r = _const(cra), _const(cdec), _const(radius)
-        if None in (ra0, dec0, r):  # e.g. a cross-match: a declination band, correlated with the outer row
+        if None in (ra0, dec0, r):
+            # e.g. a cross-match, correlated with the outer row: the box is computed in SQL, in three copies
+            # shifted by -360, 0, +360 deg of RA so that boxes across RA 0 are covered (each copy an R*Tree probe)
             lo = exp.Sub(this=exp.paren(cdec.copy()), expression=exp.paren(radius.copy()))
             hi = exp.Add(this=exp.paren(cdec.copy()), expression=exp.paren(radius.copy()))
-            boxes = [(None, None, lo, hi)]
+            half = _sql_ra_half_width(cdec, radius)
+            boxes = []
+            for shift in (-360, 0, 360):
+                centre = exp.Add(this=exp.paren(cra.copy()), expression=exp.Literal.number(shift))
+                boxes.append((exp.Sub(this=centre, expression=half.copy()),
+                              exp.Add(this=centre.copy(), expression=half.copy()), lo, hi))
         else:
-            boxes = [(a, b, _num(dec0 - r - BOX_MARGIN), _num(dec0 + r + BOX_MARGIN)) for a, b in ra_ranges(ra0, dec0, r)]
+            boxes = [(_num(a), _num(b), _num(dec0 - r - BOX_MARGIN), _num(dec0 + r + BOX_MARGIN))
+                     for a, b in ra_ranges(ra0, dec0, r)]
         selects = []
         sky = exp.Table(this=exp.to_identifier(f"{meta.name}_sky"), db=exp.to_identifier(meta.schema))
         for ra_lo, ra_hi, dec_lo, dec_hi in boxes:
             cond = exp.and_(exp.GTE(this=exp.column("dec_max"), expression=dec_lo),
-                            exp.LTE(this=exp.column("dec_min"), expression=dec_hi))
-            if ra_lo is not None:
-                cond = exp.and_(cond, exp.GTE(this=exp.column("ra_max"), expression=_num(ra_lo)),
-                                exp.LTE(this=exp.column("ra_min"), expression=_num(ra_hi)))
+                            exp.LTE(this=exp.column("dec_min"), expression=dec_hi),
+                            exp.GTE(this=exp.column("ra_max"), expression=ra_lo),
+                            exp.LTE(this=exp.column("ra_min"), expression=ra_hi))
             selects.append(exp.select("id").from_(sky.copy()).where(cond))
         query = selects[0]
         for s in selects[1:]:
@@ -421,6 +432,20 @@ class GeometryRewriter:
                 self.fail(f"{node.name.upper()} can only be used inside CONTAINS, INTERSECTS, DISTANCE or "
                           "COORD1/COORD2 here (geometry columns are not returned)", node)
         return tree
+
+
+def _sql_ra_half_width(dec: exp.Expression, radius: exp.Expression) -> exp.Expression:
+    """SQL for :func:`ra_ranges`' half width (deg): 360 near a pole, else asin(sin r / cos dec), plus a margin."""
+    def f(name, *args):
+        return exp.Anonymous(this=name, expressions=list(args))
+
+    near_pole = exp.GTE(this=exp.Add(this=f("abs", exp.paren(dec.copy())), expression=exp.paren(radius.copy())),
+                        expression=exp.Literal.number(89.9))
+    ratio = exp.Div(this=f("sin", f("radians", exp.paren(radius.copy()))),
+                    expression=f("cos", f("radians", exp.paren(dec.copy()))))
+    width = exp.Add(this=f("degrees", f("asin", f("min", exp.Literal.number(1), ratio))),
+                    expression=_num(BOX_MARGIN))
+    return exp.paren(exp.Case(ifs=[exp.If(this=near_pole, true=exp.Literal.number(360))], default=width))
 
 
 def _is_predicate(node) -> bool:

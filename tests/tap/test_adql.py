@@ -164,12 +164,17 @@ def test_polygon_and_box_match_brute_force(reader):
 def test_crossmatch_with_upload(reader):
     conn, backend = reader
     columns = (ColumnMeta("id", "long"), ColumnMeta("ra", "double"), ColumnMeta("dec", "double"))
-    targets = [(i, *object_position(i)) for i in (0, 1, 50, 51)] + [(99, 200.0, -85.0)]
+    # objects either side of RA 0, near the pole, ordinary ones; a target at RA 0.0 whose circle crosses RA 0;
+    # one matching nothing
+    targets = [(i, *object_position(i)) for i in (0, 1, 2, 50, 51)] + [(98, 0.0, 10.0), (99, 200.0, -85.0)]
     _create_uploads(conn, backend, {"targets": (columns, targets)})
     catalog = CATALOG.with_uploads({"targets": columns})
     got = run(reader, "SELECT t.id, d.objectid FROM TAP_UPLOAD.targets AS t JOIN gateway.diasource AS d ON "
                       "1 = CONTAINS(POINT('ICRS', d.ra, d.dec), CIRCLE('ICRS', t.ra, t.dec, 2.0 / 3600))", catalog)
-    assert sorted(got) == sorted((i, f"diaObject:{i}") for i in (0, 1, 50, 51) for _ in range(4))
+    _, sources, _ = rows()
+    want = [(t[0], s[1]) for t in targets for s in sources if sky_distance(s[3], s[4], t[1], t[2]) <= 2.0 / 3600]
+    assert ("98", "diaObject:0") in {(str(a), b) for a, b in want}  # the RA-0 case is really exercised
+    assert sorted(got) == sorted(want)
 
 
 def test_cone_uses_the_sky_index(reader):
