@@ -19,7 +19,8 @@ Checked against the IVOA ADQL query corpus (ivoa/lyonetia, 441 queries, parse + 
 ``x IN (1, 2,)``, ``SELECT distance`` unquoted, ...); most then fail in name resolution, and none can do more than
 a valid query could.
 
-Geometry: CONTAINS(POINT, CIRCLE) becomes q3c_radial_query on PostgreSQL (q3c index) and, on SQLite, an R*Tree
+Geometry: CONTAINS(POINT, CIRCLE) becomes q3c_radial_query on PostgreSQL (q3c_join when the centre comes from
+another table, as in a cross-match), and on SQLite an R*Tree
 pre-selection (``rowid IN (SELECT id FROM <table>_sky WHERE <bounding box>)``) plus the exact sky_distance;
 POLYGON and BOX (as a polygon with great-circle edges) use q3c_poly_query / the R*Tree with an exact test.
 """
