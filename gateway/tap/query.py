@@ -48,6 +48,8 @@ class Limits:
     http_uploads: bool = True
     upload_fetch_timeout: float = 30.0
     batch_rows: int = 5_000
+    #: a sync client that reads nothing for this long is disconnected (its query thread is freed)
+    stall_timeout: float = 300.0
 
 
 @dataclass

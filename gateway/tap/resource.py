@@ -11,8 +11,8 @@ Every error is a VOTable with ``INFO name="QUERY_STATUS" value="ERROR"`` and a m
 
 from __future__ import annotations
 
-import io
 import threading
+import time
 from typing import Optional
 from urllib.parse import parse_qs
 
@@ -174,8 +174,9 @@ class RequestSink:
     """Feeds a twisted.web request from a worker thread with back-pressure: the thread blocks in ``write``
     while the transport is paused or ``max_chunks`` chunks are queued for the reactor."""
 
-    def __init__(self, request, reactor, cancel: Cancel, max_chunks: int = 4):
+    def __init__(self, request, reactor, cancel: Cancel, max_chunks: int = 4, stall_timeout: float = 300.0):
         self.request = request
+        self.stall_timeout = stall_timeout
         self.reactor = reactor
         self.cancel = cancel
         self.started = False
@@ -212,8 +213,13 @@ class RequestSink:
     def write(self, data: bytes) -> None:
         if not data:
             return
+        stalled_since = time.monotonic()
         while not self._gone and not (self._running.wait(1.0) and self._slots.acquire(timeout=1.0)):
-            pass
+            if time.monotonic() - stalled_since > self.stall_timeout:
+                # the client stopped reading: free the query thread and the read transaction
+                log.info("TAP client read nothing for {s:.0f} s; dropping it", s=self.stall_timeout)
+                self.stopProducing()
+                self.reactor.callFromThread(self._abort)
         if self._gone:
             return
 
@@ -222,6 +228,11 @@ class RequestSink:
             if not self._gone:
                 self.request.write(data)
         self.reactor.callFromThread(deliver)
+
+    def _abort(self) -> None:
+        transport = getattr(self.request.channel, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
 
     def finish(self) -> None:
         def end():
@@ -253,7 +264,7 @@ class SyncResource(TapResource):
                          service.runner.parse_maxrec(values.get("maxrec")),
                          resolve_uploads(values.get("upload"), parts))
         cancel = Cancel()
-        sink = RequestSink(request, service.reactor, cancel)
+        sink = RequestSink(request, service.reactor, cancel, stall_timeout=service.runner.limits.stall_timeout)
         d = threads.deferToThreadPool(service.reactor, service.sync_pool, service.runner.run, spec, sink, cancel,
                                       service.runner.limits.sync_timeout)
 

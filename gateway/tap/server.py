@@ -35,11 +35,13 @@ def main(argv=None) -> None:
     parser.add_argument("--max-jobs", type=int, default=1000)
     parser.add_argument("--max-running", type=int, default=2)
     parser.add_argument("--retention", type=float, default=24 * 3600, help="seconds until an async job is destroyed")
+    parser.add_argument("--stall-timeout", type=float, default=Limits.stall_timeout,
+                        help="seconds a sync client may read nothing before it is disconnected")
     parser.add_argument("--reap-interval", type=float, default=10.0, help="seconds between destruction checks")
     args = parser.parse_args(argv)
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
     limits = Limits(sync_timeout=args.sync_timeout, async_timeout=args.async_timeout,
-                    maxrec_default=args.maxrec, maxrec_max=args.maxrec_hard)
+                    maxrec_default=args.maxrec, maxrec_max=args.maxrec_hard, stall_timeout=args.stall_timeout)
     database = Database(args.db, reactor)
     site = make_site(database, reactor, None, limits, max_jobs=args.max_jobs, max_running=args.max_running,
                      retention=args.retention, reap_interval=args.reap_interval)

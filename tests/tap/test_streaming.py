@@ -58,3 +58,24 @@ def test_clients_hanging_up_free_their_threads(big_tap):
     assert r.status_code == 200 and r.text.splitlines()[1] == "1001"
     assert time.monotonic() - started < 20
     assert big_tap.alive()
+
+
+def test_client_that_stops_reading_is_dropped(big_tap, tmp_path):
+    with serve(big_tap.backend, big_tap.db_url, tmp_path, "--maxrec", "10000000", "--maxrec-hard", "10000000",
+               "--stall-timeout", "2") as server:
+        received, dropped = 0, False
+        with requests.post(server.url + "/sync", data={"LANG": "ADQL", "QUERY": QUERY, "FORMAT": "csv"},
+                           stream=True, timeout=60) as r:
+            chunks = r.iter_content(65536)
+            received += len(next(chunks))
+            time.sleep(6)  # longer than the stall timeout
+            try:
+                for chunk in chunks:
+                    received += len(chunk)
+            except requests.exceptions.RequestException:
+                dropped = True
+        print(f"{big_tap.backend}: stalled client received {received / 1e6:.1f} MB, connection dropped: {dropped}")
+        assert dropped or received < 40e6, "the stalled client got the whole result"
+        assert server.alive()
+        r = server.sync("SELECT TOP 1 alertid FROM gateway.alert", FORMAT="csv")
+        assert r.status_code == 200 and r.text.splitlines()[1] == "1001"
