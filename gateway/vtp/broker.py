@@ -8,7 +8,7 @@ identity adds a filter and a cap of N events per window.
 
 Events are sent in batches: ``accept`` queues the framed event and a flush sends everything queued, one write per
 subscriber. A flush runs on the next reactor turn, or, if the previous one was less than ``flush_interval``
-seconds ago (default 5 ms), that long after it: a lone event goes out at once, a busy stream adds at most
+seconds ago (default 10 ms), that long after it: a lone event goes out at once, a busy stream adds at most
 ``flush_interval`` of latency and costs one write (and one read, one ack batch, on the subscriber's side) per
 subscriber per flush instead of per event. Each event is framed once, parsed at most once (only if some subscriber
 filters), and each distinct filter is evaluated once per event, however many subscribers share it; subscribers
@@ -54,7 +54,7 @@ log = Logger()
 
 DEFAULT_BUFFER_BYTES = 4_000_000
 DEFAULT_BUFFER_EVENTS = 1_000
-DEFAULT_FLUSH_INTERVAL = 0.005  # s
+DEFAULT_FLUSH_INTERVAL = 0.01  # s
 NO_FILTER = ((), "")  # the filter key of a subscriber that takes everything
 
 
