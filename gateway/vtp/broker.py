@@ -47,7 +47,7 @@ from zope.interface import implementer
 from gateway.event import Event
 from gateway.vtp import messages
 from gateway.vtp.access import Whitelist, admits, compile_xpath, rule_for
-from gateway.vtp.framing import COMET_MAX_FRAME_BYTES, DEFAULT_MAX_FRAME_BYTES, FrameProtocol, _unpack_length, frame
+from gateway.vtp.framing import COMET_MAX_FRAME_BYTES, DEFAULT_MAX_FRAME_BYTES, FrameProtocol, frame, unpack_length
 from gateway.vtp.tls import is_tls, peer_identity
 
 log = Logger()
@@ -237,7 +237,7 @@ class BrokerProtocol(FrameProtocol):
 
     def _read_acks(self, data: bytes) -> int:
         """Read the acks written with this subscriber's ack head from the start of ``data``; where they stop."""
-        match, unpack = self._ack_match, _unpack_length
+        match, unpack = self._ack_match, unpack_length
         size, offset = len(data), 0
         pop, acked, unknown = self.outstanding.pop, 0, 0
         try:

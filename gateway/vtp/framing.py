@@ -15,7 +15,7 @@ from twisted.logger import Logger
 log = Logger()
 
 PREFIX = struct.Struct("!I")
-_unpack_length = PREFIX.unpack_from
+unpack_length = PREFIX.unpack_from
 #: Our default limit, bytes (config ``vtp.max_frame_bytes``).
 DEFAULT_MAX_FRAME_BYTES = 1_000_000
 #: Comet's (Twisted's Int32StringReceiver) limit: larger VOEvents are dropped, with the connection, by Comet peers.
@@ -54,7 +54,7 @@ class FrameProtocol(protocol.Protocol):
             self._pending = b""
         generation, size, offset, limit = self._generation, len(data), 0, self.max_frame_bytes
         while size - offset >= 4:
-            length = _unpack_length(data, offset)[0]
+            length = unpack_length(data, offset)[0]
             if length > limit:
                 self._pending = b""
                 self.frameTooLong(length)

@@ -19,9 +19,8 @@ connection when it closes (one line per event would cost more than the rest of t
 
 from __future__ import annotations
 
-from typing import Callable, Optional
-
 from collections import deque
+from typing import Callable, Optional
 
 from twisted.internet import defer, interfaces, protocol, threads
 from twisted.logger import Logger
