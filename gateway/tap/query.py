@@ -77,14 +77,14 @@ class Cancel:
             interrupt()
 
     def cancel(self) -> None:
+        # under the lock: once bind(None) has returned, this can no longer reach the (closing) connection
         with self._lock:
             self.cancelled = True
-            interrupt = self._interrupt
-        if interrupt is not None:
-            try:
-                interrupt()
-            except Exception:  # noqa: BLE001 - the connection may be closing already
-                pass
+            if self._interrupt is not None:
+                try:
+                    self._interrupt()
+                except Exception:  # noqa: BLE001 - the connection may be closing already
+                    pass
 
 
 def parse_maxrec(value, limits: Limits) -> int:
@@ -295,18 +295,11 @@ class Runner:
         sql = tap_schema_cte(catalog, translation.tap_schema, backend) + translation.sql
         deadline = time.monotonic() + timeout
         try:
-            conn = self.database.reader(timeout)
+            conn = self._connect(timeout)
         except Exception as e:  # noqa: BLE001 - e.g. PostgreSQL down
             raise QueryError(f"the alert DB is not available: {e}", status=503) from None
-        started = False
         try:
-            if backend == "sqlite":
-                register_sqlite_functions(conn)
-                cancel.bind(conn.interrupt)
-            else:
-                cancel.bind(conn.cancel)
-                # q3c plans carry huge cost estimates, which make PostgreSQL JIT-compile small queries (~0.1 s)
-                conn.execute("SET jit = off")
+            cancel.bind(conn.interrupt if backend == "sqlite" else conn.cancel)
             if uploads:
                 _create_uploads(conn, backend, uploads)
             if backend == "postgresql":
@@ -323,10 +316,27 @@ class Runner:
             raise QueryError(*self._explain(e, cancel, timeout)) from None
         finally:
             cancel.bind(None)
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001
-                pass
+            self._release(conn)
+
+    # -- connections: a new one per query on both backends. (A pool of PostgreSQL connections saved ~6 ms a
+    # query, but q3c keeps per-backend static caches, and once in many runs a pooled backend answered a polygon
+    # query wrongly; a fresh backend per query never did.)
+
+    def _connect(self, timeout: float):
+        conn = self.database.reader(timeout)
+        if self.database.backend == "sqlite":
+            register_sqlite_functions(conn)
+        else:
+            # q3c plans carry huge cost estimates, which make PostgreSQL JIT-compile small queries (~0.1 s)
+            conn.execute("SET jit = off")
+        return conn
+
+    @staticmethod
+    def _release(conn) -> None:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection
+            pass
 
     def _stream(self, cursor, sql, translation, writer, sink, maxrec, deadline, timeout, cancel) -> int:
         batch_rows = self.limits.batch_rows
