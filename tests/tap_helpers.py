@@ -5,11 +5,9 @@ server's reactor apart, and is what a deployment runs. Positions are determinist
 expected answers from the same rows.
 """
 
-import os
 import random
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 
 import requests

@@ -1,7 +1,6 @@
 """The TAP service over HTTP on both backends: pyvo (sync, async, upload, cone, metadata), UWS, bad input."""
 
 import io
-import math
 import threading
 import time
 import xml.etree.ElementTree as ET
