@@ -75,6 +75,8 @@ listen = "127.0.0.1:8080"
 [tap]
 # Seconds a synchronous query may run before it is cancelled.
 sync_timeout = 60.0
+# Seconds a client may read nothing of a result before it is disconnected (frees its thread and DB snapshot).
+stall_timeout = 300.0
 # Async jobs: default EXECUTIONDURATION and the longest a job may ask for, seconds.
 async_timeout = 600.0
 max_async_timeout = 3600.0

@@ -90,7 +90,7 @@ def http_site(store, database, reactor, base_url: str, tap: dict, workdir: str) 
     from gateway.tap.query import Limits
     from gateway.tap.resource import tap_resource
 
-    limit_keys = ("sync_timeout", "async_timeout", "max_async_timeout", "maxrec_default", "maxrec_max",
+    limit_keys = ("sync_timeout", "stall_timeout", "async_timeout", "max_async_timeout", "maxrec_default", "maxrec_max",
                   "upload_max_bytes", "upload_max_rows", "http_uploads")
     limits = Limits(**{key: tap[key] for key in limit_keys})
     tap_root = tap_resource(database, reactor, base_url.rstrip("/") + "/tap", limits, workdir=workdir,
