@@ -20,9 +20,9 @@ or still unacked or queued when the subscriber leaves, counts as *missed* for th
 and loses the rest silently). A nak is logged with its reason; unlike Comet the subscriber is not dropped for it.
 There is one ack per delivery, so acks are read in place from the received bytes. An ack goes through
 :func:`~gateway.vtp.messages.quick_ack_origin` (a bounded byte-level check of a plainly written ack) or else the
-full safe parse; once two acks in a row from a subscriber start with the very same bytes up to ``<Origin>``, the
-following frames that start so are read in one loop, with only their Origin taken (plain text, no markup or
-entity reference; otherwise the frame takes the checked way).
+full safe parse; the frames after one that passed it and start with its very same bytes up to ``<Origin>`` are
+read in one loop, with only their Origin taken (plain text, no markup or entity reference; otherwise the frame
+takes the checked way).
 
 Every ``iamalive_interval`` seconds (Comet: 60) each subscriber is sent iamalive; one that has not answered the
 previous one by the next tick is dropped.
@@ -36,7 +36,6 @@ or grows memory beyond those bounds; it can reconnect and carry on.
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict, deque
 from typing import Optional
 
@@ -98,8 +97,6 @@ class BrokerProtocol(FrameProtocol):
         self.queue: deque[tuple[bytes, int]] = deque()  # (data, how many frames) waiting while paused
         self.queued_bytes = self.queued_frames = 0
         self._ack_head = None  # the bytes up to <Origin> of this subscriber's last plainly written ack
-        self._ack_match = None  # matches a frame with that head, giving its Origin
-        self._last_head = None
         self.outstanding: OrderedDict[str, float] = OrderedDict()  # IVORN -> when sent (s)
         self.awaiting_alive = False
         self.sent = self.acked = self.naked = self.missed = self.filtered = self.capped = 0
@@ -237,18 +234,21 @@ class BrokerProtocol(FrameProtocol):
 
     def _read_acks(self, data: bytes) -> int:
         """Read the acks written with this subscriber's ack head from the start of ``data``; where they stop."""
-        match, unpack = self._ack_match, unpack_length
-        size, offset = len(data), 0
+        head, unpack, startswith, find = self._ack_head, unpack_length, data.startswith, data.find
+        skip, size, offset = len(head) + 4, len(data), 0
         pop, acked, unknown = self.outstanding.pop, 0, 0
         try:
             while size - offset >= 4:
                 end = offset + 4 + unpack(data, offset)[0]
-                if end > size or end - offset > 2048:
+                if end > size or end - offset > 2048 or not startswith(head, offset + 4):
                     break
-                found = match(data, offset + 4, end)
-                if found is None:
+                first = offset + skip
+                stop = find(b"</", first, end)
+                origin = data[first:stop].strip()
+                # plain text only: no markup, no entity reference, no inner space (else the checked way)
+                if stop < 0 or not origin or origin.translate(None, b"<& \t\r\n") != origin:
                     break
-                if pop(found.group(1).decode("utf-8"), None) is None:
+                if pop(origin.decode("utf-8"), None) is None:
                     unknown += 1
                 else:
                     acked += 1
@@ -264,12 +264,7 @@ class BrokerProtocol(FrameProtocol):
         payload = bytes(data[start:end])
         ivorn = messages.quick_ack_origin(payload)
         if ivorn is not None:
-            head = payload[:payload.find(b"<Origin>") + 8]
-            if head != self._ack_head and head == self._last_head:  # twice in a row: worth a pattern
-                self._ack_head = head
-                # that head, then the Origin: plain text (no markup, no entity reference), then a closing tag
-                self._ack_match = re.compile(re.escape(head) + rb"\s*([^\s<&]+)\s*</").match
-            self._last_head = head
+            self._ack_head = payload[:payload.find(b"<Origin>") + 8]
             self._acked(ivorn)
             return
         self.frameReceived(payload)
