@@ -119,6 +119,7 @@ subscriber_buffer_events = 1_000
 #   [[vtp.subscriber_rules]]
 #   network = "192.168.0.0/16"       # or: identity = "alice" (client certificate commonName)
 #   filter = "//Param[@name='mag' and @value < 19]"   # XPath on the VOEvent; empty: everything
+#   expression = "mag < 19 and band in ('g', 'r')"   # or/and the filter language of routes (`vogateway routes fields`)
 #   max_events = 20                  # cap: at most this many events per window (0: no cap); default 20
 #   window = 30.0                    # seconds; default 30
 # Subscribers matching no rule get every event (after their own upstream filter), uncapped.

@@ -75,11 +75,13 @@ class Rule:
 
     network: Optional[str] = None
     identity: Optional[str] = None
-    filter: str = ""
+    filter: str = ""  # XPath on the VOEvent
+    expression: str = ""  # the gateway's filter language (gateway.forward.filters), e.g. "mag < 19 and snr > 10"
     max_events: int = DEFAULT_MAX_EVENTS
     window: float = DEFAULT_WINDOW  # s
     _network: object = field(init=False, repr=False, default=None)
     _xpath: object = field(init=False, repr=False, default=None)
+    _expression: object = field(init=False, repr=False, default=None)
 
     def __post_init__(self):
         if not self.network and not self.identity:
@@ -88,12 +90,16 @@ class Rule:
             self._network = ipaddress.ip_network(self.network, strict=False)
         if self.filter:
             self._xpath = compile_xpath(self.filter)
+        if self.expression:
+            from gateway.forward.filters import compile_filter  # the one filter language of the gateway
+
+            self._expression = compile_filter(self.expression)  # FilterError (a ValueError) names the column
         if self.max_events < 0 or self.window <= 0:
             raise ValueError("a subscriber rule needs max_events >= 0 (0: no cap) and window > 0")
 
     @classmethod
     def from_config(cls, table: dict) -> "Rule":
-        unknown = set(table) - {"network", "identity", "filter", "max_events", "window"}
+        unknown = set(table) - {"network", "identity", "filter", "expression", "max_events", "window"}
         if unknown:
             raise ValueError(f"unknown subscriber rule key(s): {', '.join(sorted(unknown))}")
         return cls(**table)
@@ -105,8 +111,17 @@ class Rule:
         return (self._network is not None and address is not None and address.version == self._network.version
                 and address in self._network)
 
-    def admits(self, root) -> bool:
-        return self._xpath is None or admits(self._xpath, root)
+    @property
+    def key(self) -> tuple[str, str]:
+        """What decides this rule's selection: subscribers with equal keys share one evaluation."""
+        return self.filter, self.expression
+
+    def admits(self, root, facts=None) -> bool:
+        """Does the event pass the rule's XPath (on ``root``, None if unparseable) and its expression (on
+        ``facts``, a :class:`gateway.forward.filters.Facts`)?"""
+        if self._xpath is not None and (root is None or not admits(self._xpath, root)):
+            return False
+        return self._expression is None or (facts is not None and self._expression.matches(facts))
 
     def limiter(self, clock) -> Optional["RateCap"]:
         return RateCap(self.max_events, self.window, clock) if self.max_events else None

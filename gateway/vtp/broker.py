@@ -45,6 +45,7 @@ from zope.interface import implementer
 
 from gateway.event import Event
 from gateway.vtp import messages
+from gateway.forward.filters import Facts
 from gateway.vtp.access import Whitelist, admits, compile_xpath, rule_for
 from gateway.vtp.framing import COMET_MAX_FRAME_BYTES, DEFAULT_MAX_FRAME_BYTES, FrameProtocol, frame, unpack_length
 from gateway.vtp.tls import is_tls, peer_identity
@@ -54,7 +55,7 @@ log = Logger()
 DEFAULT_BUFFER_BYTES = 4_000_000
 DEFAULT_BUFFER_EVENTS = 1_000
 DEFAULT_FLUSH_INTERVAL = 0.01  # s
-NO_FILTER = ((), "")  # the filter key of a subscriber that takes everything
+NO_FILTER = ((), ("", ""))  # the filter key of a subscriber that takes everything
 
 
 class Selection:
@@ -122,7 +123,7 @@ class BrokerProtocol(FrameProtocol):
         self.rule = rule_for(broker.rules, self.host, identity)
         if self.rule is not None:
             self.cap = self.rule.limiter(broker.clock)
-            self.filter_key = ((), self.rule.filter)
+            self.filter_key = ((), self.rule.key)
         self.transport.registerProducer(self, True)
         self.active = True
         broker.subscribers.add(self)
@@ -148,11 +149,12 @@ class BrokerProtocol(FrameProtocol):
 
     # -- sending, with the bounded buffer ----------------------------------------------------------------------
 
-    def admits(self, root) -> bool:
-        """Do this subscriber's own filters and its rule's filter pass the event ``root`` (None: unparseable)?"""
+    def admits(self, root, facts=None) -> bool:
+        """Do this subscriber's own XPath filters (on ``root``, None: unparseable) and its rule (XPath and
+        expression; ``facts`` for the latter) pass the event?"""
         if self.filters and (root is None or not any(admits(xpath, root) for xpath in self.filters)):
             return False
-        return self.rule is None or not self.rule.filter or (root is not None and self.rule.admits(root))
+        return self.rule is None or self.rule.admits(root, facts)
 
     def deliver(self, selection: Selection, offered: int) -> None:
         """Send the events of one flush that passed this subscriber's filters (``offered`` events were flushed)."""
@@ -298,7 +300,7 @@ class BrokerProtocol(FrameProtocol):
                     expressions.append(expression)
                 except ValueError as error:
                     log.warn("subscriber {peer}: {error}; filter ignored", peer=self.peer(), error=str(error))
-            self.filter_key = (tuple(expressions), self.rule.filter if self.rule is not None else "")
+            self.filter_key = (tuple(expressions), self.rule.key if self.rule is not None else ("", ""))
             if message.filters:
                 log.info("subscriber {peer} ({ivo}) filters on {filters}", peer=self.peer(), ivo=self.remote_ivo,
                          filters=list(message.filters))
@@ -411,7 +413,7 @@ class Broker(protocol.ServerFactory):
         if not batch:
             return
         selections: dict[tuple, Selection] = {}
-        roots = None
+        roots = facts = None
         for subscriber in list(self.subscribers):
             key = subscriber.filter_key
             selection = selections.get(key)
@@ -421,7 +423,9 @@ class Broker(protocol.ServerFactory):
                 else:
                     if roots is None:
                         roots = [self._tree(event) for event, _ in batch]
-                    selection = Selection([item for item, root in zip(batch, roots) if subscriber.admits(root)], now)
+                        facts = [Facts(event) for event, _ in batch]
+                    selection = Selection([item for item, root, fact in zip(batch, roots, facts)
+                                           if subscriber.admits(root, fact)], now)
                 selections[key] = selection
             subscriber.deliver(selection, len(batch))
 

@@ -1,5 +1,6 @@
 """The broker, protocol level: StringTransport peers and a task.Clock, no sockets."""
 
+import re
 import tracemalloc
 from datetime import datetime, timezone
 
@@ -185,6 +186,36 @@ def test_server_side_rule_filter_and_cap(clock):
     clock.advance(30)  # a new window
     publish(broker, event("b9", 17.0))
     assert written(ruled_transport) == [voevent("b9", 17.0)]
+
+
+def test_server_side_rule_in_the_filter_language(clock):
+    """A rule may use the filter language of routes instead of XPath; it sees alert fields, not only Params."""
+    from gateway.alerts.files import iter_inputs
+    from gateway.config import load
+    from gateway.convert import make_converter
+    from gateway.resources import SAMPLES
+
+    convert = make_converter(load())
+    events = [convert(a) for a in iter_inputs([str(SAMPLES)]) if not isinstance(a, Exception)]
+    rules = [Rule(network="10.0.0.0/8", expression="survey == 'ztf' and mag < 19", max_events=0)]
+    broker = Broker("ivo://b", clock=clock, rules=rules)
+    ruled, ruled_transport = connect(broker, host="10.0.0.7")
+    free, free_transport = connect(broker, host="127.0.0.1")
+    written(ruled_transport), written(free_transport)
+    publish(broker, *events)
+    expected = [e.ivorn for e in events if e.alert.survey == "ztf" and e.alert.record["candidate"]["magpsf"] < 19]
+    assert 0 < len(expected) < len(events)
+    sent = [re.search(rb' ivorn="([^"]+)"', frame).group(1).decode() for frame in written(ruled_transport)]
+    assert sent == expected
+    assert ruled.filtered == len(events) - len(expected)
+    assert len(written(free_transport)) == len(events)
+
+
+def test_rule_with_a_bad_expression_names_the_column():
+    with pytest.raises(ValueError, match="column 11: unexpected .and."):
+        Rule.from_config({"network": "10.0.0.0/8", "expression": "survey == and mag < 19"})
+    with pytest.raises(ValueError, match="unknown subscriber rule key"):
+        Rule.from_config({"network": "10.0.0.0/8", "where": "mag < 19"})
 
 
 def test_events_from_a_subscriber_and_garbage_are_ignored(broker, logged):
