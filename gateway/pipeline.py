@@ -131,6 +131,10 @@ class Pipeline:
             return defer.succeed(self.reject(AlertError(origin, None, str(error))))
         return self._route(event)
 
+    def ingest_event(self, event: Event) -> defer.Deferred:
+        """Route an Event a source built itself (the VTP receiver, which has parsed the XML already)."""
+        return self._route(event)
+
     def reject(self, error: AlertError) -> None:
         """Count and log a packet that could not be decoded, converted or parsed."""
         self.stats.reject(error)

@@ -100,7 +100,11 @@ def parse_event(xml: bytes, origin: str, max_bytes: int = MAX_BYTES, received: O
     defaults to now. Raises :class:`VOEventError` (a ValueError) with the reason: too large, not XML,
     DOCTYPE present, not a VOEvent root, missing or invalid ivorn, unknown role.
     """
-    root = safe_fromstring(xml, max_bytes)
+    return event_from_tree(safe_fromstring(xml, max_bytes), xml, origin, received)
+
+
+def event_from_tree(root: etree._Element, xml: bytes, origin: str, received: Optional[datetime] = None) -> Event:
+    """:func:`parse_event` for a document already parsed safely from ``xml`` (a receiver parses once)."""
     tag = root.tag if isinstance(root.tag, str) else ""
     namespace, _, name = tag[1:].partition("}") if tag.startswith("{") else ("", "", tag)
     if name != "VOEvent" or namespace not in VOEVENT_NAMESPACES:

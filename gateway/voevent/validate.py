@@ -45,6 +45,11 @@ def validate(xml: bytes, max_bytes: int = MAX_BYTES) -> list[str]:
         root = safe_fromstring(xml, max_bytes)
     except VOEventError as error:
         return [f"line {error.line or 1}: {error.reason}"]
+    return validate_tree(root)
+
+
+def validate_tree(root) -> list[str]:
+    """:func:`validate` for a document already parsed (safely), so a receiver does not parse it twice."""
     schema = _schema()
     problems = []
     if root.tag != f"{{{VOEVENT_NAMESPACES[0]}}}VOEvent":

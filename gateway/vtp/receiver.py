@@ -27,6 +27,8 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
+from gateway.alerts import AlertError
+from gateway.voevent.parse import event_from_tree
 from gateway.vtp import messages
 from gateway.vtp.access import Whitelist
 from gateway.vtp.framing import DEFAULT_MAX_FRAME_BYTES, FrameProtocol, frame
@@ -148,7 +150,8 @@ class ReceiverProtocol(FrameProtocol, TimeoutMixin):
 class Receiver(protocol.ServerFactory):
     """Author-facing server factory; feeds ``pipeline``.
 
-    ``validate(xml) -> list[str]`` (empty = valid VOEvent 2.0) runs on the reactor for payloads up to
+    ``validate(root) -> list[str]`` (empty = valid VOEvent 2.0; ``root`` the safely parsed frame) runs on the
+    reactor for payloads up to
     ``inline_bytes``, through ``run_blocking`` (default ``deferToThread``) for larger ones;
     ``has_ivorn(ivorn) -> bool | Deferred[bool]`` asks a persistent store about duplicates.
     """
@@ -160,7 +163,7 @@ class Receiver(protocol.ServerFactory):
         from twisted.internet import reactor
 
         if validate is None:
-            from gateway.voevent.validate import validate
+            from gateway.voevent.validate import validate_tree as validate
         self.pipeline, self.local_ivo = pipeline, local_ivo
         self.clock = clock or reactor
         self.validate, self.run_blocking, self.has_ivorn = validate, run_blocking, has_ivorn
@@ -176,10 +179,10 @@ class Receiver(protocol.ServerFactory):
         """Check and route one submitted event. Fires with "accepted" or "duplicate"; fails with Rejected."""
         if len(message.payload) <= self.inline_bytes:
             try:
-                return self._checked(self.validate(message.payload), message, origin)
+                return self._checked(self.validate(message.root), message, origin)
             except Exception:
                 return defer.fail()
-        return self.run_blocking(self.validate, message.payload).addCallback(self._checked, message, origin)
+        return self.run_blocking(self.validate, message.root).addCallback(self._checked, message, origin)
 
     def _checked(self, problems: list, message: messages.VOEventMessage, origin: str) -> defer.Deferred:
         if problems:
@@ -196,7 +199,12 @@ class Receiver(protocol.ServerFactory):
         if stored:
             self.duplicates += 1
             return defer.succeed("duplicate, not routed again")
-        return self.pipeline.ingest_voevent(message.payload, origin).addCallback(self._routed, message)
+        try:  # the frame was parsed once, safely, by messages.parse_message: build the Event from that tree
+            event = event_from_tree(message.root, message.payload, origin)
+        except ValueError as error:  # e.g. an unknown role: counted with the pipeline's rejects, and nak'd
+            self.pipeline.reject(AlertError(origin, None, str(error)))
+            return defer.fail(Rejected(str(error)))
+        return self.pipeline.ingest_event(event).addCallback(self._routed, message)
 
     def _routed(self, event, message: messages.VOEventMessage) -> str:
         if event is None:
