@@ -11,6 +11,8 @@ one set-based INSERT ... SELECT ... ON CONFLICT per table.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from gateway.store.rows import Rows
 from gateway.store.schema import ALERT, CUTOUT, DIAOBJECT, DIASOURCE, SCHEMA, VOEVENT
 
@@ -20,15 +22,16 @@ _OBJECT_COLUMNS = ("objectid", "survey", "ra", "dec", "first_mjd", "last_mjd", "
 _IMMUTABLE = (("alert", ALERT), ("voevent", VOEVENT), ("diasource", DIASOURCE), ("cutout", CUTOUT))
 
 
-def _object_upsert(table: str, detections: str, source: str, least: str, greatest: str) -> str:
-    """INSERT ... ON CONFLICT for diaobject from ``source`` (a VALUES list or a SELECT)."""
+def _object_upsert(table: str, source: str, least: str, greatest: str, ndetections: str) -> str:
+    """INSERT ... ON CONFLICT for diaobject from ``source`` (a VALUES list or a SELECT); ``ndetections`` is the
+    new count on conflict."""
     # strictly newer: a replayed alert (same last_mjd) leaves the row as it is
     newer = f"({table}.last_mjd IS NULL OR excluded.last_mjd > {table}.last_mjd)"
     latest = lambda column: f"CASE WHEN {newer} THEN excluded.{column} ELSE {table}.{column} END"  # noqa: E731
     return (
         f"INSERT INTO {table} ({', '.join(_OBJECT_COLUMNS)}, ndetections) {source} "
         f"ON CONFLICT (objectid) DO UPDATE SET "
-        f"ra = {latest('ra')}, dec = {latest('dec')}, ndetections = excluded.ndetections, "
+        f"ra = {latest('ra')}, dec = {latest('dec')}, ndetections = {ndetections}, "
         f"first_mjd = {least}(coalesce({table}.first_mjd, excluded.first_mjd), "
         f"coalesce(excluded.first_mjd, {table}.first_mjd)), "
         f"last_mjd = {greatest}(coalesce({table}.last_mjd, excluded.last_mjd), "
@@ -42,13 +45,13 @@ _SQLITE_INSERTS = {name: f"INSERT OR IGNORE INTO {name} VALUES ({', '.join('?' *
                    for name, t in _IMMUTABLE}
 # "WHERE true" tells SQLite's parser that ON CONFLICT belongs to the INSERT, not to a join in the SELECT
 _SQLITE_OBJECT = _object_upsert(
-    "diaobject", "diasource",
+    "diaobject",
     f"SELECT {', '.join('?' * len(_OBJECT_COLUMNS))}, (SELECT count(*) FROM diasource WHERE objectid = ?) WHERE true",
-    "min", "max")
+    "min", "max", "excluded.ndetections")
+# PostgreSQL counts what its INSERT ... RETURNING says was new, instead of recounting each object's detections
 _POSTGRES_OBJECT = _object_upsert(
-    f"{SCHEMA}.diaobject", f"{SCHEMA}.diasource",
-    f"SELECT s.*, (SELECT count(*) FROM {SCHEMA}.diasource d WHERE d.objectid = s.objectid) FROM stage_diaobject s",
-    "least", "greatest")
+    f"{SCHEMA}.diaobject", "SELECT * FROM stage_diaobject", "least", "greatest",
+    f"{SCHEMA}.diaobject.ndetections + excluded.ndetections")
 
 
 def merge_objects(rows: list[tuple]) -> list[tuple]:
@@ -135,18 +138,27 @@ class Writer:
                 conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{name} (LIKE {SCHEMA}.{name}) "
                              "ON COMMIT DELETE ROWS")
             conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_diaobject ON COMMIT DELETE ROWS AS "
-                         f"SELECT {', '.join(_OBJECT_COLUMNS)} FROM {SCHEMA}.diaobject WITH NO DATA")
+                         f"SELECT {', '.join(_OBJECT_COLUMNS)}, ndetections FROM {SCHEMA}.diaobject WITH NO DATA")
             self._staged.add(id(conn))
         with conn.cursor() as cursor:
-            for name, batch in (*tables.items(), ("diaobject", objects)):
+            new_per_object: Counter = Counter()
+            for name, batch in tables.items():
                 if not batch:
                     continue
                 with cursor.copy(f"COPY stage_{name} FROM STDIN") as copy:
                     for row in batch:
                         copy.write_row(row)
-                if name == "diaobject":
-                    cursor.execute(_POSTGRES_OBJECT)
+                insert = f"INSERT INTO {SCHEMA}.{name} SELECT * FROM stage_{name} ON CONFLICT DO NOTHING"
+                if name == "diasource":
+                    cursor.execute(insert + " RETURNING objectid")
+                    new_per_object.update(objectid for (objectid,) in cursor.fetchall())
                 else:
-                    cursor.execute(f"INSERT INTO {SCHEMA}.{name} SELECT * FROM stage_{name} ON CONFLICT DO NOTHING")
+                    cursor.execute(insert)
                 # emptied now, not at commit: other writes may share this transaction (group commit)
                 cursor.execute(f"TRUNCATE stage_{name}")
+            if objects:
+                with cursor.copy("COPY stage_diaobject FROM STDIN") as copy:
+                    for row in objects:
+                        copy.write_row((*row, new_per_object[row[0]]))
+                cursor.execute(_POSTGRES_OBJECT)
+                cursor.execute("TRUNCATE stage_diaobject")
