@@ -204,6 +204,7 @@ def main(argv=None) -> int:
     parser.add_argument("--detections", type=int, default=1_000_000, help="alerts (= new detections) to insert")
     parser.add_argument("--batch", type=int, default=2000, help="alerts per transaction (the store's max_batch)")
     parser.add_argument("--previous", type=int, default=9, help="earlier detections each alert carries")
+    parser.add_argument("--no-sqlite", dest="sqlite", action="store_false", help="skip the SQLite part")
     parser.add_argument("--radius", type=float, default=10.0, help="cone radius, arcsec")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432",
                         help="PostgreSQL server URL (a scratch database is created and dropped); '' to skip")
@@ -216,17 +217,19 @@ def main(argv=None) -> int:
     xml = max(events, key=lambda e: len(e.xml)).xml.decode()
     print(f"rows_for (real bundled alerts -> rows): {bench_rows_for(events):,.0f} alerts/s")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/bench.db"
-        rate, raw = bench_insert(url, args.detections, args.batch, args.previous, xml)
-        print(f"SQLite insert: {rate:,.0f} alerts/s ({args.detections:,} alerts, {args.detections:,} new detections, "
-              f"{args.previous} repeated each); raw alert-row baseline {raw:,.0f} rows/s; ratio {rate / raw:.2f}")
-        db = Database(url)
-        c = bench_cones(db, args.radius, args.detections)
-        db.stop()
-        print(f"SQLite cone r={args.radius}\" at {c['rows']:,} detections: p50 {c['p50']:.2f} ms, p99 {c['p99']:.2f} ms "
-              f"(target < 100 ms), {c['found']:.1f} rows per cone; full scan {c['scan']:.0f} ms; "
-              f"index speed-up {c['scan'] / c['p50']:,.0f}x")
+    if args.sqlite:
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{tmp}/bench.db"
+            rate, raw = bench_insert(url, args.detections, args.batch, args.previous, xml)
+            print(f"SQLite insert: {rate:,.0f} alerts/s ({args.detections:,} alerts, {args.detections:,} new "
+                  f"detections, {args.previous} repeated each); raw alert-row baseline {raw:,.0f} rows/s; "
+                  f"ratio {rate / raw:.2f}")
+            db = Database(url)
+            c = bench_cones(db, args.radius, args.detections)
+            db.stop()
+            print(f"SQLite cone r={args.radius}\" at {c['rows']:,} detections: p50 {c['p50']:.2f} ms, "
+                  f"p99 {c['p99']:.2f} ms (target < 100 ms), {c['found']:.1f} rows per cone; full scan "
+                  f"{c['scan']:.0f} ms; index speed-up {c['scan'] / c['p50']:,.0f}x")
 
     if args.postgres:
         import psycopg
