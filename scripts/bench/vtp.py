@@ -21,7 +21,7 @@ This process only starts, waits and sums up. For each fan-out (1, 10, 100 subscr
 * ``bare``   the ceiling: a bare Twisted server writing the same frames to the same kind of sockets, 50 per turn,
   no VTP logic (it ignores the acks the subscribers send).
 
-Then paced runs to the largest fan-out: ``ours@R/s``, an author process sending R events/s over 4 pipelined
+Then paced runs to the largest fan-out: ``ours@R/s``, an author process sending R events/s over ``--concurrency`` pipelined
 connections through our receiver and broker; and ``direct@R/s``, the broker process itself calling
 ``Broker.accept`` R times a second (the broker's share of the latency, without the receiver's checks).
 
@@ -333,7 +333,8 @@ def subscriber_worker(port: int, connections: int, expected: int, authenticate: 
 
 def author(receive: int, name: str, events: int, concurrency: int, rate: float, out: str) -> None:
     """Send ``events`` to the receiver at ``receive``: over ``concurrency`` connections that each wait for an ack
-    before the next (rate 0), or ``rate`` a second over 4 pipelined connections. Writes JSON to ``out``."""
+    before the next (rate 0), or ``rate`` a second over ``concurrency`` pipelined connections. Writes JSON to
+    ``out``."""
     from twisted.internet import defer, reactor, task
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
@@ -364,7 +365,7 @@ def author(receive: int, name: str, events: int, concurrency: int, rate: float, 
                 replies["ack" if messages.quick_ack_origin(payload) else "other"] += 1
 
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", receive)
-        authors = yield defer.gatherResults([connectProtocol(endpoint, Pipelined()) for _ in range(4)])
+        authors = yield defer.gatherResults([connectProtocol(endpoint, Pipelined()) for _ in range(concurrency)])
         started, sent = time.time(), 0
         result["started"] = started
         while sent < events:
@@ -537,7 +538,7 @@ class Bench:
                 process, receive, broadcast = start_ours()
                 try:
                     self.run(f"ours@{rate}/s", process, fanout, total, port=broadcast,
-                             author_args=(receive, f"paced-{rate}", total, 0, rate))
+                             author_args=(receive, f"paced-{rate}", total, args.concurrency, rate))
                 finally:
                     stop(process)
             if "direct" in args.only:
