@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Optional
 
 from twisted.internet import defer
@@ -23,6 +22,7 @@ from gateway.store import writers
 from gateway.store.db import Database, QueryTimeout, StoreError
 from gateway.store.rows import Rows, fits_bytes, rows_for
 from gateway.store.schema import SCHEMA
+from gateway.voevent.build import MemoryHistory
 
 __all__ = ["Database", "QueryTimeout", "Store", "StoreError", "StoreHistory"]
 
@@ -145,41 +145,22 @@ class Store:
         return self.database.read(fetch)
 
 
-class StoreHistory:
+class StoreHistory(MemoryHistory):
     """The converter's History (``previous``/``remember``), from memory, persisted through the store.
 
     ``previous`` is called on the reactor for every alert, so it never touches the DB: the most recent
-    ``capacity`` objects are loaded at start from ``diaobject.last_ivorn``, and every alert converted since is
-    remembered here (the store writes the same IVORN to ``diaobject.last_ivorn``).
+    ``max_objects`` objects are loaded at start from ``diaobject.last_ivorn``, and every alert converted since is
+    remembered in memory (the store writes the same IVORN to ``diaobject.last_ivorn``).
     """
-
-    def __init__(self, capacity: int = 200_000):
-        self.capacity = capacity
-        self._latest: OrderedDict[str, str] = OrderedDict()
 
     def load(self, database: Database) -> int:
         """Blocking: fill from the DB (call before the reactor runs, or in a thread). Returns objects loaded."""
         conn = database.reader()
         try:
             rows = conn.execute(f"SELECT objectid, last_ivorn FROM {SCHEMA}.diaobject WHERE last_ivorn IS NOT NULL "
-                                f"ORDER BY updated DESC LIMIT {int(self.capacity)}").fetchall()
+                                f"ORDER BY updated DESC LIMIT {int(self.max_objects)}").fetchall()
         finally:
             conn.close()
-        for key, ivorn in reversed(rows):
-            self._latest[key] = ivorn
+        for key, ivorn in reversed(rows):  # oldest first, so the newest end up most recently used
+            self.remember(key, ivorn)
         return len(rows)
-
-    def previous(self, object_key: str) -> Optional[str]:
-        ivorn = self._latest.get(object_key)
-        if ivorn is not None:
-            self._latest.move_to_end(object_key)
-        return ivorn
-
-    def remember(self, object_key: str, ivorn: str) -> None:
-        self._latest[object_key] = ivorn
-        self._latest.move_to_end(object_key)
-        while len(self._latest) > self.capacity:
-            self._latest.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._latest)
