@@ -16,11 +16,13 @@ import math
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from gateway.store.schema import SCHEMA, postgres_ddl, sqlite_ddl
@@ -249,41 +251,39 @@ class Database:
 
     def _run_group(self, jobs) -> list[tuple[bool, Any]]:
         """Writer thread: one transaction, a savepoint per job; [(True, result) | (False, Failure)]."""
-        from twisted.python.failure import Failure
-
-        conn = self._writer
         if len(jobs) == 1:  # the common quiet case: no savepoint needed
             fn, args, _ = jobs[0]
             try:
                 return [(True, self.run_write(fn, *args))]
             except Exception:
                 return [(False, Failure())]
+        return self.run_write(self._run_jobs, jobs)
+
+    def _run_jobs(self, conn, jobs) -> list[tuple[bool, Any]]:
         outcomes = []
-        if self.backend == "sqlite":
-            conn.execute("BEGIN IMMEDIATE")
+        for fn, args, _ in jobs:
             try:
-                for fn, args, _ in jobs:
-                    conn.execute("SAVEPOINT job")
-                    try:
-                        outcomes.append((True, fn(conn, *args)))
-                        conn.execute("RELEASE job")
-                    except Exception:
-                        outcomes.append((False, Failure()))
-                        conn.execute("ROLLBACK TO job")
-                        conn.execute("RELEASE job")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return outcomes
-        with conn.transaction():
-            for fn, args, _ in jobs:
-                try:
-                    with conn.transaction():  # nested: a savepoint
-                        outcomes.append((True, fn(conn, *args)))
-                except Exception:
-                    outcomes.append((False, Failure()))
+                with self._savepoint(conn):
+                    outcomes.append((True, fn(conn, *args)))
+            except Exception:
+                outcomes.append((False, Failure()))
         return outcomes
+
+    @contextmanager
+    def _savepoint(self, conn):
+        """Inside the current transaction: keep what the block wrote, or roll back only that and re-raise."""
+        if self.backend != "sqlite":
+            with conn.transaction():  # nested in a transaction: a savepoint
+                yield
+            return
+        conn.execute("SAVEPOINT job")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            raise
+        conn.execute("RELEASE job")
 
     def run_write(self, fn: Callable[..., Any], *args) -> Any:
         """One transaction in the calling thread, for callers already in the writer thread (and for tests and

@@ -89,7 +89,7 @@ def bench_insert(url: str, n_alerts: int, batch: int, previous: int, xml: str) -
     db = Database(url)
     writer = writers.Writer(db.backend)
     progress = tqdm(total=n_alerts, unit="alert", desc=f"insert {db.backend}", leave=False) if tqdm else None
-    started, busy = time.perf_counter(), 0.0
+    busy = 0.0
     for rows in generated_batches(n_alerts, batch, previous, xml):
         t = time.perf_counter()
         db.run_write(writer.write, rows)
@@ -116,7 +116,6 @@ def bench_insert(url: str, n_alerts: int, batch: int, previous: int, xml: str) -
         raw_busy += time.perf_counter() - t
     db.run_write(lambda conn: conn.execute("DROP TABLE bench_raw"))
     db.stop()
-    del started
     return store_rate, min(n_alerts, 200_000) / raw_busy
 
 
@@ -178,6 +177,12 @@ def bench_cones(db: Database, radius_arcsec: float, max_id: int, n: int = 200, s
             "scan": statistics.median(scan_times), "found": found / len(cones)}
 
 
+def cone_line(backend: str, radius: float, c: dict, target_ms: float) -> str:
+    return (f"{backend} cone r={radius}\" at {c['rows']:,} detections: p50 {c['p50']:.2f} ms, p99 {c['p99']:.2f} ms "
+            f"(target < {target_ms:g} ms), {c['found']:.1f} rows per cone; full scan {c['scan']:.0f} ms; "
+            f"index speed-up {c['scan'] / c['p50']:,.0f}x")
+
+
 def bench_rows_for(events, repeat: int = 20) -> float:
     t = time.perf_counter()
     for _ in range(repeat):
@@ -227,9 +232,7 @@ def main(argv=None) -> int:
             db = Database(url)
             c = bench_cones(db, args.radius, args.detections)
             db.stop()
-            print(f"SQLite cone r={args.radius}\" at {c['rows']:,} detections: p50 {c['p50']:.2f} ms, "
-                  f"p99 {c['p99']:.2f} ms (target < 100 ms), {c['found']:.1f} rows per cone; full scan "
-                  f"{c['scan']:.0f} ms; index speed-up {c['scan'] / c['p50']:,.0f}x")
+            print(cone_line("SQLite", args.radius, c, target_ms=100))
 
     if args.postgres:
         import psycopg
@@ -249,9 +252,7 @@ def main(argv=None) -> int:
             db = Database(url)
             c = bench_cones(db, args.radius, args.detections)
             db.stop()
-            print(f"PostgreSQL cone r={args.radius}\" at {c['rows']:,} detections: p50 {c['p50']:.2f} ms, "
-                  f"p99 {c['p99']:.2f} ms (target < 50 ms), {c['found']:.1f} rows per cone; full scan {c['scan']:.0f} ms; "
-                  f"index speed-up {c['scan'] / c['p50']:,.0f}x")
+            print(cone_line("PostgreSQL", args.radius, c, target_ms=50))
         finally:
             with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as admin:
                 admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -232,3 +232,22 @@ def test_bad_store_urls_say_what_is_expected(url):
 def test_unreachable_postgresql_is_a_clear_error():
     with pytest.raises(Exception, match="cannot connect to PostgreSQL"):
         Database("postgresql://nobody@127.0.0.1:1/none", reactor)
+
+
+@pytest_twisted.inlineCallbacks
+def test_group_commit_rolls_back_only_the_failing_write(database):
+    """Writes queued together share one transaction; the one that fails is rolled back alone."""
+    table, p = database.table("diaobject"), database.placeholder
+
+    def insert(key):
+        return lambda conn: conn.execute(f"INSERT INTO {table} (objectid) VALUES ({p})", (key,))
+
+    def insert_then_fail(conn):
+        insert("half-written")(conn)
+        raise RuntimeError("disk full")
+
+    results = yield defer.DeferredList([database.write(insert("a")), database.write(insert_then_fail),
+                                        database.write(insert("b"))], consumeErrors=True)
+    assert [ok for ok, _ in results] == [True, False, True]
+    assert results[1][1].check(RuntimeError)
+    assert sorted(r[0] for r in query(database, "SELECT objectid FROM gateway.diaobject")) == ["a", "b"]
