@@ -19,12 +19,12 @@ from twisted.logger import Logger
 
 from gateway.event import Event
 from gateway.store import writers
-from gateway.store.db import Database, QueryTimeout, StoreError
+from gateway.store.db import Database, StoreError
 from gateway.store.rows import Rows, fits_bytes, rows_for
 from gateway.store.schema import SCHEMA
 from gateway.voevent.build import MemoryHistory
 
-__all__ = ["Database", "QueryTimeout", "Store", "StoreError", "StoreHistory"]
+__all__ = ["Database", "Store", "StoreError", "StoreHistory"]
 
 log = Logger()
 

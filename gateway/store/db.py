@@ -34,10 +34,6 @@ class StoreError(Exception):
     """The alert DB could not be opened or written; the message says which and why."""
 
 
-class QueryTimeout(Exception):
-    """A read query ran longer than its time limit and was cancelled."""
-
-
 def parse_url(url: str) -> tuple[str, str]:
     """(backend, target): ("sqlite", path or ":memory:") or ("postgresql", conninfo)."""
     if url.startswith("sqlite://"):
