@@ -28,12 +28,14 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from gateway.event import Event
+from gateway.store.db import DatabaseClosed
 
 log = Logger()
 
 TABLE = "forward_outbox"
 TNS_TABLE = "tns_report"
-#: the VOEvent of each event queued, once however many routes queued it (rows with a NULL payload use it)
+#: rows with a NULL payload send the event's VOEvent: the store's ``voevent`` row, or, for an event the store has
+#: not written (yet) when its rows are queued, a copy kept here (once however many routes queued it)
 PAYLOAD_TABLE = "forward_payload"
 STATUSES = ("pending", "sending", "sent", "failed", "dropped")
 
@@ -183,81 +185,59 @@ class Outbox:
         self.table = database.table(TABLE)
         self.tns_table = database.table(TNS_TABLE)
         self.payload_table = database.table(PAYLOAD_TABLE)
+        self.voevent_table = database.table("voevent")
         self.p = database.placeholder
         self.listeners: list[Callable[[set[str]], None]] = []
-        self._batch: list[tuple[str, str, Prepared, Event]] = []
-        self._waiting: list[defer.Deferred] = []
-        self._flushing = False
-        self._results: list[tuple[Item, Outcome, int, Optional[Callable]]] = []
-        self._recording = False
-        self._recorded: list[defer.Deferred] = []
         create_tables(database)
 
     # -- enqueue (group commit) -----------------------------------------------------------------------------
 
     def enqueue(self, rows: list[tuple[str, str, Prepared, Event]]) -> defer.Deferred:
-        """Queue ``(route, kind, prepared, event)`` rows; fires once they are committed."""
-        d = defer.Deferred()
-        self._batch.extend(rows)
-        self._waiting.append(d)
-        if not self._flushing:
-            self._flushing = True
-            self.clock.callLater(0, self._flush)
-        return d
-
-    def _flush(self) -> None:
-        # the batch is bounded by the sources' in-flight limits (each waits for its Deferreds)
-        batch, waiting = self._batch, self._waiting
-        self._batch, self._waiting = [], []
-        now = self.clock.seconds()
-
-        def done(routes):
-            for d in waiting:
-                d.callback(None)
-            for listener in self.listeners:
-                listener(routes)
-
+        """Queue ``(route, kind, prepared, event)`` rows; fires once they are committed (in the transaction of
+        this reactor turn's other writes: the store's batch among them)."""
         def failed_write(failure):
-            log.failure("outbox write failed ({n} rows); the sources will not commit past them", failure,
-                        n=len(batch))
-            for d in waiting:
-                d.errback(failure)
+            log.failure("outbox write failed ({n} rows); the sources will not commit past them", failure, n=len(rows))
+            return failure
 
-        def next_flush(_):
-            if self._batch:
-                self._flush()
-            else:
-                self._flushing = False
+        return self.db.write_item(self._insert, (rows, self.clock.seconds())).addCallbacks(self._notify, failed_write)
 
-        self.db.write(self._insert, batch, now).addCallbacks(done, failed_write).addBoth(next_flush)
+    def _notify(self, routes: set[str]) -> None:
+        for listener in self.listeners:
+            listener(routes)
 
-    def _insert(self, conn, batch, now) -> set[str]:
+    def _insert(self, conn, queued: list[tuple[list, float]]) -> list[set[str]]:
+        """Writer thread: the rows of each ``enqueue``; returns, per call, the routes that got new rows."""
         p = self.p
-        routes = set()
         insert = (f"INSERT INTO {self.table} (key, route, kind, ivorn, objectid, payload, meta, status, stage, "
                   f"attempts, next_attempt, uncertain, last_error, created, updated) "
                   f"VALUES ({', '.join([p] * 15)}) ON CONFLICT (key) DO NOTHING")
         claim_object = (f"INSERT INTO {self.tns_table} (objectid, route, ivorn, status, created, updated) "
                         f"VALUES ({p}, {p}, {p}, 'queued', {p}, {p}) ON CONFLICT (objectid) DO NOTHING")
-        values, shared = [], {}
-        for route, kind, prepared, event in batch:
-            if prepared.once_per_object and not prepared.failed:
-                cursor = conn.execute(claim_object, (prepared.objectid, route, event.ivorn, now, now))
-                if cursor.rowcount == 0:
-                    continue  # already queued or reported, by this route or another: once, ever
-            status = "failed" if prepared.failed else "pending"
-            if prepared.payload is None:
-                shared[event.ivorn] = event.xml
-            values.append((prepared.key, route, kind, event.ivorn, prepared.objectid, prepared.payload,
-                           _json(prepared.meta) if prepared.meta else None, status, "send", 0, now, 0,
-                           prepared.failed or None, now, now))
-            routes.add(route)
+        values, shared, queued_routes = [], {}, []
+        for rows, now in queued:
+            routes = set()
+            for route, kind, prepared, event in rows:
+                if prepared.once_per_object and not prepared.failed:
+                    cursor = conn.execute(claim_object, (prepared.objectid, route, event.ivorn, now, now))
+                    if cursor.rowcount == 0:
+                        continue  # already queued or reported, by this route or another: once, ever
+                status = "failed" if prepared.failed else "pending"
+                if prepared.payload is None:
+                    shared[event.ivorn] = (event.xml, now)
+                values.append((prepared.key, route, kind, event.ivorn, prepared.objectid, prepared.payload,
+                               _json(prepared.meta) if prepared.meta else None, status, "send", 0, now, 0,
+                               prepared.failed or None, now, now))
+                routes.add(route)
+            queued_routes.append(routes)
         if shared:
-            conn.cursor().executemany(f"INSERT INTO {self.payload_table} (ivorn, xml, created) VALUES ({p}, {p}, {p}) "
-                             f"ON CONFLICT (ivorn) DO NOTHING", [(i, x, now) for i, x in shared.items()])
+            # the store's job usually ran just before in this transaction (the router hands it the event first)
+            conn.cursor().executemany(
+                f"INSERT INTO {self.payload_table} (ivorn, xml, created) SELECT {p}, {p}, {p} WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {self.voevent_table} WHERE ivorn = {p}) ON CONFLICT (ivorn) DO NOTHING",
+                [(i, x, t, i) for i, (x, t) in shared.items()])
         if values:
             conn.cursor().executemany(insert, values)
-        return routes
+        return queued_routes
 
     # -- claim and record ---------------------------------------------------------------------------------------
 
@@ -270,26 +250,34 @@ class Outbox:
         p, t = self.p, self.table
         lock = " FOR UPDATE OF o SKIP LOCKED" if self.db.backend == "postgresql" else ""
         rows = conn.execute(
-            f"SELECT o.id, o.route, o.key, o.ivorn, o.objectid, COALESCE(o.payload, x.xml), o.meta, o.attempts, "
-            f"o.stage, o.result, o.uncertain, o.status FROM {t} o LEFT JOIN {self.payload_table} x "
-            f"ON x.ivorn = o.ivorn WHERE o.route = {p} AND ((o.status = 'pending' AND o.next_attempt <= {p}) OR "
+            f"SELECT o.id, o.route, o.key, o.ivorn, o.objectid, o.payload, v.xml, x.xml, o.meta, "
+            f"o.attempts, o.stage, o.result, o.uncertain, o.status FROM {t} o "
+            f"LEFT JOIN {self.voevent_table} v ON o.payload IS NULL AND v.ivorn = o.ivorn "
+            f"LEFT JOIN {self.payload_table} x ON o.payload IS NULL AND v.ivorn IS NULL AND x.ivorn = o.ivorn WHERE o.route = {p} AND ((o.status = 'pending' AND o.next_attempt <= {p}) OR "
             f"(o.status = 'sending' AND o.lease_until <= {p})) ORDER BY o.next_attempt, o.id LIMIT {p}{lock}",
             (route, now, now, limit)).fetchall()
         items = []
-        for (id_, route_, key, ivorn, objectid, payload, meta, attempts, stage, result, uncertain, status) in rows:
+        for (id_, route_, key, ivorn, objectid, payload, stored, copied, meta, attempts, stage, result, uncertain,
+             status) in rows:
             # a row still "sending" after its lease: its process died mid-delivery; the endpoint may have it
             uncertain = bool(uncertain) or (status == "sending" and stage == "send")
             attempts = attempts + 1 if stage == "send" else attempts
             conn.execute(f"UPDATE {t} SET status = 'sending', lease_until = {p}, attempts = {p}, uncertain = {p}, "
                          f"updated = {p} WHERE id = {p}", (now + lease, attempts, int(uncertain), now, id_))
+            payload = next((value for value in (payload, stored, copied) if value is not None), None)
+            if isinstance(payload, str):  # the store keeps the VOEvent as text
+                payload = payload.encode("utf-8")
             items.append(Item(id_, route_, key, ivorn, objectid, bytes(payload) if payload is not None else b"",
                               json.loads(meta) if meta else {}, attempts, stage, result or "", uncertain))
         next_due = None
         if len(items) < limit:
-            found = conn.execute(
-                f"SELECT MIN(CASE WHEN status = 'pending' THEN next_attempt ELSE lease_until END) FROM {t} "
-                f"WHERE route = {p} AND status IN ('pending', 'sending')", (route,)).fetchone()
-            next_due = found[0] if found else None
+            # two index lookups (route, status, next_attempt), not a scan of every pending row
+            pending = conn.execute(f"SELECT MIN(next_attempt) FROM {t} WHERE route = {p} AND status = 'pending'",
+                                   (route,)).fetchone()[0]
+            leased = conn.execute(f"SELECT MIN(lease_until) FROM {t} WHERE route = {p} AND status = 'sending'",
+                                  (route,)).fetchone()[0]
+            due = [when for when in (pending, leased) if when is not None]
+            next_due = min(due) if due else None
         return items, next_due
 
     def backoff(self, attempts: int) -> float:
@@ -302,39 +290,19 @@ class Outbox:
         """Store what became of ``item``; results from one reactor turn share a transaction.
 
         ``hook(conn, database, item, outcome)`` runs inside that transaction (TNS stores the name it got)."""
-        d = defer.Deferred()
-        self._results.append((item, outcome, max_attempts, hook))
-        self._recorded.append(d)
-        if not self._recording:
-            self._recording = True
-            self.clock.callLater(0, self._record_batch)
-        return d
-
-    def _record_batch(self) -> None:
-        results, waiting = self._results, self._recorded
-        self._results, self._recorded = [], []
-        now = self.clock.seconds()
-
-        def fire(_):
-            for d in waiting:
-                d.callback(None)
-
-        def fail(failure):
-            log.failure("outbox: recording {n} delivery results failed", failure, n=len(results))
-            for d in waiting:
-                d.callback(None)  # the rows stay leased; they are claimed again (uncertain) after the lease
-
-        def again(_):
-            if self._results:
-                self._record_batch()
+        def failed_write(failure):
+            # the row stays leased: it is claimed again (uncertain) once the lease expires
+            if failure.check(DatabaseClosed):
+                log.info("outbox: {key} finished after the alert DB closed; it stays leased", key=item.key)
             else:
-                self._recording = False
+                log.failure("outbox: recording the result of {key} failed", failure, key=item.key)
 
-        self.db.write(self._store_results, results, now).addCallbacks(fire, fail).addBoth(again)
+        return self.db.write_item(self._store_results, (item, outcome, max_attempts, hook, self.clock.seconds())
+                                  ).addErrback(failed_write)
 
-    def _store_results(self, conn, results, now) -> None:
+    def _store_results(self, conn, results) -> list[None]:
         p, t = self.p, self.table
-        for item, outcome, max_attempts, hook in results:
+        for item, outcome, max_attempts, hook, now in results:
             kind = outcome.kind
             if kind == "retry" and item.attempts >= max_attempts:
                 kind, detail = "failed", f"gave up after {item.attempts} attempts: {outcome.detail}"
@@ -363,6 +331,7 @@ class Outbox:
                              (now + wait, detail, int(item.uncertain or outcome.uncertain), now, item.id))
             if hook is not None:
                 hook(conn, self.db, item, Outcome(kind, detail, outcome.result, outcome.after, outcome.uncertain))
+        return [None] * len(results)
 
     # -- maintenance ------------------------------------------------------------------------------------------
 
@@ -464,17 +433,36 @@ class RouteWorker:
         self._claiming = False
         self._timer = None
         self._pending_records: set[defer.Deferred] = set()
+        self._stopping: list[defer.Deferred] = []
         self.stats = defaultdict(int)
 
     def start(self) -> None:
         self.running = True
         self.poke()
 
-    def stop(self) -> defer.Deferred:
-        """Stop claiming; fires when deliveries in flight have been recorded (or given up on after the lease)."""
+    def stop(self, grace: float = 5.0) -> defer.Deferred:
+        """Stop claiming; fires when the deliveries in flight have finished and been recorded, or after ``grace``
+        seconds (those still out then stay leased in the outbox, and are sent again, as uncertain, later)."""
         self.running = False
         self._cancel_timer()
-        return defer.DeferredList(list(self._pending_records)) if self._pending_records else defer.succeed(None)
+        if self._idle():
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._stopping.append(d)
+        give_up = self.clock.callLater(grace, self._stopped)
+        d.addBoth(lambda result: (give_up.active() and give_up.cancel(), result)[1])
+        return d
+
+    def _idle(self) -> bool:
+        return not self.in_flight and not self._pending_records
+
+    def _stopped(self) -> None:
+        waiting, self._stopping = self._stopping, []
+        if waiting and not self._idle():
+            log.info("route {route}: stopped with {n} deliveries still out; they stay leased and are sent again "
+                     "(as uncertain) later", route=self.name, n=self.in_flight)
+        for d in waiting:
+            d.callback(None)
 
     def poke(self, delay: float = 0.0) -> None:
         if not self.running:
@@ -564,6 +552,8 @@ class RouteWorker:
 
         def recorded(_):
             self._pending_records.discard(d)
+            if self._stopping and self._idle():
+                self._stopped()
             self.poke()
         d.addBoth(recorded)
 

@@ -16,10 +16,11 @@ from typing import Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gateway.event import Event
 from gateway.store import writers
-from gateway.store.db import Database, StoreError
+from gateway.store.db import Database, DatabaseClosed, StoreError
 from gateway.store.rows import Rows, fits_bytes, rows_for
 from gateway.store.schema import SCHEMA
 from gateway.voevent.build import MemoryHistory
@@ -40,9 +41,8 @@ class Store:
         self.database = database
         self.max_batch = max_batch
         self.writer = writers.Writer(database.backend)
-        self._pending: list[tuple[Event, defer.Deferred]] = []
         self._pending_ivorns: set[str] = set()
-        self._writing = False
+        self._unfinished = 0
         self._closing: list[defer.Deferred] = []
         self.stored = 0
         self.failed = 0
@@ -50,29 +50,12 @@ class Store:
     # -- sink -------------------------------------------------------------------------------------------------
 
     def accept(self, event: Event) -> defer.Deferred:
-        d = defer.Deferred()
-        self._pending.append((event, d))
         self._pending_ivorns.add(event.ivorn)
-        if not self._writing:
-            self._flush()
+        self._unfinished += 1
+        d = self.database.write_item(self._write_batch, event, self.max_batch)
+        d.addCallbacks(self._written, self._batch_failed, callbackArgs=(event,), errbackArgs=(event,))
+        d.addBoth(self._finished, event)
         return d
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
-        if not batch:
-            self._writing = False
-            if self._closing:
-                self.database.stop()
-                for d in self._closing:
-                    d.callback(None)
-                self._closing = []
-            return
-        self._writing = True
-        events = [event for event, _ in batch]
-        done = self.database.write(self._write_batch, events)
-        done.addCallbacks(self._written, self._batch_failed, callbackArgs=(batch,), errbackArgs=(batch,))
-        done.addErrback(lambda f: log.failure("store: unexpected error after a write", f))
-        done.addBoth(lambda _: self._flush())
 
     def _write_batch(self, conn, events: list[Event]) -> list[Optional[Exception]]:
         """Writer thread: rows for every event (a bad one is reported, not fatal), then one write per table."""
@@ -86,39 +69,47 @@ class Store:
         self.writer.write(conn, rows)
         return outcome
 
-    def _written(self, outcome: list, batch) -> None:
-        for (event, d), error in zip(batch, outcome):
-            self._pending_ivorns.discard(event.ivorn)
-            if error is None:
-                self.stored += 1
-                d.callback(event)
-            else:
-                self.failed += 1
-                log.warn("store: {error}", error=error)
-                d.errback(error)
+    def _written(self, error: Optional[Exception], event: Event) -> Event:
+        if error is not None:
+            raise error
+        self.stored += 1
+        return event
 
-    def _batch_failed(self, failure, batch) -> defer.Deferred:
-        self.writer.forget()  # what it remembered of this batch was rolled back
-        if len(batch) == 1:
-            event, d = batch[0]
-            self._pending_ivorns.discard(event.ivorn)
+    def _batch_failed(self, failure, event: Event) -> defer.Deferred:
+        """The transaction holding ``event`` failed: write it again alone, so only a bad event fails."""
+        self.writer.forget()  # what it remembered of that batch was rolled back
+        if failure.check(DatabaseClosed):
+            return failure
+        alone = self.database.write(self._write_batch, [event])
+
+        def outcome(errors):
+            if errors[0] is not None:
+                raise errors[0]
+            self.stored += 1
+            return event
+
+        def failed_alone(failure):
+            self.writer.forget()
+            raise StoreError(f"cannot store {event.ivorn}: {failure.getErrorMessage()}")
+
+        return alone.addCallbacks(outcome, failed_alone)
+
+    def _finished(self, result, event: Event):
+        self._pending_ivorns.discard(event.ivorn)
+        self._unfinished -= 1
+        if isinstance(result, Failure):
             self.failed += 1
-            error = StoreError(f"cannot store {event.ivorn}: {failure.getErrorMessage()}")
-            log.error("store: {error}", error=error)
-            d.errback(error)
-            return defer.succeed(None)
-        log.warn("store: a batch of {n} failed ({why}); writing its events one by one",
-                 n=len(batch), why=failure.getErrorMessage())
-        singles = []
-        for item in batch:
-            one = self.database.write(self._write_batch, [item[0]])
-            one.addCallbacks(self._written, self._batch_failed, callbackArgs=([item],), errbackArgs=([item],))
-            singles.append(one)
-        return defer.DeferredList(singles)
+            log.warn("store: {error}", error=result.getErrorMessage())
+        if not self._unfinished and self._closing:
+            self.database.stop()
+            closing, self._closing = self._closing, []
+            for d in closing:
+                d.callback(None)
+        return result
 
     def close(self) -> defer.Deferred:
         """Wait for the events already accepted to be committed, then close the DB connections."""
-        if not self._writing and not self._pending:
+        if not self._unfinished:
             self.database.stop()
             return defer.succeed(None)
         d = defer.Deferred()

@@ -34,6 +34,10 @@ class StoreError(Exception):
     """The alert DB could not be opened or written; the message says which and why."""
 
 
+class DatabaseClosed(StoreError):
+    """A write after :meth:`Database.stop`."""
+
+
 def parse_url(url: str) -> tuple[str, str]:
     """(backend, target): ("sqlite", path or ":memory:") or ("postgresql", conninfo)."""
     if url.startswith("sqlite://"):
@@ -91,6 +95,8 @@ def sqlite_writer(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes, fast commits
     conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA wal_autocheckpoint=16384")
+    conn.execute("PRAGMA cache_size=-65536")  # 64 MB (default 2 MB): a batch of 6 kB VOEvents and indexes fits
     for statement in sqlite_ddl():
         conn.execute(statement)
     return conn
@@ -164,6 +170,7 @@ class Database:
         self._local = threading.local()
         self._writer = None
         self._queued: list = []
+        self._coalescing: dict = {}  # fn -> (items, their Deferreds) of the job not yet started
         self._committing = False
         if self.backend == "sqlite" and self.target == ":memory:":
             # a shared in-memory DB for tests: readers and the writer see the same tables
@@ -211,23 +218,63 @@ class Database:
     def write(self, fn: Callable[..., Any], *args) -> defer.Deferred:
         """Run ``fn(conn, *args)`` in the writer thread; the Deferred fires with its result once committed.
 
-        Group commit: writes queued while a transaction is being written (the store's batch, the outbox's
-        inserts and status updates) share the next transaction, each in its own savepoint, so one failing
-        ``fn`` is rolled back alone and errbacks alone, and the others still commit together.
+        Group commit: the writes of one reactor turn, and those queued while a transaction is being written
+        (the store's batch, the outbox's inserts and status updates), share the next transaction, each in its
+        own savepoint, so one failing ``fn`` is rolled back alone and errbacks alone, and the others still commit
+        together.
         """
-        self.start()
+        if self._writer is None:
+            return defer.fail(DatabaseClosed("the alert DB is closed"))
         d = defer.Deferred()
         self._queued.append((fn, args, d))
-        if not self._committing:
-            self._commit_next()
+        self._schedule()
         return d
+
+    def write_item(self, fn: Callable[..., list], item, limit: int = 0) -> defer.Deferred:
+        """Queue ``item`` for ``fn(conn, items)``, called once per transaction with every item queued for it
+        meanwhile (at most ``limit``; 0: no cap), so the many small writes of a burst go as one job. ``fn``
+        returns one result per item; each item's Deferred fires with its own once committed."""
+        if self._writer is None:
+            return defer.fail(DatabaseClosed("the alert DB is closed"))
+        job = self._coalescing.get(fn)
+        if job is None or (limit and len(job[0]) >= limit):
+            job = self._coalescing[fn] = ([], [])
+            items, waiting = job
+
+            def fire(results):
+                for d, result in zip(waiting, results):
+                    d.callback(result)
+
+            def fail(failure):
+                for d in waiting:
+                    d.errback(failure)
+
+            shared = defer.Deferred().addCallbacks(fire, fail)
+            self._queued.append((fn, (items,), shared))
+            self._schedule()
+        d = defer.Deferred()
+        job[0].append(item)
+        job[1].append(d)
+        return d
+
+    def _schedule(self) -> None:
+        # at the end of this reactor turn, so that every write made in it joins one transaction
+        self.start()
+        if not self._committing:
+            self._committing = True
+            self.reactor.callLater(0, self._commit_next)
 
     def _commit_next(self) -> None:
         jobs, self._queued = self._queued, []
+        self._coalescing = {}
         if not jobs:
             self._committing = False
             return
-        self._committing = True
+        if self._writer is None:  # stopped with writes still queued
+            self._committing = False
+            for _, _, d in jobs:
+                d.errback(DatabaseClosed("the alert DB is closed"))
+            return
         done = threads.deferToThreadPool(self.reactor, self._writer_pool, self._run_group, jobs)
 
         def fire(outcomes):

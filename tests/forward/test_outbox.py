@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 
 from forward.kit import Scripted, events, serve, until
 from gateway import config as configuration
@@ -274,3 +274,33 @@ def test_outbox_on_postgresql(pg_url):
         yield stop(services)
         yield port.stopListening()
         database.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_payload_is_read_from_the_store_and_copied_only_for_events_not_stored(database):
+    """Behind the store (as in ``serve``) the outbox keeps no second copy of each VOEvent: deliveries read the
+    store's ``voevent`` row. An event the store has not written gets its VOEvent copied, and is delivered too."""
+    from gateway.pipeline import Router
+    from gateway.store import Store
+
+    receiver = Scripted()
+    port, url = yield serve(receiver)
+    sink, services = yield start(make_config(webhook(url)), database)
+    router = Router([Store(database), sink])
+    try:
+        ztf = events("ztf")
+        stored, alone = ztf[:-1], ztf[-1]
+        yield defer.gatherResults([router.publish(event) for event in stored])
+        yield sink.accept(alone)
+        conn = database.reader()
+        try:
+            copied = [i for (i,) in conn.execute(f"SELECT ivorn FROM gateway.{outbox.PAYLOAD_TABLE}")]
+        finally:
+            conn.close()
+        assert copied == [alone.ivorn]
+        yield until(lambda: len(receiver.requests) == len(ztf), what="every event delivered")
+        sent = sorted(json.loads(r["body"])["ivorn"] for r in receiver.requests)
+        assert sent == sorted(e.ivorn for e in ztf)
+    finally:
+        yield stop(services)
+        yield port.stopListening()

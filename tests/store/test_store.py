@@ -251,3 +251,40 @@ def test_group_commit_rolls_back_only_the_failing_write(database):
     assert [ok for ok, _ in results] == [True, False, True]
     assert results[1][1].check(RuntimeError)
     assert sorted(r[0] for r in query(database, "SELECT objectid FROM gateway.diaobject")) == ["a", "b"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_write_item_batches_one_turn_and_answers_each_item(database):
+    """Items queued in one reactor turn reach ``fn`` as one list (capped by ``limit``); each caller gets its own
+    result; a failing job fails its items only."""
+    table, p = database.table("diaobject"), database.placeholder
+    calls = []
+
+    def insert(conn, keys):
+        calls.append(list(keys))
+        for key in keys:
+            conn.execute(f"INSERT INTO {table} (objectid) VALUES ({p})", (key,))
+        return [f"stored {key}" for key in keys]
+
+    def explode(conn, keys):
+        raise RuntimeError("disk full")
+
+    items = [database.write_item(insert, f"k{i}", limit=3) for i in range(5)]
+    doomed = database.write_item(explode, "x")
+    results = yield defer.DeferredList(items + [doomed], consumeErrors=True)
+    assert calls == [["k0", "k1", "k2"], ["k3", "k4"]]
+    assert [value for _, value in results[:5]] == [f"stored k{i}" for i in range(5)]
+    assert not results[5][0] and results[5][1].check(RuntimeError)
+    assert count(database, "diaobject") == 5
+
+
+@pytest_twisted.inlineCallbacks
+def test_writes_after_stop_fail_clearly(tmp_path):
+    from gateway.store.db import DatabaseClosed
+
+    db = Database(f"sqlite:///{tmp_path / 'alerts.db'}", reactor)
+    yield db.write(lambda conn: None)
+    db.stop()
+    for d in (db.write(lambda conn: None), db.write_item(lambda conn, items: items, 1)):
+        with pytest.raises(DatabaseClosed, match="closed"):
+            yield d
