@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     from gateway.alerts import Alert
+    from gateway.alerts.fields import Detection
 
 ROLES = ("observation", "prediction", "utility", "test")
 
@@ -17,7 +18,8 @@ class Event:
     """One VOEvent on its way through the gateway.
 
     ``xml`` is the serialized VOEvent exactly as it will be sent; ``alert`` is the decoded alert it was built
-    from, or None when the event arrived as a VOEvent (VTP, Kafka XML).
+    from, or None when the event arrived as a VOEvent (VTP, Kafka XML); ``detection`` is the alert's triggering
+    detection as the converter read it (``gateway.alerts.fields.Detection``), so sinks need not read it again.
     """
 
     ivorn: str
@@ -26,6 +28,7 @@ class Event:
     xml: bytes
     alert: Optional["Alert"] = None
     origin: str = ""
+    detection: Optional["Detection"] = None
 
     def __post_init__(self):
         if self.role not in ROLES:

@@ -173,9 +173,11 @@ class Facts:
 
     def detection(self):
         if self._det is None:
-            from gateway.alerts import fields
+            self._det = self.event.detection
+            if self._det is None:
+                from gateway.alerts import fields
 
-            self._det = fields.detection(self.event.alert)
+                self._det = fields.detection(self.event.alert)
         return self._det
 
     def record(self) -> Optional[dict]:

@@ -28,6 +28,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from gateway.event import Event
+from gateway.forward.filters import Facts
 from gateway.store.db import DatabaseClosed
 
 log = Logger()
@@ -249,13 +250,18 @@ class Outbox:
     def _claim(self, conn, route, limit, now, lease):
         p, t = self.p, self.table
         lock = " FOR UPDATE OF o SKIP LOCKED" if self.db.backend == "postgresql" else ""
-        rows = conn.execute(
-            f"SELECT o.id, o.route, o.key, o.ivorn, o.objectid, o.payload, v.xml, x.xml, o.meta, "
-            f"o.attempts, o.stage, o.result, o.uncertain, o.status FROM {t} o "
-            f"LEFT JOIN {self.voevent_table} v ON o.payload IS NULL AND v.ivorn = o.ivorn "
-            f"LEFT JOIN {self.payload_table} x ON o.payload IS NULL AND v.ivorn IS NULL AND x.ivorn = o.ivorn WHERE o.route = {p} AND ((o.status = 'pending' AND o.next_attempt <= {p}) OR "
-            f"(o.status = 'sending' AND o.lease_until <= {p})) ORDER BY o.next_attempt, o.id LIMIT {p}{lock}",
-            (route, now, now, limit)).fetchall()
+        # two index range scans on (route, status, next_attempt), not one OR over every row of the route:
+        # leases that ran out first (their process died), then pending rows that are due, oldest first
+        select = (f"SELECT o.id, o.route, o.key, o.ivorn, o.objectid, o.payload, v.xml, x.xml, o.meta, "
+                  f"o.attempts, o.stage, o.result, o.uncertain, o.status FROM {t} o "
+                  f"LEFT JOIN {self.voevent_table} v ON o.payload IS NULL AND v.ivorn = o.ivorn "
+                  f"LEFT JOIN {self.payload_table} x ON o.payload IS NULL AND v.ivorn IS NULL AND x.ivorn = o.ivorn "
+                  f"WHERE o.route = {p} AND ")
+        rows = conn.execute(select + f"o.status = 'sending' AND o.lease_until <= {p} ORDER BY o.lease_until, "
+                                     f"o.id LIMIT {p}{lock}", (route, now, limit)).fetchall()
+        if len(rows) < limit:
+            rows += conn.execute(select + f"o.status = 'pending' AND o.next_attempt <= {p} ORDER BY o.next_attempt, "
+                                          f"o.id LIMIT {p}{lock}", (route, now, limit - len(rows))).fetchall()
         items = []
         for (id_, route_, key, ivorn, objectid, payload, stored, copied, meta, attempts, stage, result, uncertain,
              status) in rows:
@@ -365,8 +371,6 @@ class ForwardSink:
         self.selected = defaultdict(int)
 
     def accept(self, event: Event) -> Optional[defer.Deferred]:
-        from gateway.forward.filters import Facts
-
         facts = Facts(event)
         rows = []
         for route in self.routes:

@@ -41,6 +41,7 @@ class Store:
         self.database = database
         self.max_batch = max_batch
         self.writer = writers.Writer(database.backend)
+        database.on_rollback(self.writer.forget)  # what it remembered of a rolled-back batch was not stored
         self._pending_ivorns: set[str] = set()
         self._unfinished = 0
         self._closing: list[defer.Deferred] = []
@@ -77,7 +78,6 @@ class Store:
 
     def _batch_failed(self, failure, event: Event) -> defer.Deferred:
         """The transaction holding ``event`` failed: write it again alone, so only a bad event fails."""
-        self.writer.forget()  # what it remembered of that batch was rolled back
         if failure.check(DatabaseClosed):
             return failure
         alone = self.database.write(self._write_batch, [event])
@@ -89,7 +89,6 @@ class Store:
             return event
 
         def failed_alone(failure):
-            self.writer.forget()
             raise StoreError(f"cannot store {event.ivorn}: {failure.getErrorMessage()}")
 
         return alone.addCallbacks(outcome, failed_alone)

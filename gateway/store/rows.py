@@ -72,7 +72,7 @@ def rows_for(event: Event) -> Rows:
     if event.alert is None:
         return Rows(voevent=[voevent_row_from_xml(event)])
     alert = event.alert
-    det = fields.detection(alert)
+    det = event.detection or fields.detection(alert)
     key = fields.object_key(alert)
     alert_id = fields.alert_id(alert)
     received = timestamp(event.received)

@@ -210,7 +210,7 @@ class Converter:
                              f"VOEvent too large: {len(xml)} bytes >= {MAX_EVENT_BYTES} even without a light curve")
         self.history.remember(key, ivorn)
         return Event(ivorn=ivorn, role=role, received=datetime.fromtimestamp(values.now, timezone.utc),
-                     xml=xml, alert=alert, origin=alert.source)
+                     xml=xml, alert=alert, origin=alert.source, detection=det)
 
     convert = __call__
 

@@ -256,7 +256,7 @@ def test_group_commit_rolls_back_only_the_failing_write(database):
 @pytest_twisted.inlineCallbacks
 def test_write_item_batches_one_turn_and_answers_each_item(database):
     """Items queued in one reactor turn reach ``fn`` as one list (capped by ``limit``); each caller gets its own
-    result; a failing job fails its items only."""
+    result; a failing job fails its items only (the group is rolled back and each job runs again alone)."""
     table, p = database.table("diaobject"), database.placeholder
     calls = []
 
@@ -272,7 +272,7 @@ def test_write_item_batches_one_turn_and_answers_each_item(database):
     items = [database.write_item(insert, f"k{i}", limit=3) for i in range(5)]
     doomed = database.write_item(explode, "x")
     results = yield defer.DeferredList(items + [doomed], consumeErrors=True)
-    assert calls == [["k0", "k1", "k2"], ["k3", "k4"]]
+    assert calls == [["k0", "k1", "k2"], ["k3", "k4"]] * 2
     assert [value for _, value in results[:5]] == [f"stored k{i}" for i in range(5)]
     assert not results[5][0] and results[5][1].check(RuntimeError)
     assert count(database, "diaobject") == 5
@@ -288,3 +288,26 @@ def test_writes_after_stop_fail_clearly(tmp_path):
     for d in (db.write(lambda conn: None), db.write_item(lambda conn, items: items, 1)):
         with pytest.raises(DatabaseClosed, match="closed"):
             yield d
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failing_neighbour_write_loses_no_detection(database, tmp_path):
+    """The store's batch shares a transaction with a write that fails: everything is rolled back, the store's
+    memory of stored detections forgets that batch, and the batch is written again, complete."""
+    store = Store(database)
+
+    def fail(conn):
+        raise RuntimeError("disk full")
+
+    stored = defer.gatherResults([store.accept(event) for event in EVENTS])
+    neighbour = database.write(fail)  # after the store's batch in the same transaction
+    yield stored
+    with pytest.raises(RuntimeError):
+        yield neighbour
+    reference = Database(f"sqlite:///{tmp_path / 'reference.db'}", reactor)
+    try:
+        yield defer.gatherResults([Store(reference).accept(event) for event in EVENTS])
+        for table in ("alert", "diasource", "diaobject", "voevent", "cutout"):
+            assert count(database, table) == count(reference, table), table
+    finally:
+        reference.stop()
