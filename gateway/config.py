@@ -142,6 +142,8 @@ tls_ca = ""
 # (store.db), then delivered with retries: exponential backoff with jitter from retry_base up to retry_max
 # seconds, at most max_attempts attempts (then "failed": `vogateway outbox` lists, retries or drops items).
 # Endpoints that answer 429 (x-rate-limit-reset / Retry-After) pause their route; nothing is lost meanwhile.
+# An endpoint that fails 5 attempts in a row is taken as down: its route backs off (same schedule) and sends one
+# probe at a time until one gets through, so an outage does not use up every queued item's attempts.
 retry_base = 2.0
 retry_max = 300.0
 max_attempts = 20

@@ -420,10 +420,15 @@ class TokenBucket:
 
 class RouteWorker:
     """Sends one route's due rows: at most ``concurrency`` at once, at most ``rate`` per second, pausing the whole
-    route when the endpoint says it is rate limited. Wakes when rows are queued (``poke``) or come due."""
+    route when the endpoint says it is rate limited. Wakes when rows are queued (``poke``) or come due.
+
+    An endpoint that fails ``trip`` attempts in a row is taken as down: the route pauses (growing backoff with
+    jitter) and then sends one row at a time as a probe until one gets through, so an outage costs a few probes
+    rather than an attempt of every queued row (which would spend their ``max_attempts`` on the outage).
+    """
 
     def __init__(self, route, outbox: Outbox, clock=None, concurrency: int = 4, rate: float = 0.0,
-                 max_attempts: int = 20, lease: float = 60.0):
+                 max_attempts: int = 20, lease: float = 60.0, trip: int = 5):
         if clock is None:
             from twisted.internet import reactor as clock
         self.route, self.outbox, self.clock = route, outbox, clock
@@ -433,6 +438,9 @@ class RouteWorker:
         self.bucket = TokenBucket(rate, None, clock)
         self.in_flight = 0
         self.paused_until = 0.0
+        self.trip = trip
+        self.failing = 0  # attempts failed in a row (the endpoint's trouble, not one item's)
+        self.down_since: Optional[float] = None
         self.running = False
         self._claiming = False
         self._timer = None
@@ -490,7 +498,7 @@ class RouteWorker:
         if self.paused_until > now:
             self.poke(self.paused_until - now)
             return
-        free = self.concurrency - self.in_flight
+        free = (self.concurrency if self.down_since is None else 1) - self.in_flight  # down: one probe at a time
         if free <= 0:
             return  # a finishing delivery pokes again
         tokens = self.bucket.available()
@@ -519,6 +527,25 @@ class RouteWorker:
             self.poke()
         elif next_due is not None:
             self.poke(max(0.0, next_due - self.clock.seconds()))
+
+    def _health(self, outcome: Outcome) -> None:
+        """Count failures in a row; trip to probing when the endpoint looks down, and back when it answers."""
+        now = self.clock.seconds()
+        if outcome.kind == "retry":
+            self.failing += 1
+            if self.failing < self.trip:
+                return
+            wait = self.outbox.backoff(self.failing - self.trip + 1)
+            self.paused_until = max(self.paused_until, now + wait)
+            if self.down_since is None:
+                self.down_since = now
+                log.warn("route {route}: endpoint down ({n} attempts failed in a row, last: {detail}); probing "
+                         "with one row at a time, backing off", route=self.name, n=self.failing,
+                         detail=outcome.detail)
+        elif outcome.kind != "throttled":  # it answered: up
+            if self.down_since is not None:
+                log.info("route {route}: endpoint is back after {s:.0f} s", route=self.name, s=now - self.down_since)
+            self.failing, self.down_since = 0, None
 
     def _deliver(self, item: Item) -> None:
         self.in_flight += 1
@@ -550,6 +577,7 @@ class RouteWorker:
         elif outcome.kind in ("retry", "failed"):
             log.warn("route {route}: {kind} {key} (attempt {n}): {detail}", route=self.name, kind=outcome.kind,
                      key=item.key, n=item.attempts, detail=outcome.detail)
+        self._health(outcome)
         hook = getattr(self.destination, "on_result", None)
         d = self.outbox.record(item, outcome, self.max_attempts, hook)
         self._pending_records.add(d)
