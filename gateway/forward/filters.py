@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Callable, Optional
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lxml import etree
 
@@ -162,10 +162,11 @@ class Facts:
 
     __slots__ = ("event", "_cache", "_root", "_params", "_det")
 
-    def __init__(self, event: Event):
+    def __init__(self, event: Event, root=None):
+        """``root``: the event's VOEvent already parsed (safely), if the caller has it."""
         self.event = event
         self._cache: dict[str, Any] = {}
-        self._root = None
+        self._root = root
         self._params = None
         self._det = None
 

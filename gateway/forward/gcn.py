@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from gateway.event import Event
 from gateway.forward import outbox
 from gateway.forward.common import dumps, validation_errors
+from gateway.forward.filters import Facts
 
 log = Logger()
 
@@ -245,18 +246,17 @@ class GcnNotices:
         return self.producer.stop()
 
 
-def stored_event(item: outbox.Item) -> Event:
-    """The Event of an outbox row whose payload is the VOEvent (what it says, read again from the XML)."""
-    from gateway.voevent.parse import parse_event
+def stored_facts(item: outbox.Item) -> Facts:
+    """Facts of the event an outbox row sends (its VOEvent, parsed once); ``.event`` is the Event."""
+    from gateway.voevent.parse import event_from_tree, safe_fromstring
 
-    return parse_event(item.payload, origin=item.meta.get("origin", "outbox"))
+    root = safe_fromstring(item.payload)
+    return Facts(event_from_tree(root, item.payload, origin=item.meta.get("origin", "outbox")), root)
 
 
 def notice_bytes(item: outbox.Item) -> bytes:
-    from gateway.forward.filters import Facts
-
-    event = stored_event(item)
-    return dumps(notice(event, Facts(event)))
+    facts = stored_facts(item)
+    return dumps(notice(facts.event, facts))
 
 
 class VOEventToKafka:

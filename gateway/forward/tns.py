@@ -29,7 +29,7 @@ from twisted.logger import Logger
 
 from gateway.event import Event
 from gateway.forward import outbox
-from gateway.forward.common import HTTP, classify, dumps, header, short, validation_errors, wait_seconds
+from gateway.forward.common import HTTP, classify, dumps, form, header, short, validation_errors, wait_seconds
 
 log = Logger()
 
@@ -167,8 +167,10 @@ class TNS:
 
     # -- delivery ---------------------------------------------------------------------------------------------
 
-    def _headers(self):
-        return {"User-Agent": [self.user_agent]}
+    def _post(self, path: str, fields: dict[str, str]) -> defer.Deferred:
+        """POST form fields (how the TNS API takes them) to ``<url>/<path>``; fires with (code, headers, body)."""
+        body, headers = form(fields)
+        return self.http.post(f"{self.url}/{path}", body, {**headers, "User-Agent": [self.user_agent]})
 
     def deliver(self, item: outbox.Item) -> defer.Deferred:
         if item.stage == "poll":
@@ -189,9 +191,8 @@ class TNS:
             if isinstance(found, outbox.Outcome):
                 return found
         try:
-            code, headers, body = yield self.http.post(
-                f"{self.url}/set/bulk-report", data={"api_key": self._api_key, "data": item.payload.decode()},
-                headers=self._headers())
+            code, headers, body = yield self._post(
+                "set/bulk-report", {"api_key": self._api_key, "data": item.payload.decode()})
         except Exception:
             from twisted.python.failure import Failure
 
@@ -220,8 +221,7 @@ class TNS:
             return None
         query = dumps({"internal_name": name}).decode()
         try:
-            code, headers, body = yield self.http.post(
-                f"{self.url}/get/search", data={"api_key": self._api_key, "data": query}, headers=self._headers())
+            code, headers, body = yield self._post("get/search", {"api_key": self._api_key, "data": query})
         except Exception as error:
             return outbox.retry(f"TNS search before resending: {error!r}", uncertain=True)
         if code == 429:
@@ -242,9 +242,8 @@ class TNS:
     @defer.inlineCallbacks
     def _poll(self, item: outbox.Item):
         try:
-            code, headers, body = yield self.http.post(
-                f"{self.url}/get/bulk-report-reply", data={"api_key": self._api_key, "report_id": item.result},
-                headers=self._headers())
+            code, headers, body = yield self._post(
+                "get/bulk-report-reply", {"api_key": self._api_key, "report_id": item.result})
         except Exception:
             from twisted.python.failure import Failure
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import sys
 from collections import deque
 from typing import Optional, Sequence
 
@@ -56,21 +55,20 @@ class Webhook:
 
     @defer.inlineCallbacks
     def deliver(self, item: outbox.Item):
-        from gateway.forward.filters import Facts
-        from gateway.forward.gcn import stored_event
+        from gateway.forward.gcn import stored_facts
         from gateway.voevent.parse import VOEventError
 
         try:
-            event = stored_event(item)
+            facts = stored_facts(item)
         except VOEventError as error:
             return outbox.failed(f"stored VOEvent unreadable: {error}")
-        payload = dumps(summary(event, Facts(event), item.route))
+        payload = dumps(summary(facts.event, facts, item.route))
         headers = {"Content-Type": ["application/json"], "User-Agent": [USER_AGENT],
                    "Idempotency-Key": [item.key]}
         if self._secret:
             headers[SIGNATURE_HEADER] = [signature(self._secret, payload)]
         try:
-            code, reply_headers, body = yield self.http.post(self.url, data=payload, headers=headers)
+            code, reply_headers, body = yield self.http.post(self.url, payload, headers)
         except Exception:
             from twisted.python.failure import Failure
 

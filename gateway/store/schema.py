@@ -7,7 +7,7 @@ Rubin and ZTF alerts to these rows is in :mod:`gateway.store.rows` and ``docs/st
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 #: the schema name users see in ADQL (``gateway.diasource``); a real schema on PostgreSQL, the name the

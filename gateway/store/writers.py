@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 
 from gateway.store.rows import Rows
-from gateway.store.schema import ALERT, CUTOUT, DIAOBJECT, DIASOURCE, SCHEMA, VOEVENT
+from gateway.store.schema import ALERT, CUTOUT, DIASOURCE, SCHEMA, VOEVENT
 
 #: diaobject columns given per row; ndetections is counted from diasource and tns_name left alone
 _OBJECT_COLUMNS = ("objectid", "survey", "ra", "dec", "first_mjd", "last_mjd", "last_alertid", "last_ivorn",
