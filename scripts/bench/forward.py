@@ -29,9 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import treq  # noqa: E402
 from twisted.internet import defer, reactor, task  # noqa: E402
-from twisted.web import resource, server  # noqa: E402
+from twisted.web import client, resource, server  # noqa: E402
 
 from gateway import config as configuration  # noqa: E402
 from gateway.alerts import Alert  # noqa: E402
@@ -166,9 +165,9 @@ def run(args):
     best_a, best_b = max(rates["a"]), max(rates["b"])
     print(f"sinks in both: {'alert DB (SQLite)' if args.store else 'none'}")
     print(f"(a) no routes:                                {best_a:8.0f} alerts/s")
-    hits = []
+    hits, agent = [], client.Agent(reactor)
     for url in urls:
-        hits.append(int((yield treq.content((yield treq.get(url))))))
+        hits.append(int((yield client.readBody((yield agent.request(b"GET", url.encode()))))))
     print(f"(b) three routes (fast, slow {args.slow:g} s, failing): {best_b:8.0f} alerts/s   "
           f"({queued} forwards queued; delivered meanwhile: fast {hits[0]}, slow {hits[1]}, "
           f"failing {hits[2]} attempts)")
