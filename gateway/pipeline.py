@@ -69,9 +69,15 @@ class Router:
         self.sinks.append(sink)
 
     def publish(self, event: Event) -> defer.Deferred:
-        return defer.gatherResults(
-            [defer.maybeDeferred(sink.accept, event) for sink in self.sinks], consumeErrors=True
-        ).addCallback(lambda _: event)
+        waiting = []
+        for sink in self.sinks:
+            try:
+                accepted = sink.accept(event)
+            except Exception:  # a sink bug fails this event, as a failed Deferred would
+                accepted = defer.fail()
+            if accepted is not None:  # None: nothing to wait for
+                waiting.append(accepted)
+        return defer.gatherResults(waiting, consumeErrors=True).addCallback(lambda _: event)
 
 
 class Stats:
