@@ -15,7 +15,7 @@ Deferreds):
 has grown); the best of each counts. Prints both rates and the ratio b/a
 (target >= 0.8).
 
-    .venv/bin/python scripts/bench/forward.py [--count 5000] [--repeat 3]
+    .venv/bin/python scripts/bench/forward.py [--count 5000] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def run(args):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=5_000, help="alerts per run")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each variant; the fastest counts")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each variant; the fastest counts")
     parser.add_argument("--in-flight", type=int, default=200, help="alerts a source keeps in the pipeline")
     parser.add_argument("--no-store", dest="store", action="store_false",
                         help="leave the alert DB sink out of both variants (forwarding alone against no sink)")
