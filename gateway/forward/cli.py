@@ -63,7 +63,7 @@ def _describe(facts) -> str:
 
 
 def cmd_routes_test(args) -> int:
-    from gateway.forward.filters import Facts, FilterError, compile_filter
+    from gateway.filters import Facts, FilterError, compile_filter
     from gateway.resources import SAMPLES
 
     try:
@@ -104,7 +104,7 @@ def cmd_routes_list(args) -> int:
 
 
 def cmd_routes_fields(args) -> int:
-    from gateway.forward import filters
+    from gateway import filters
 
     print("Survey-neutral fields (Rubin and ZTF alike; read from the VOEvent for events that arrived as XML):")
     for name, meaning in filters.FIELDS.items():

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from gateway.event import Event
 from gateway.forward import outbox
 from gateway.forward.common import dumps, validation_errors
-from gateway.forward.filters import Facts
+from gateway.filters import Facts
 
 log = Logger()
 

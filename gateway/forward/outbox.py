@@ -28,7 +28,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from gateway.event import Event
-from gateway.forward.filters import Facts
+from gateway.filters import Facts
 from gateway.store.db import DatabaseClosed
 
 log = Logger()

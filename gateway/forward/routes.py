@@ -24,7 +24,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from gateway.forward.filters import Filter, FilterError, compile_filter
+from gateway.filters import Filter, FilterError, compile_filter
 
 log = Logger()
 

@@ -76,7 +76,7 @@ class Rule:
     network: Optional[str] = None
     identity: Optional[str] = None
     filter: str = ""  # XPath on the VOEvent
-    expression: str = ""  # the gateway's filter language (gateway.forward.filters), e.g. "mag < 19 and snr > 10"
+    expression: str = ""  # the gateway's filter language (gateway.filters), e.g. "mag < 19 and snr > 10"
     max_events: int = DEFAULT_MAX_EVENTS
     window: float = DEFAULT_WINDOW  # s
     _network: object = field(init=False, repr=False, default=None)
@@ -91,7 +91,7 @@ class Rule:
         if self.filter:
             self._xpath = compile_xpath(self.filter)
         if self.expression:
-            from gateway.forward.filters import compile_filter  # the one filter language of the gateway
+            from gateway.filters import compile_filter  # the one filter language of the gateway
 
             self._expression = compile_filter(self.expression)  # FilterError (a ValueError) names the column
         if self.max_events < 0 or self.window <= 0:
@@ -118,7 +118,7 @@ class Rule:
 
     def admits(self, root, facts=None) -> bool:
         """Does the event pass the rule's XPath (on ``root``, None if unparseable) and its expression (on
-        ``facts``, a :class:`gateway.forward.filters.Facts`)?"""
+        ``facts``, a :class:`gateway.filters.Facts`)?"""
         if self._xpath is not None and (root is None or not admits(self._xpath, root)):
             return False
         return self._expression is None or (facts is not None and self._expression.matches(facts))

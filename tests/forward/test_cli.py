@@ -5,7 +5,7 @@ import pytest
 from forward.kit import sample_events
 from gateway.cli import main
 from gateway.forward import outbox
-from gateway.forward.filters import compile_filter
+from gateway.filters import compile_filter
 
 
 def test_routes_test_lists_what_a_filter_selects(capsys):

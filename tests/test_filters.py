@@ -7,7 +7,7 @@ import pytest
 
 from forward.kit import events, sample_events
 from gateway.alerts import fields
-from gateway.forward.filters import EVERYTHING, Facts, FilterError, compile_filter
+from gateway.filters import EVERYTHING, Facts, FilterError, compile_filter
 from gateway.store.db import sky_distance
 from gateway.voevent.parse import parse_event
 
