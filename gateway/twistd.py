@@ -28,9 +28,11 @@ class Options(usage.Options):
 
 
 def makeService(options: Options):
-    from gateway.service import Gateway
+    from gateway.service import Gateway, tune_gc
 
     try:
-        return Gateway(load_config(options.serve_args))
+        gateway = Gateway(load_config(options.serve_args))
+        tune_gc()
+        return gateway
     except configuration.ConfigError as error:
         raise usage.UsageError(str(error)) from None

@@ -40,6 +40,7 @@ from gateway.convert import make_converter  # noqa: E402
 from gateway.forward.routes import forward_services  # noqa: E402
 from gateway.pipeline import Pipeline, Router  # noqa: E402
 from gateway.resources import SAMPLES  # noqa: E402
+from gateway.service import tune_gc  # noqa: E402
 from gateway.store import Store  # noqa: E402
 from gateway.store.db import Database  # noqa: E402
 from gateway.voevent.parse import parse_event  # noqa: E402
@@ -124,6 +125,7 @@ def feed(pipeline: Pipeline, alerts: list[Alert], in_flight: int):
 
 @defer.inlineCallbacks
 def run(args):
+    tune_gc()  # as `vogateway serve` does
     endpoints = subprocess.Popen([sys.executable, __file__, "--serve-endpoints", "--slow", str(args.slow)],
                                  stdout=subprocess.PIPE, text=True)
     urls = [f"http://127.0.0.1:{port}/hook" for port in endpoints.stdout.readline().split()]
