@@ -45,6 +45,7 @@ class Store:
         self._pending_ivorns: set[str] = set()
         self._unfinished = 0
         self._closing: list[defer.Deferred] = []
+        self._last_batch_failure = None
         self.stored = 0
         self.failed = 0
 
@@ -80,6 +81,9 @@ class Store:
         """The transaction holding ``event`` failed: write it again alone, so only a bad event fails."""
         if failure.check(DatabaseClosed):
             return failure
+        if failure is not self._last_batch_failure:  # every event of the batch gets the same Failure: log it once
+            self._last_batch_failure = failure
+            log.warn("store: a batch failed ({why}); writing its events one by one", why=failure.getErrorMessage())
         alone = self.database.write(self._write_batch, [event])
 
         def outcome(errors):
