@@ -189,6 +189,7 @@ class Outbox:
         self.voevent_table = database.table("voevent")
         self.p = database.placeholder
         self.listeners: list[Callable[[set[str]], None]] = []
+        self._last_failure = None
         create_tables(database)
 
     # -- enqueue (group commit) -----------------------------------------------------------------------------
@@ -196,11 +197,15 @@ class Outbox:
     def enqueue(self, rows: list[tuple[str, str, Prepared, Event]]) -> defer.Deferred:
         """Queue ``(route, kind, prepared, event)`` rows; fires once they are committed (in the transaction of
         this reactor turn's other writes: the store's batch among them)."""
-        def failed_write(failure):
-            log.failure("outbox write failed ({n} rows); the sources will not commit past them", failure, n=len(rows))
-            return failure
+        queued = self.db.write_item(self._insert, (rows, self.clock.seconds()))
+        return queued.addCallbacks(self._notify, self._enqueue_failed)
 
-        return self.db.write_item(self._insert, (rows, self.clock.seconds())).addCallbacks(self._notify, failed_write)
+    def _enqueue_failed(self, failure):
+        # every event of a failed transaction gets the same Failure: log it once
+        if failure is not self._last_failure:
+            self._last_failure = failure
+            log.failure("outbox write failed; the sources will not commit past its events", failure)
+        return failure
 
     def _notify(self, routes: set[str]) -> None:
         for listener in self.listeners:
@@ -296,15 +301,16 @@ class Outbox:
         """Store what became of ``item``; results from one reactor turn share a transaction.
 
         ``hook(conn, database, item, outcome)`` runs inside that transaction (TNS stores the name it got)."""
-        def failed_write(failure):
-            # the row stays leased: it is claimed again (uncertain) once the lease expires
-            if failure.check(DatabaseClosed):
-                log.info("outbox: {key} finished after the alert DB closed; it stays leased", key=item.key)
-            else:
-                log.failure("outbox: recording the result of {key} failed", failure, key=item.key)
-
         return self.db.write_item(self._store_results, (item, outcome, max_attempts, hook, self.clock.seconds())
-                                  ).addErrback(failed_write)
+                                  ).addErrback(self._record_failed, item)
+
+    @staticmethod
+    def _record_failed(failure, item: Item) -> None:
+        # the row stays leased: it is claimed again (uncertain) once the lease expires
+        if failure.check(DatabaseClosed):
+            log.info("outbox: {key} finished after the alert DB closed; it stays leased", key=item.key)
+        else:
+            log.failure("outbox: recording the result of {key} failed", failure, key=item.key)
 
     def _store_results(self, conn, results) -> list[None]:
         p, t = self.p, self.table

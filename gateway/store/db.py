@@ -94,7 +94,6 @@ def sqlite_writer(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes, fast commits
     conn.execute("PRAGMA busy_timeout=10000")
-    conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA cache_size=-65536")  # 64 MB (default 2 MB): a batch of 6 kB VOEvents and indexes fits
     for statement in sqlite_ddl():
         conn.execute(statement)

@@ -94,8 +94,8 @@ class RecentIds:
 class Writer:
     """Writes :class:`Rows` on the writer connection of one backend; keeps its memory of stored detections.
 
-    ``write`` runs inside the caller's transaction. If that transaction then fails, call :meth:`forget`: the
-    ids it remembered were not committed.
+    ``write`` runs inside the caller's transaction. If that transaction is rolled back, :meth:`forget` must be
+    called (the Store registers it with ``Database.on_rollback``): the ids it remembered were not committed.
     """
 
     def __init__(self, backend: str, recent: int = 2_000_000):
