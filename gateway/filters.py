@@ -37,15 +37,22 @@ from __future__ import annotations
 import math
 import operator
 import re
-from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Callable, Optional
 
 from lark import Lark, Token, Transformer
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 from lxml import etree
 
+from gateway import sky, times
 from gateway.event import Event
+from gateway.times import datetime_to_mjd, iso_to_mjd
 
 GRAMMAR = r"""
 ?start: or_expr
@@ -330,27 +337,6 @@ assert set(_NEUTRAL) == set(FIELDS)
 
 # ------------------------------------------------------------------------------------------------ time helpers
 
-_MJD_EPOCH = datetime(1858, 11, 17, tzinfo=timezone.utc)
-
-
-def datetime_to_mjd(when: datetime) -> float:
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return (when - _MJD_EPOCH).total_seconds() / 86400.0
-
-
-def iso_to_mjd(text: str) -> float:
-    """MJD (UTC) of an ISO-8601 date or date-time; a time without a zone is UTC."""
-    value = text.strip()
-    if value.endswith("Z"):
-        value = value[:-1] + "+00:00"
-    return datetime_to_mjd(datetime.fromisoformat(value))
-
-
-#: TAI - UTC since 2017-01-01 (s); a day-scale filter does not need the full leap-second table
-_TAI_MINUS_UTC_DAYS = 37.0 / 86400.0
-
-
 def _utc_mjd(facts: Facts) -> Optional[float]:
     mjd = facts.get("mjd")
     if not isinstance(mjd, float):
@@ -358,7 +344,7 @@ def _utc_mjd(facts: Facts) -> Optional[float]:
     scale = "tai" if (facts.event.alert is not None and facts.event.alert.survey == "rubin") else "utc"
     if facts.event.alert is None and facts.param("mjd_tai") is not None:
         scale = "tai"
-    return mjd - _TAI_MINUS_UTC_DAYS if scale == "tai" else mjd
+    return times.tai_to_utc(mjd) if scale == "tai" else mjd
 
 
 # ------------------------------------------------------------------------------------------------ raw paths
@@ -633,19 +619,14 @@ def _constant(arg, what: str, kind=(int, float)):
 
 def _fn_cone(args):
     ra0, dec0, radius = (_constant(a, w) for a, w in zip(args, ("ra", "dec", "radius")))
-    if not (-90.0 <= dec0 <= 90.0) or radius < 0:
-        raise ValueError("cone(ra, dec, radius): dec within -90..90 and radius >= 0 (deg)")
-    cos_radius = math.cos(math.radians(radius))
-    r0, d0 = math.radians(ra0), math.radians(dec0)
-    sin_d0, cos_d0 = math.sin(d0), math.cos(d0)
+    try:
+        cone = sky.Cone(ra0, dec0, radius)
+    except ValueError:
+        raise ValueError("cone(ra, dec, radius): dec within -90..90 and radius >= 0 (deg)") from None
 
     def run(facts):
         ra, dec = facts.get("ra"), facts.get("dec")
-        if not isinstance(ra, float) or not isinstance(dec, float):
-            return False
-        d = math.radians(dec)
-        cos_sep = sin_d0 * math.sin(d) + cos_d0 * math.cos(d) * math.cos(math.radians(ra) - r0)
-        return cos_sep >= cos_radius
+        return isinstance(ra, float) and isinstance(dec, float) and cone.contains(ra, dec)
     return run
 
 
@@ -653,12 +634,10 @@ def _fn_distance(args):
     ra0, dec0 = (_constant(a, w) for a, w in zip(args, ("ra", "dec")))
 
     def run(facts):
-        from gateway.store.db import sky_distance
-
         ra, dec = facts.get("ra"), facts.get("dec")
         if not isinstance(ra, float) or not isinstance(dec, float):
             return None
-        return sky_distance(ra, dec, ra0, dec0)
+        return sky.distance(ra, dec, ra0, dec0)
     return run
 
 

@@ -4,11 +4,11 @@ evaluation agrees with the alert fields computed directly, for alerts and for th
 import math
 
 import pytest
-
 from forward.kit import events, sample_events
+
 from gateway.alerts import fields
 from gateway.filters import EVERYTHING, Facts, FilterError, compile_filter
-from gateway.store.db import sky_distance
+from gateway.sky import distance as sky_distance
 from gateway.voevent.parse import parse_event
 
 

@@ -25,9 +25,10 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from gateway.event import Event
+from gateway.filters import Facts
 from gateway.forward import outbox
 from gateway.forward.common import dumps, validation_errors
-from gateway.filters import Facts
+from gateway.times import format_iso
 
 log = Logger()
 
@@ -124,7 +125,7 @@ def notice(event: Event, facts) -> dict:
         alert_type = "initial"
     body: dict = {
         "$schema": NOTICE_SCHEMA_URL,
-        "alert_datetime": event.received.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "alert_datetime": format_iso(event.received),
         "alert_tense": "current",
         "alert_type": alert_type,
         "mission": mission,
@@ -187,7 +188,7 @@ def _error_radius(event, facts) -> Optional[float]:
 
 def _trigger_time(event, facts) -> Optional[str]:
     if event.alert is not None:
-        from gateway.voevent.times import mjd_to_utc_iso
+        from gateway.times import mjd_to_utc_iso
 
         det = facts.detection()
         return _iso(mjd_to_utc_iso(det.mjd, det.time_scale))

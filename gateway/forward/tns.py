@@ -29,7 +29,16 @@ from twisted.logger import Logger
 
 from gateway.event import Event
 from gateway.forward import outbox
-from gateway.forward.common import HTTP, classify, dumps, form, header, short, validation_errors, wait_seconds
+from gateway.forward.common import (
+    HTTP,
+    classify,
+    dumps,
+    form,
+    header,
+    short,
+    validation_errors,
+    wait_seconds,
+)
 
 log = Logger()
 
@@ -44,7 +53,7 @@ ZTF_INSTRUMENT = "196"
 
 def tns_time(mjd: float, scale: str) -> str:
     """'YYYY-MM-DD HH:MM:SS.fff' (UTC), the TNS date format."""
-    from gateway.voevent.times import mjd_to_utc_iso
+    from gateway.times import mjd_to_utc_iso
 
     return mjd_to_utc_iso(mjd, scale).replace("T", " ")
 

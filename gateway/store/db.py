@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from gateway import sky
 from gateway.store.schema import SCHEMA, postgres_ddl, sqlite_ddl
 
 log = Logger()
@@ -53,18 +54,9 @@ def parse_url(url: str) -> tuple[str, str]:
 
 # -- SQLite helpers ----------------------------------------------------------------------------------------------
 
-def sky_distance(ra1, dec1, ra2, dec2) -> Optional[float]:
-    """Great-circle distance in degrees (haversine, exact at small separations); None if any input is None."""
-    if ra1 is None or dec1 is None or ra2 is None or dec2 is None:
-        return None
-    r1, d1, r2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
-    a = math.sin((d2 - d1) / 2) ** 2 + math.cos(d1) * math.cos(d2) * math.sin((r2 - r1) / 2) ** 2
-    return math.degrees(2 * math.asin(min(1.0, math.sqrt(a))))
-
-
 def _register_functions(conn: sqlite3.Connection) -> None:
     # the SQL the TAP translator emits for DISTANCE and exact cone checks on SQLite
-    conn.create_function("sky_distance", 4, sky_distance, deterministic=True)
+    conn.create_function("sky_distance", 4, sky.distance, deterministic=True)
     for name, fn in (("radians", math.radians), ("degrees", math.degrees), ("sin", math.sin), ("cos", math.cos),
                      ("tan", math.tan), ("asin", math.asin), ("acos", math.acos), ("atan", math.atan),
                      ("sqrt", math.sqrt), ("log10", math.log10), ("log", math.log), ("exp", math.exp),

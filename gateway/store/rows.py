@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Optional
 
 from lxml import etree
 
 from gateway.alerts import fields
 from gateway.event import Event
+from gateway.times import TimeError, format_iso, mjd_to_utc_iso, parse_iso
 from gateway.voevent.parse import VOEventError, safe_fromstring
-from gateway.voevent.times import mjd_to_utc_iso
 
 #: a gzipped ZTF cutout larger than this when unpacked is refused (a gzip bomb must not fill the DB)
 MAX_CUTOUT_BYTES = 16 * 1024 * 1024
@@ -39,9 +39,7 @@ class Rows:
 
 def timestamp(value: datetime) -> str:
     """Naive-UTC ISO 8601 with milliseconds: what both backends store in TIMESTAMP columns."""
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value.isoformat(timespec="milliseconds")
+    return format_iso(value, zone="")
 
 
 def _iso_time(text: Optional[str]) -> Optional[str]:
@@ -49,8 +47,8 @@ def _iso_time(text: Optional[str]) -> Optional[str]:
     if not text:
         return None
     try:
-        return timestamp(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
-    except ValueError:
+        return timestamp(parse_iso(text))
+    except TimeError:
         return None
 
 

@@ -40,6 +40,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.schema import MappingSchema
 
+from gateway.sky import BOX_MARGIN, bounding_cap, ra_ranges
 from gateway.tap.catalog import Catalog, ColumnMeta, result_column
 
 
@@ -77,8 +78,6 @@ CAST_TYPES = {exp.DataType.Type.INT, exp.DataType.Type.SMALLINT, exp.DataType.Ty
 COORD_SYSTEMS = {"", "ICRS", "ICRS GEOCENTER", "ICRS TOPOCENTER", "ICRS BARYCENTER", "UNKNOWNFRAME"}
 #: longest QUERY accepted (characters); ADQL of a person or a script fits easily
 MAX_QUERY_LENGTH = 100_000
-#: R*Tree bounds are 32-bit floats, rounded outwards by SQLite; the margin guards the box arithmetic anyway
-BOX_MARGIN = 1e-6
 
 
 @dataclass
@@ -451,74 +450,6 @@ def _sql_ra_half_width(dec: exp.Expression, radius: exp.Expression) -> exp.Expre
 
 def _is_predicate(node) -> bool:
     return isinstance(node, exp.Contains) or (isinstance(node, exp.Anonymous) and node.name.upper() == "INTERSECTS")
-
-
-def ra_ranges(ra: float, dec: float, radius: float) -> list[tuple[float, float]]:
-    """RA intervals (deg, within [0, 360]) that cover a cone; one or two (across RA 0)."""
-    if abs(dec) + radius >= 89.9 or radius >= 90:
-        return [(0.0, 360.0)]
-    half = math.degrees(math.asin(min(1.0, math.sin(math.radians(radius)) / math.cos(math.radians(dec)))))
-    half += BOX_MARGIN
-    ra = ra % 360.0
-    lo, hi = ra - half, ra + half
-    if lo < 0:
-        return [(lo + 360.0, 360.0), (0.0, hi)]
-    if hi > 360:
-        return [(lo, 360.0), (0.0, hi - 360.0)]
-    return [(lo, hi)]
-
-
-def _unit(ra, dec):
-    r, d = math.radians(ra), math.radians(dec)
-    return (math.cos(d) * math.cos(r), math.cos(d) * math.sin(r), math.sin(d))
-
-
-def bounding_cap(vertices) -> tuple[tuple[float, float], float]:
-    """A cone (centre ra, dec; radius, deg) holding every vertex, hence the (great-circle edged) polygon."""
-    vs = [_unit(*v) for v in vertices]
-    x, y, z = (sum(c) for c in zip(*vs))
-    norm = math.sqrt(x * x + y * y + z * z) or 1.0
-    cra = math.degrees(math.atan2(y, x)) % 360.0
-    cdec = math.degrees(math.asin(max(-1.0, min(1.0, z / norm))))
-    radius = max(_angle((x / norm, y / norm, z / norm), v) for v in vs)
-    return (cra, cdec), radius + BOX_MARGIN
-
-
-def _angle(a, b) -> float:
-    dot = max(-1.0, min(1.0, sum(p * q for p, q in zip(a, b))))
-    return math.degrees(math.acos(dot))
-
-
-def in_polygon(ra, dec, *flat) -> Optional[int]:
-    """1 when (ra, dec) is inside the polygon whose edges are great circles between the vertices (deg); 0
-    otherwise. Gnomonic projection about the vertices' centre maps great circles to lines, so a planar test
-    is exact (for polygons smaller than a hemisphere, as ADQL's are)."""
-    if ra is None or dec is None:
-        return None
-    vertices = list(zip(flat[0::2], flat[1::2]))
-    (cra, cdec), _ = bounding_cap(vertices)
-    centre = _unit(cra, cdec)
-    # tangent plane basis at the centre
-    east = (-math.sin(math.radians(cra)), math.cos(math.radians(cra)), 0.0)
-    north = (centre[1] * east[2] - centre[2] * east[1], centre[2] * east[0] - centre[0] * east[2],
-             centre[0] * east[1] - centre[1] * east[0])
-
-    def project(v):
-        u = _unit(*v)
-        w = sum(a * b for a, b in zip(u, centre))
-        if w <= 0:
-            return None
-        return (sum(a * b for a, b in zip(u, east)) / w, sum(a * b for a, b in zip(u, north)) / w)
-
-    p = project((ra, dec))
-    if p is None:
-        return 0
-    poly = [project(v) for v in vertices]
-    inside = False
-    for (x1, y1), (x2, y2) in zip(poly, poly[1:] + poly[:1]):
-        if (y1 > p[1]) != (y2 > p[1]) and p[0] < x1 + (p[1] - y1) * (x2 - x1) / (y2 - y1):
-            inside = not inside
-    return int(inside)
 
 
 # -- backend-specific spellings ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from gateway import sky
 from gateway.tap import adql
 from gateway.tap.catalog import Catalog, ColumnMeta
 from gateway.tap.votable import UnknownFormat, resolve_types, writer_for
@@ -215,7 +216,7 @@ def _cot(x):
 
 
 def register_sqlite_functions(conn: sqlite3.Connection) -> None:
-    conn.create_function("tap_in_polygon", -1, adql.in_polygon, deterministic=True)
+    conn.create_function("tap_in_polygon", -1, sky.in_polygon, deterministic=True)
     conn.create_function("tap_truncate", 1, _truncate, deterministic=True)
     conn.create_function("tap_truncate", 2, _truncate, deterministic=True)
     conn.create_function("tap_rand", 0, random.random)

@@ -8,7 +8,6 @@ destruction time has passed. Time comes from the injected reactor, so tests can 
 
 from __future__ import annotations
 
-import datetime
 import os
 import secrets
 import shutil
@@ -21,8 +20,10 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from gateway import times
 from gateway.tap.query import Cancel, QueryError, QuerySpec, Runner
 from gateway.tap.votable import error_document
+from gateway.times import optional_iso
 
 log = Logger()
 
@@ -36,24 +37,12 @@ ACTIVE = ("PENDING", "QUEUED", "EXECUTING")
 
 def iso(t: Optional[float]) -> Optional[str]:
     """UNIX time -> ISO 8601 UTC with a trailing Z (pyvo needs the Z)."""
-    if t is None:
-        return None
-    d = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+    return optional_iso(t)
 
 
 def parse_iso(text: str) -> float:
     """ISO 8601 (Z, offset, or naive = UTC) -> UNIX time; ValueError with a message otherwise."""
-    value = text.strip()
-    if value.endswith("Z"):
-        value = value[:-1] + "+00:00"
-    try:
-        d = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an ISO 8601 date (e.g. 2026-11-30T12:00:00Z)") from None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=datetime.timezone.utc)
-    return d.timestamp()
+    return times.parse_iso(text).timestamp()
 
 
 @dataclass

@@ -18,7 +18,7 @@ citation). So the values are computed first; the tree of that shape is built onc
 attribute dicts of :mod:`gateway.voevent.spec` (a :class:`_Skeleton`, kept in a bounded cache per
 Converter), and for each alert of that shape only its values are set before the tree is serialized: no
 attribute is created twice, nothing is copied. Times are converted
-with a leap-second table (:mod:`gateway.voevent.times`), not astropy.time. ``scripts/bench/convert.py`` has
+with a leap-second table (:mod:`gateway.times`), not astropy.time. ``scripts/bench/convert.py`` has
 the figures.
 
 Size: a VOEvent stays under :data:`MAX_EVENT_BYTES` (Comet's VTP frame cap): the light curve is summarised as
@@ -36,13 +36,20 @@ from typing import Callable, Optional, Protocol
 
 from lxml import etree
 
-from gateway.alerts import Alert, AlertError
-from gateway.alerts import fields
+from gateway.alerts import Alert, AlertError, fields
 from gateway.event import ROLES, Event
+from gateway.times import format_iso, mjd_to_utc_iso
 from gateway.voevent import rubin, ztf
 from gateway.voevent.parse import IVORN_RE
-from gateway.voevent.spec import BOOL, INT, PREVIOUS_FIELDS, SurveyProfile, fmt_float, object_params, param_attrs
-from gateway.voevent.times import mjd_to_utc_iso
+from gateway.voevent.spec import (
+    BOOL,
+    INT,
+    PREVIOUS_FIELDS,
+    SurveyProfile,
+    fmt_float,
+    object_params,
+    param_attrs,
+)
 
 VOEVENT_NS = "http://www.ivoa.net/xml/VOEvent/v2.0"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
@@ -131,7 +138,7 @@ class _DateCache:
         second = int(t)
         if second != self.second:
             self.second = second
-            self.text = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            self.text = format_iso(second, digits=0, zone="")
         return t, self.text
 
 

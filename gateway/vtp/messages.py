@@ -10,14 +10,14 @@ TimeStamps with or without ``Z`` or fractional seconds. Every frame is parsed wi
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Optional, Union
 from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
 
+from gateway.times import TimeError, format_iso, parse_iso
 from gateway.voevent.parse import safe_fromstring
 from gateway.vtp.framing import DEFAULT_MAX_FRAME_BYTES
 
@@ -88,14 +88,12 @@ def _text(children: dict, name: str) -> str:
 
 def parse_timestamp(text: str) -> Optional[datetime]:
     """A Transport TimeStamp as aware UTC; ``Z``, an offset or nothing (taken as UTC); None if unreadable."""
-    text = text.strip()
-    if not text:
+    if not text.strip():
         return None
     try:
-        value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-    except ValueError:
+        return parse_iso(text)
+    except TimeError:
         return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 # A broker receives one ack per delivery (100,000/s at 1,000 events/s to 100 subscribers), so it reads acks through
@@ -179,7 +177,7 @@ _HEAD = ('<?xml version="1.0" encoding="UTF-8"?>\n'
 
 def timestamp(now: float) -> str:
     """``now`` (POSIX seconds) as the TimeStamp Comet writes: ``%Y-%m-%dT%H:%M:%SZ``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    return format_iso(now, digits=0)
 
 
 def _transport(role: str, origin: str, response: Optional[str], now: float, meta: str = "") -> bytes:

@@ -81,7 +81,7 @@ def build_with_voeventparse(alert, convert: Converter) -> bytes:
     alert_id = fields.alert_id(alert)
     key = fields.object_key(alert)
     profile = PROFILES[alert.survey]
-    from gateway.voevent.times import mjd_to_utc_iso
+    from gateway.times import mjd_to_utc_iso
 
     iso = mjd_to_utc_iso(det.mjd, det.time_scale)
     ivorn = f"{convert.prefix}{alert_id}"

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gateway.store import writers  # noqa: E402
-from gateway.store.db import Database, sky_distance  # noqa: E402
+from gateway.store.db import Database  # noqa: E402
 from gateway.store.rows import Rows, rows_for, timestamp  # noqa: E402
 from gateway.store.schema import SCHEMA  # noqa: E402
 
@@ -193,7 +193,9 @@ def bench_rows_for(events, repeat: int = 20) -> float:
 
 def bench_streaming(n_rows: int) -> None:
     try:
-        from gateway.tap import votable as tap_votable  # the TAP service's streaming writer
+        from gateway.tap import (
+            votable as tap_votable,  # the TAP service's streaming writer
+        )
     except ImportError:
         print("VOTable streaming: gateway.tap is not there; skipped")
         return

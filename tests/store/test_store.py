@@ -8,6 +8,7 @@ import random
 
 import pytest
 import pytest_twisted
+from postgres import fresh_database
 from twisted.internet import defer, reactor
 
 from gateway.alerts import fields
@@ -15,10 +16,10 @@ from gateway.alerts.files import iter_inputs
 from gateway.config import load
 from gateway.convert import make_converter
 from gateway.resources import SAMPLES
+from gateway.sky import distance as sky_distance
 from gateway.store import Database, Store, StoreError, StoreHistory
-from gateway.store.db import parse_url, sky_distance
+from gateway.store.db import parse_url
 from gateway.store.rows import MAX_CUTOUT_BYTES, fits_bytes
-from postgres import fresh_database
 
 
 def sample_events(history=None):

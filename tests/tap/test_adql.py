@@ -3,11 +3,12 @@
 import random
 
 import pytest
-
 from tap_helpers import database_url, fill, object_position, rows
 
-from gateway.store.db import Database, sky_distance
-from gateway.tap.adql import AdqlError, in_polygon, ra_ranges, translate
+from gateway.sky import distance as sky_distance
+from gateway.sky import in_polygon, ra_ranges
+from gateway.store.db import Database
+from gateway.tap.adql import AdqlError, translate
 from gateway.tap.catalog import Catalog, ColumnMeta
 from gateway.tap.query import _create_uploads, register_sqlite_functions, tap_schema_cte
 

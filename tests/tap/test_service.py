@@ -10,11 +10,18 @@ import pytest
 import pyvo
 from astropy.io.votable import parse_single_table
 from astropy.table import Table
+from tap_helpers import (
+    MAX_JOBS,
+    MAXREC_DEFAULT,
+    MAXREC_HARD,
+    N_OBJECTS,
+    PER_OBJECT,
+    SYNC_TIMEOUT,
+    object_position,
+    rows,
+)
 
-from tap_helpers import MAX_JOBS, MAXREC_DEFAULT, MAXREC_HARD, N_OBJECTS, PER_OBJECT, SYNC_TIMEOUT, object_position, \
-    rows
-
-from gateway.store.db import sky_distance
+from gateway.sky import distance as sky_distance
 from gateway.store.schema import DIASOURCE, PUBLIC_TABLES
 from gateway.tap.vosi import EXAMPLES
 
