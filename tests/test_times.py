@@ -9,12 +9,7 @@ import pytest
 from astropy.time import Time
 from astropy.utils import iers
 
-from gateway.times import (
-    MJD_1972,
-    mjd_to_utc_iso,
-    tai_mjd_to_utc_iso,
-    utc_mjd_to_utc_iso,
-)
+from gateway.times import MJD_1972, mjd_to_utc_iso, tai_mjd_to_utc_iso, utc_mjd_to_utc_iso
 
 iers.conf.auto_download = False
 
