@@ -153,6 +153,8 @@ class Database:
 
         self.url = url
         self.backend, self.target = parse_url(url)
+        #: "sqlite" or "postgresql": the name other packages key their per-backend code on (TAP dialects)
+        self.kind = self.backend
         self.placeholder = "?" if self.backend == "sqlite" else "%s"
         self.reactor = reactor or default_reactor
         self._writer_pool = ThreadPool(1, 1, name="store-writer")
