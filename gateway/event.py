@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Optional
+
+from gateway.times import utcnow
+from gateway.view import EMPTY, View
 
 if TYPE_CHECKING:
     from gateway.alerts import Alert
-    from gateway.alerts.fields import Detection
+
+__all__ = ["ROLES", "Event", "utcnow"]
 
 ROLES = ("observation", "prediction", "utility", "test")
 
@@ -18,8 +22,8 @@ class Event:
     """One VOEvent on its way through the gateway.
 
     ``xml`` is the serialized VOEvent exactly as it will be sent; ``alert`` is the decoded alert it was built
-    from, or None when the event arrived as a VOEvent (VTP, Kafka XML); ``detection`` is the alert's triggering
-    detection as the converter read it (``gateway.alerts.fields.Detection``), so sinks need not read it again.
+    from, or None when the event arrived as a VOEvent (VTP, Kafka XML); ``view`` is its survey-neutral reading
+    (:class:`gateway.view.View`), made once when the event entered the gateway, which every sink reads.
     """
 
     ivorn: str
@@ -28,15 +32,10 @@ class Event:
     xml: bytes
     alert: Optional["Alert"] = None
     origin: str = ""
-    detection: Optional["Detection"] = None
+    view: View = EMPTY
 
     def __post_init__(self):
         if self.role not in ROLES:
             raise ValueError(f"VOEvent role {self.role!r} is not one of {', '.join(ROLES)}")
         if self.received.tzinfo is None:
             raise ValueError("Event.received must be timezone-aware (UTC)")
-
-
-def utcnow() -> datetime:
-    """Now, timezone-aware UTC (never naive ``utcnow``)."""
-    return datetime.now(timezone.utc)

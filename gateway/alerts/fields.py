@@ -1,6 +1,8 @@
-"""The survey-independent view of an alert, shared by the VOEvent builder and the store.
+"""Reading alerts: every per-survey, per-schema-version field name lives here and nowhere else.
 
-Every per-survey, per-schema-version field name lives here and nowhere else:
+:func:`view` reads an alert once into the survey-neutral :class:`gateway.view.View` that the rest of the gateway
+uses; the functions it is made of are public for tools and tests.
+
 
 ======================  ===============================  ===============================  =====================
 quantity                Rubin 3.0, 4.0                   Rubin 5.0 ... 11.x               ZTF 3.x
@@ -24,8 +26,8 @@ upper limits            ``prvDiaNondetectionLimits``     same (until 7.4)       
 ======================  ===============================  ===============================  =====================
 
 Fluxes are in nJy, magnitudes AB, with ``mag = 31.4 - 2.5 log10(flux / nJy)`` both ways. Times are MJD in the
-scale the survey publishes (``time_scale``: "tai" for Rubin, "utc" for ZTF); converting to UTC ISO-8601 is the
-VOEvent builder's job (astropy.time), not done here because it is slow.
+scale the survey publishes (``time_scale``: "tai" for Rubin, "utc" for ZTF); the view adds both scales and the
+UTC ISO-8601 text (:mod:`gateway.times`, a leap-second table: astropy.time costs ~100 us per call).
 
 These are pure functions on :class:`gateway.alerts.Alert`: no I/O, no copies of big fields, cheap enough for
 the hot path (thousands of alerts a second).
@@ -33,17 +35,17 @@ the hot path (thousands of alerts a second).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
-from gateway.alerts import Alert
+from gateway import times
+from gateway.alerts import Alert, AlertError
+from gateway.view import Detection, UpperLimit, View, finite, flux_to_mag, mag_to_flux
 
-#: AB zero point for fluxes in nJy: m = ZP_NJY - 2.5 log10(f / nJy)
-ZP_NJY = 31.4
-#: 2.5 / ln(10): converts a relative flux error into a magnitude error
-_MAG_PER_RELFLUX = 2.5 / math.log(10.0)
+__all__ = ["Detection", "UpperLimit", "flux_to_mag", "mag_to_flux", "view", "detection", "previous_detections",
+           "upper_limits", "object_summary", "cutouts", "is_solar_system", "alert_id", "object_key", "n_previous"]
+
 #: ZTF filter ids
 ZTF_BANDS = {1: "g", 2: "r", 3: "i"}
 #: JD of MJD 0
@@ -55,93 +57,12 @@ ZTF_SSO_RADIUS_ARCSEC = 5.0
 RUBIN_BANDS = ("u", "g", "r", "i", "z", "y")
 
 
-@dataclass(frozen=True, slots=True)
-class Detection:
-    """One detection (a Rubin diaSource or a ZTF candidate), survey-independent.
-
-    - ``ra``, ``dec``: deg, ICRS; None when missing or NaN (such an alert cannot be placed on the sky).
-    - ``ra_err``, ``dec_err``: deg, or None (ZTF publishes no per-alert position error).
-    - ``mjd``: Modified Julian Date in ``time_scale`` ("tai" for Rubin, "utc" for ZTF). ``time_ref`` says what
-      instant it is: "mid" (Rubin ``midpointMjdTai``, mid-exposure) or "start" (ZTF ``jd`` is the *start* of the
-      exposure; ZTF exposures are usually 30 s, see ``extra["exptime"]`` where present).
-    - ``band``: "u", "g", "r", "i", "z", "y" (Rubin) or "g", "r", "i" (ZTF fid 1/2/3), or None.
-    - ``psf_flux``, ``psf_flux_err``: PSF flux on the difference image in nJy, signed (negative when the source
-      got fainter than the template). For ZTF derived from ``magpsf``, ``sigmapsf`` (AB) and ``isdiffpos``.
-    - ``mag``, ``mag_err``: AB magnitude of the difference flux; Rubin: only when the flux is positive; ZTF:
-      ``magpsf`` as shipped (the magnitude of the absolute difference flux).
-    - ``snr``: detection signal-to-noise (Rubin ``snr``), None when absent (ZTF).
-    - ``reliability``: 0-1, Rubin ``reliability`` (5.0+), ZTF ``drb`` (deep real-bogus) else ``rb``; else None.
-    - ``is_dipole``, ``is_negative``: bool or None when the schema does not say.
-    - ``trail_length``: arcsec, or None.
-    - ``extra``: the raw source record (not a copy) for everything else.
-    """
-
-    source_id: Optional[int]
-    object_id: Union[int, str, None]
-    ra: Optional[float]
-    dec: Optional[float]
-    ra_err: Optional[float]
-    dec_err: Optional[float]
-    mjd: float
-    time_scale: str
-    band: Optional[str]
-    psf_flux: Optional[float]
-    psf_flux_err: Optional[float]
-    mag: Optional[float]
-    mag_err: Optional[float]
-    snr: Optional[float]
-    reliability: Optional[float]
-    is_dipole: Optional[bool]
-    is_negative: Optional[bool]
-    trail_length: Optional[float]
-    time_ref: str = "mid"
-    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class UpperLimit:
-    """A non-detection: ``limiting_mag`` (AB, 5 sigma) at ``mjd`` in time scale ``scale``, in ``band``."""
-
-    mjd: float
-    scale: str
-    band: Optional[str]
-    limiting_mag: Optional[float]
-
-
 # ---------------------------------------------------------------------------------------------------------- helpers
-
-
-def _finite(value) -> Optional[float]:
-    """The value as a float, or None if it is missing or NaN/inf."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def _id(value) -> Optional[int]:
     """An object/source id, or None: Rubin writes 0 or null for "no object"."""
     return value if value else None
-
-
-def flux_to_mag(flux: Optional[float], flux_err: Optional[float] = None) -> tuple[Optional[float], Optional[float]]:
-    """AB magnitude and error of a flux in nJy; (None, None) unless the flux is positive and finite."""
-    flux = _finite(flux)
-    if flux is None or flux <= 0.0:
-        return None, None
-    mag = ZP_NJY - 2.5 * math.log10(flux)
-    flux_err = _finite(flux_err)
-    return mag, (None if flux_err is None else _MAG_PER_RELFLUX * flux_err / flux)
-
-
-def mag_to_flux(mag: Optional[float], mag_err: Optional[float] = None) -> tuple[Optional[float], Optional[float]]:
-    """Flux in nJy and its error from an AB magnitude and error; (None, None) if the magnitude is missing."""
-    mag = _finite(mag)
-    if mag is None:
-        return None, None
-    flux = 10.0 ** ((ZP_NJY - mag) / 2.5)
-    mag_err = _finite(mag_err)
-    return flux, (None if mag_err is None else flux * mag_err / _MAG_PER_RELFLUX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,13 +173,13 @@ def upper_limits(alert: Alert) -> list[UpperLimit]:
     """
     record = alert.record
     if alert.survey == "ztf":
-        return [UpperLimit(p["jd"] - MJD_OFFSET, "utc", ZTF_BANDS.get(p.get("fid")), _finite(p.get("diffmaglim")))
+        return [UpperLimit(p["jd"] - MJD_OFFSET, "utc", ZTF_BANDS.get(p.get("fid")), finite(p.get("diffmaglim")))
                 for p in (record.get("prv_candidates") or ())
                 if p.get("candid") is None and p.get("jd") is not None]
     names = _rubin_names(alert.schema)
     limits = []
     for row in record.get("prvDiaNondetectionLimits") or ():
-        noise = _finite(row.get("diaNoise"))
+        noise = finite(row.get("diaNoise"))
         mag = flux_to_mag(5.0 * noise)[0] if noise is not None else None
         limits.append(UpperLimit(row[names.mjd], "tai", row.get(names.band), mag))
     return limits
@@ -303,18 +224,18 @@ def object_summary(alert: Alert) -> dict[str, Any]:
     obj = record.get("diaObject") or {}
     summary: dict[str, Any] = {
         "n_detections": obj.get("nDiaSources"),
-        "first_mjd": _finite(obj.get("firstDiaSourceMjdTai")),
-        "last_mjd": _finite(obj.get("lastDiaSourceMjdTai")),
+        "first_mjd": finite(obj.get("firstDiaSourceMjdTai")),
+        "last_mjd": finite(obj.get("lastDiaSourceMjdTai")),
         "time_scale": "tai",
-        "ra": _finite(obj.get("ra")),
-        "dec": _finite(obj.get(names.dec)),
+        "ra": finite(obj.get("ra")),
+        "dec": finite(obj.get(names.dec)),
     }
     ndata_total = 0
     for b, mean_key, err_key, ndata_key in _band_keys(names):
-        mean = _finite(obj.get(mean_key))
+        mean = finite(obj.get(mean_key))
         if mean is not None:
             summary[f"{b}_psf_flux_mean"] = mean
-            err = _finite(obj.get(err_key))
+            err = finite(obj.get(err_key))
             if err is not None:
                 summary[f"{b}_psf_flux_mean_err"] = err
         ndata = obj.get(ndata_key)
@@ -373,7 +294,7 @@ def is_solar_system(alert: Alert) -> bool:
 
 
 def _rubin_detection(src: dict, names: _RubinNames) -> Detection:
-    flux, flux_err = _finite(src.get(names.flux)), _finite(src.get(names.flux_err))
+    flux, flux_err = finite(src.get(names.flux)), finite(src.get(names.flux_err))
     mag, mag_err = flux_to_mag(flux, flux_err)
     negative = src.get("isNegative")
     if negative is None:
@@ -381,10 +302,10 @@ def _rubin_detection(src: dict, names: _RubinNames) -> Detection:
     return Detection(
         source_id=src.get("diaSourceId"),
         object_id=_id(src.get("diaObjectId")) or _id(src.get("ssObjectId")),
-        ra=_finite(src.get("ra")),
-        dec=_finite(src.get(names.dec)),
-        ra_err=_finite(src.get("raErr")),
-        dec_err=_finite(src.get(names.dec_err)),
+        ra=finite(src.get("ra")),
+        dec=finite(src.get(names.dec)),
+        ra_err=finite(src.get("raErr")),
+        dec_err=finite(src.get(names.dec_err)),
         mjd=src[names.mjd],
         time_scale="tai",
         band=src.get(names.band),
@@ -392,18 +313,18 @@ def _rubin_detection(src: dict, names: _RubinNames) -> Detection:
         psf_flux_err=flux_err,
         mag=mag,
         mag_err=mag_err,
-        snr=_finite(src.get("snr")),
-        reliability=_finite(src.get("reliability")),
+        snr=finite(src.get("snr")),
+        reliability=finite(src.get("reliability")),
         is_dipole=src.get("isDipole"),
         is_negative=negative,
-        trail_length=_finite(src.get("trailLength")),
+        trail_length=finite(src.get("trailLength")),
         time_ref="mid",
         extra=src,
     )
 
 
 def _ztf_detection(c: dict, object_id: str) -> Detection:
-    mag, mag_err = _finite(c.get("magpsf")), _finite(c.get("sigmapsf"))
+    mag, mag_err = finite(c.get("magpsf")), finite(c.get("sigmapsf"))
     flux, flux_err = mag_to_flux(mag, mag_err)
     diffpos = c.get("isdiffpos")
     negative = None if diffpos is None else diffpos in ("f", "0")
@@ -415,8 +336,8 @@ def _ztf_detection(c: dict, object_id: str) -> Detection:
     return Detection(
         source_id=c.get("candid"),
         object_id=object_id,
-        ra=_finite(c.get("ra")),
-        dec=_finite(c.get("dec")),
+        ra=finite(c.get("ra")),
+        dec=finite(c.get("dec")),
         ra_err=None,
         dec_err=None,
         mjd=c["jd"] - MJD_OFFSET,
@@ -427,7 +348,7 @@ def _ztf_detection(c: dict, object_id: str) -> Detection:
         mag=mag,
         mag_err=mag_err,
         snr=None,
-        reliability=_finite(reliability),
+        reliability=finite(reliability),
         is_dipole=None,
         is_negative=negative,
         trail_length=None,
@@ -438,3 +359,46 @@ def _ztf_detection(c: dict, object_id: str) -> Detection:
 
 def _with_object(det: Detection, object_id) -> Detection:
     return replace(det, object_id=object_id)
+
+
+# ------------------------------------------------------------------------------------------------------ the view
+
+
+def view(alert: Alert) -> View:
+    """The alert read once into the survey-neutral :class:`View` (``error_radius`` is left to the builder).
+
+    Raises :class:`AlertError` with a reason for a person: a malformed record, no usable position, no usable time.
+    """
+    try:
+        det = detection(alert)
+        summary = object_summary(alert)
+        view = View(
+            survey=alert.survey, schema=alert.schema, simulated=alert.simulated, alert_id=alert_id(alert),
+            object_key=object_key(alert), ra=det.ra, dec=det.dec, mjd=det.mjd, time_scale=det.time_scale,
+            time_ref=det.time_ref, band=det.band, mag=det.mag, mag_err=det.mag_err, flux=det.psf_flux,
+            flux_err=det.psf_flux_err, snr=det.snr, reliability=det.reliability, is_negative=det.is_negative,
+            is_dipole=det.is_dipole, trail_length=det.trail_length, solar_system=is_solar_system(alert),
+            n_detections=summary.get("n_detections"), detection=det, previous=tuple(previous_detections(alert)),
+            upper_limits=tuple(upper_limits(alert)), summary=summary, cutouts=cutouts(alert))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise AlertError(alert.source, alert.position, malformed(error)) from None
+    ra, dec = view.ra, view.dec
+    if ra is None or dec is None:
+        raise AlertError(alert.source, alert.position, "no usable position: ra/dec missing or NaN")
+    if not (0.0 <= ra < 360.0 and -90.0 <= dec <= 90.0):
+        raise AlertError(alert.source, alert.position, f"position out of range: ra={ra!r}, dec={dec!r} deg")
+    mjd = view.mjd
+    if not isinstance(mjd, (int, float)) or isinstance(mjd, bool):
+        raise AlertError(alert.source, alert.position, f"no usable time: MJD {mjd!r}")
+    try:
+        return replace(view, n_previous=len(view.previous), mjd_tai=times.to_tai(mjd, view.time_scale),
+                       mjd_utc=times.to_utc(mjd, view.time_scale), iso_utc=times.mjd_to_utc_iso(mjd, view.time_scale))
+    except times.TimeError as error:
+        raise AlertError(alert.source, alert.position, f"no usable time: {error}") from None
+
+
+def malformed(error: Exception) -> str:
+    """A reason for a person from the error a malformed record raised while being read."""
+    if isinstance(error, KeyError):
+        return f"malformed alert: field {error.args[0]!r} is missing"
+    return f"malformed alert: {error}"

@@ -31,6 +31,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable, Optional, Protocol
 
@@ -38,7 +39,7 @@ from lxml import etree
 
 from gateway.alerts import Alert, AlertError, fields
 from gateway.event import ROLES, Event
-from gateway.times import format_iso, mjd_to_utc_iso
+from gateway.times import format_iso
 from gateway.voevent import rubin, ztf
 from gateway.voevent.parse import IVORN_RE
 from gateway.voevent.spec import (
@@ -180,22 +181,8 @@ class Converter:
         profile = PROFILES.get(alert.survey)
         if profile is None:
             raise AlertError(alert.source, alert.position, f"unknown survey {alert.survey!r}")
-        try:
-            det = fields.detection(alert)
-            alert_id = fields.alert_id(alert)
-            key = fields.object_key(alert)
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise AlertError(alert.source, alert.position, f"malformed alert: {error!r}") from None
-        ra, dec = det.ra, det.dec
-        if ra is None or dec is None:
-            raise AlertError(alert.source, alert.position, "no usable position: ra/dec missing or NaN")
-        if not (0.0 <= ra < 360.0 and -90.0 <= dec <= 90.0):
-            raise AlertError(alert.source, alert.position, f"position out of range: ra={ra!r}, dec={dec!r} deg")
-        mjd = det.mjd
-        if mjd is None or not isinstance(mjd, (int, float)) or not math.isfinite(mjd):
-            raise AlertError(alert.source, alert.position, f"no usable time: MJD {mjd!r}")
-        iso = mjd_to_utc_iso(mjd, det.time_scale)
-
+        view = fields.view(alert)  # AlertError: malformed, no usable position or time
+        alert_id, key = view.alert_id, view.object_key
         ivorn = f"{self.prefix}{alert_id}"
         role = self.role if self.role != "auto" else ("test" if alert.simulated else "observation")
         cited = self.history.previous(key)
@@ -203,7 +190,7 @@ class Converter:
             cited = None
 
         try:
-            values = _Values(alert, profile, det, alert_id, key, ivorn, role, iso, cited, self.max_previous_rows)
+            values = _Values(alert, view, profile, ivorn, role, cited, self.max_previous_rows)
             xml = self._build(values)
             while len(xml) >= MAX_EVENT_BYTES and values.previous:
                 # over budget (huge free-text fields?): shorten the light-curve table until it fits
@@ -211,13 +198,15 @@ class Converter:
                 xml = self._build(values)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             # e.g. a field of an unexpected type, or text lxml refuses (control characters are not XML)
-            raise AlertError(alert.source, alert.position, f"malformed alert: {error!r}") from None
+            raise AlertError(alert.source, alert.position, fields.malformed(error)) from None
         if len(xml) >= MAX_EVENT_BYTES:
             raise AlertError(alert.source, alert.position,
                              f"VOEvent too large: {len(xml)} bytes >= {MAX_EVENT_BYTES} even without a light curve")
         self.history.remember(key, ivorn)
+        # the view says what the packet says: the radius as written (7 significant digits)
+        view = replace(view, error_radius=float(fmt_float(values.radius)), author=self.author_ivorn)
         return Event(ivorn=ivorn, role=role, received=datetime.fromtimestamp(values.now, timezone.utc),
-                     xml=xml, alert=alert, origin=alert.source, detection=det)
+                     xml=xml, alert=alert, origin=alert.source, view=view)
 
     convert = __call__
 
@@ -261,7 +250,7 @@ class Converter:
         det = v.det
         s.c1.text = repr(det.ra)
         s.c2.text = repr(det.dec)
-        s.radius.text = fmt_float(error_radius(det, v.profile))
+        s.radius.text = fmt_float(v.radius)
         if v.probability is not None:
             s.why.set("importance", v.probability)
             s.inference.set("probability", v.probability)
@@ -282,13 +271,15 @@ TRANSIENT_CONCEPT = "transient or variable source (difference image)"
 class _Values:
     """Everything of one alert that goes into its VOEvent, as text, and the shape it gives the document."""
 
-    __slots__ = ("alert", "profile", "det", "alert_id", "key", "ivorn", "role", "iso", "cited", "solar",
+    __slots__ = ("alert", "profile", "det", "alert_id", "key", "ivorn", "role", "iso", "cited", "solar", "radius",
                  "trigger", "extra", "object", "n_previous", "n_limits", "previous", "cutouts", "probability", "now")
 
-    def __init__(self, alert, profile: SurveyProfile, det, alert_id, key, ivorn, role, iso, cited, rows):
-        self.alert, self.profile, self.det, self.alert_id, self.key = alert, profile, det, alert_id, key
-        self.ivorn, self.role, self.iso, self.cited = ivorn, role, iso, cited
-        self.solar = fields.is_solar_system(alert)
+    def __init__(self, alert, view, profile: SurveyProfile, ivorn, role, cited, rows):
+        det = view.detection
+        self.alert, self.profile, self.det, self.alert_id, self.key = alert, profile, det, view.alert_id, view.object_key
+        self.ivorn, self.role, self.iso, self.cited = ivorn, role, view.iso_utc, cited
+        self.solar = view.solar_system
+        self.radius = error_radius(det, profile)
         # triggering detection: text or None (absent) per Param of the profile, in profile order
         self.trigger = [None if (value := get(det)) is None else fmt(value)
                         for _, get, fmt in profile.trigger_params]
@@ -297,16 +288,12 @@ class _Values:
                       else fmt(value) for name, _, fmt in profile.extra_params]
         # object summary: (key, text) of the keys that become Params (the shape records which, in which order)
         formats = profile.object_formats
-        self.object = [(name, formats[name](value)) for name, value in fields.object_summary(alert).items()
+        self.object = [(name, formats[name](value)) for name, value in view.summary.items()
                        if value is not None and name in formats]
-        self.n_previous = fields.n_previous(alert)
-        self.n_limits = len(fields.upper_limits(alert))
-        self.previous = []
-        if self.n_previous and rows:
-            previous = fields.previous_detections(alert)
-            previous.sort(key=_by_time)
-            self.previous = previous[-rows:]
-        present = fields.cutouts(alert)
+        self.n_previous = view.n_previous
+        self.n_limits = len(view.upper_limits)
+        self.previous = sorted(view.previous, key=_by_time)[-rows:] if self.n_previous and rows else []
+        present = view.cutouts
         self.cutouts = tuple(kind for kind in CUTOUT_KINDS if kind in present)
         reliability = det.reliability
         self.probability = ("%.3f" % reliability) if reliability is not None and 0.0 <= reliability <= 1.0 else None

@@ -11,7 +11,8 @@ parser) enforces, before anything else is looked at:
 - libxml2's default limits on depth and text size (``huge_tree=False``).
 
 :func:`parse_event` then checks that the root is a VOEvent with a well-formed IVORN and a known role and
-returns an Event that keeps the original bytes (never re-serialized).
+returns an Event that keeps the original bytes (never re-serialized), with its view
+(:func:`gateway.voevent.read.view_of_tree`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from typing import Optional
 
 from lxml import etree
 
-from gateway.event import ROLES, Event, utcnow
+from gateway.alerts import AlertError, fields
+from gateway.event import ROLES, Event
+from gateway.times import utcnow
+from gateway.view import EMPTY, View
+from gateway.voevent.read import view_of_tree
 
 #: Namespaces of VOEvent roots we accept (2.0; 1.1 is still seen in archives)
 VOEVENT_NAMESPACES = ("http://www.ivoa.net/xml/VOEvent/v2.0", "http://www.ivoa.net/xml/VOEvent/v1.1")
@@ -114,4 +119,25 @@ def event_from_tree(root: etree._Element, xml: bytes, origin: str, received: Opt
     role = root.get("role", "observation")  # the XSD's default
     if role not in ROLES:
         raise VOEventError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
-    return Event(ivorn=ivorn, role=role, received=received or utcnow(), xml=bytes(xml), alert=None, origin=origin)
+    return Event(ivorn=ivorn, role=role, received=received or utcnow(), xml=bytes(xml), alert=None, origin=origin,
+                 view=view_of_tree(root))
+
+
+def view_of(event: Event, root: Optional[etree._Element] = None) -> View:
+    """The event's view; for an Event made without one (tools, tests), read now from its alert or its XML.
+
+    ``root``: the event's VOEvent, parsed safely, if the caller has it. A packet that cannot be read gives EMPTY.
+    """
+    if event.view is not EMPTY:
+        return event.view
+    if event.alert is not None:
+        try:
+            return fields.view(event.alert)
+        except AlertError:
+            return EMPTY
+    if root is None:
+        try:
+            root = safe_fromstring(event.xml)
+        except VOEventError:
+            return EMPTY
+    return view_of_tree(root)
