@@ -84,7 +84,8 @@ class View:
     - ``mjd`` in the survey's ``time_scale`` ("tai" or "utc"), and the same instant as ``mjd_tai``, ``mjd_utc`` and
       ``iso_utc`` (UTC ISO-8601 to the millisecond, no zone suffix); ``time_ref``: "mid" or "start" of exposure.
     - ``band``, ``mag``, ``mag_err``, ``flux``, ``flux_err`` (nJy), ``snr``, ``reliability`` (0-1), ``is_negative``,
-      ``is_dipole``, ``trail_length`` (arcsec) of the triggering detection; ``solar_system``; ``n_detections``
+      ``is_dipole``, ``trail_length`` (arcsec) of the triggering detection; ``limiting_mag``: the 5-sigma limit of
+      its image (ZTF ``diffmaglim``; Rubin alerts carry none); ``solar_system``; ``n_detections``
       (as the survey counts them), ``n_previous`` (earlier detections shipped).
     - for alerts: ``detection`` (the triggering :class:`Detection`), ``previous`` (earlier detections, as
       shipped), ``upper_limits``, ``summary`` (the object summary of :func:`gateway.alerts.fields.object_summary`),
@@ -117,6 +118,7 @@ class View:
     is_negative: Optional[bool] = None
     is_dipole: Optional[bool] = None
     trail_length: Optional[float] = None
+    limiting_mag: Optional[float] = None
     solar_system: Optional[bool] = None
     n_detections: Optional[int] = None
     n_previous: Optional[int] = None

@@ -377,7 +377,7 @@ def view(alert: Alert) -> View:
             object_key=object_key(alert), ra=det.ra, dec=det.dec, mjd=det.mjd, time_scale=det.time_scale,
             time_ref=det.time_ref, band=det.band, mag=det.mag, mag_err=det.mag_err, flux=det.psf_flux,
             flux_err=det.psf_flux_err, snr=det.snr, reliability=det.reliability, is_negative=det.is_negative,
-            is_dipole=det.is_dipole, trail_length=det.trail_length, solar_system=is_solar_system(alert),
+            is_dipole=det.is_dipole, trail_length=det.trail_length, limiting_mag=_limiting_mag(alert, det), solar_system=is_solar_system(alert),
             n_detections=summary.get("n_detections"), detection=det, previous=tuple(previous_detections(alert)),
             upper_limits=tuple(upper_limits(alert)), summary=summary, cutouts=cutouts(alert))
     except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -395,6 +395,10 @@ def view(alert: Alert) -> View:
                        mjd_utc=times.to_utc(mjd, view.time_scale), iso_utc=times.mjd_to_utc_iso(mjd, view.time_scale))
     except times.TimeError as error:
         raise AlertError(alert.source, alert.position, f"no usable time: {error}") from None
+
+
+def _limiting_mag(alert: Alert, det: Detection) -> Optional[float]:
+    return finite(det.extra.get("diffmaglim")) if alert.survey == "ztf" else None
 
 
 def malformed(error: Exception) -> str:

@@ -110,9 +110,7 @@ def notice(event: Event, facts) -> dict:
     survey = facts.get("survey") if isinstance(facts.get("survey"), str) else None
     mission, instrument = MISSIONS.get(survey or "", (None, None))
     if mission is None:
-        root = facts.root()
-        author = root.findtext("Who/AuthorIVORN") if root is not None else None
-        mission = (author or event.ivorn).split("//", 1)[-1].split("/", 1)[0] or "unknown"
+        mission = (facts.view.author or event.ivorn).split("//", 1)[-1].split("/", 1)[0] or "unknown"
     retraction = is_retraction(facts)
     previous = facts.get("n_previous")
     if retraction:
@@ -172,42 +170,22 @@ def notice(event: Event, facts) -> dict:
 
 
 def _error_radius(event, facts) -> Optional[float]:
-    if event.alert is not None:
-        det = facts.detection()
-        errors = [e for e in (det.ra_err, det.dec_err) if e is not None]
+    """The alert's own position error (deg; none for ZTF, which publishes none), or the VOEvent's Error2Radius."""
+    view = facts.view
+    if view.detection is not None:
+        errors = [e for e in (view.detection.ra_err, view.detection.dec_err) if e is not None]
         return max(errors) if errors else None
-    root = facts.root()
-    text = root.findtext("WhereWhen/ObsDataLocation/ObservationLocation/AstroCoords/Position2D/Error2Radius") \
-        if root is not None else None
-    try:
-        value = float(text) if text else None
-    except ValueError:
-        return None
-    return value if value is not None and value >= 0 else None
+    error = view.error_radius
+    return error if error is not None and error >= 0 else None
 
 
 def _trigger_time(event, facts) -> Optional[str]:
-    if event.alert is not None:
-        from gateway.times import mjd_to_utc_iso
-
-        det = facts.detection()
-        return _iso(mjd_to_utc_iso(det.mjd, det.time_scale))
-    root = facts.root()
-    if root is None:
-        return None
-    return _iso(root.findtext("WhereWhen/ObsDataLocation/ObservationLocation/AstroCoords/Time/TimeInstant/ISOTime"))
+    return _iso(facts.view.iso_utc)
 
 
 def _limiting_mag(event, facts) -> Optional[float]:
-    """ZTF ships the 5-sigma limit of the image (``diffmaglim``, also a Param of its VOEvent); Rubin alerts
-    carry none for the detection."""
-    if event.alert is None:
-        value = facts.param("diffmaglim")
-    elif event.alert.survey == "ztf":
-        value = event.alert.record["candidate"].get("diffmaglim")
-    else:
-        return None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value else None
+    """ZTF ships the 5-sigma limit of the image (``diffmaglim``, also a Param of its VOEvent); Rubin none."""
+    return facts.view.limiting_mag
 
 
 class GcnNotices:

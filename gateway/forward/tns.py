@@ -39,6 +39,8 @@ from gateway.forward.common import (
     validation_errors,
     wait_seconds,
 )
+from gateway.times import mjd_to_utc_iso
+from gateway.view import View
 
 log = Logger()
 
@@ -53,17 +55,13 @@ ZTF_INSTRUMENT = "196"
 
 def tns_time(mjd: float, scale: str) -> str:
     """'YYYY-MM-DD HH:MM:SS.fff' (UTC), the TNS date format."""
-    from gateway.times import mjd_to_utc_iso
-
     return mjd_to_utc_iso(mjd, scale).replace("T", " ")
 
 
-def internal_name(alert) -> str:
+def internal_name(view: View) -> str:
     """The name the survey gives the object: the ZTF objectId, or Rubin's object key without its prefix."""
-    from gateway.alerts import fields
-
-    key = fields.object_key(alert)
-    return key if alert.survey == "ztf" else key.replace("diaObject:", "LSST-").replace(":", "-")
+    key = view.object_key
+    return key if view.survey == "ztf" else key.replace("diaObject:", "LSST-").replace(":", "-")
 
 
 class ReportError(ValueError):
@@ -109,14 +107,11 @@ class TNS:
             raise ReportError(f"no TNS instrument id for {survey} (set the route's instrument)")
         return value
 
-    def report(self, alert) -> dict[str, Any]:
-        """The bulk-report ``data`` for one alert: discovery = the earliest positive detection it carries."""
-        from gateway.alerts import fields
-
-        survey = alert.survey
-        trigger = fields.detection(alert)
-        detections = [d for d in (*fields.previous_detections(alert), trigger) if d.mag is not None and
-                      not d.is_negative]
+    def report(self, view: View) -> dict[str, Any]:
+        """The bulk-report ``data`` for one alert's view: discovery = the earliest positive detection it carries."""
+        survey = view.survey
+        trigger = view.detection
+        detections = [d for d in (*view.previous, trigger) if d.mag is not None and not d.is_negative]
         if not detections:
             raise ReportError("no detection with a positive flux to report")
         detections.sort(key=lambda d: d.mjd)
@@ -142,7 +137,7 @@ class TNS:
         dec = {"value": round(trigger.dec, 7), **coordinate}
         if err_arcsec is not None:
             ra["error"] = dec["error"] = round(err_arcsec * 3600.0, 3)
-        limits = [u for u in fields.upper_limits(alert) if u.mjd < first.mjd and u.limiting_mag is not None]
+        limits = [u for u in view.upper_limits if u.mjd < first.mjd and u.limiting_mag is not None]
         if limits:
             last = max(limits, key=lambda u: u.mjd)
             non_detection = {"obsdate": tns_time(last.mjd, last.scale), "limiting_flux": round(last.limiting_mag, 3),
@@ -153,22 +148,19 @@ class TNS:
         entry = {
             "ra": ra, "dec": dec, "reporting_group_id": self.group, "discovery_data_source_id": self.source,
             "reporter": self.reporter, "discovery_datetime": tns_time(first.mjd, first.time_scale),
-            "at_type": self.at_type, "internal_name": internal_name(alert),
-            "remarks": self.remarks or f"reported by vogateway from {survey} alert {fields.alert_id(alert)}",
+            "at_type": self.at_type, "internal_name": internal_name(view),
+            "remarks": self.remarks or f"reported by vogateway from {survey} alert {view.alert_id}",
             "non_detection": non_detection, "photometry": {"photometry_group": points},
         }
         return {"at_report": {"0": entry}}
 
     def prepare(self, event: Event, facts, route: str) -> Optional[outbox.Prepared]:
-        from gateway.alerts import fields
-
-        alert = event.alert
-        if alert is None:
+        if event.alert is None or facts.view.detection is None:
             return None  # a VOEvent from elsewhere: not ours to report
-        objectid = fields.object_key(alert)
+        objectid = facts.view.object_key
         key = f"tns:{objectid}"
         try:
-            data = self.report(alert)
+            data = self.report(facts.view)
         except ReportError as error:
             return outbox.Prepared(key, b"", objectid=objectid, once_per_object=True, failed=str(error))
         return outbox.Prepared(key, dumps(data), {"internal_name": data["at_report"]["0"]["internal_name"]},

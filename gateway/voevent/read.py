@@ -93,6 +93,7 @@ def view_of_tree(root: etree._Element) -> View:
         flux_err=_number(params.get("psf_flux_err")), snr=_number(params.get("snr")),
         reliability=_number(params.get("reliability")), is_negative=_flag(params.get("is_negative")),
         is_dipole=_flag(params.get("is_dipole")), trail_length=_number(params.get("trail_length")),
+        limiting_mag=_number(params.get("diffmaglim")),
         solar_system=_flag(params.get("solar_system")), n_detections=_integer(params.get("n_detections")),
         n_previous=_integer(params.get("n_previous")), author=author.strip() if author else None, params=params)
 

@@ -32,10 +32,10 @@ def reportable(evs, filters=None):
     out = {}
     for event in evs:
         try:
-            tns.report(event.alert)
+            tns.report(event.view)
         except ReportError:
             continue
-        out[fields.object_key(event.alert)] = internal_name(event.alert)
+        out[fields.object_key(event.alert)] = internal_name(event.view)
     tns.http.pool.closeCachedConnections()
     return out
 
@@ -121,7 +121,7 @@ def test_photometry_is_converted_from_rubin_nJy_and_taken_from_ztf_magpsf():
     try:
         rubin = next(e for e in events("rubin", "11.1") if fields.detection(e.alert).psf_flux
                      and fields.detection(e.alert).psf_flux > 0 and fields.n_previous(e.alert) >= 2)
-        report = tns.report(rubin.alert)["at_report"]["0"]
+        report = tns.report(rubin.view)["at_report"]["0"]
         sources = [*rubin.alert.record["prvDiaSources"], rubin.alert.record["diaSource"]]
         points = sorted(report["photometry"]["photometry_group"].values(), key=lambda p: p["obsdate"])
         assert len(points) == len([s for s in sources if s["psfFlux"] > 0])
@@ -135,7 +135,7 @@ def test_photometry_is_converted_from_rubin_nJy_and_taken_from_ztf_magpsf():
         assert validation_errors({"at_report": {"0": report}}, "tns", "at-report.schema.json") == []
 
         ztf_event = next(e for e in events("ztf") if e.alert.record["candidate"]["isdiffpos"] in ("t", "1"))
-        report = TNS("http://unused", "k", 1, "b", "1", "1", "r").report(ztf_event.alert)["at_report"]["0"]
+        report = TNS("http://unused", "k", 1, "b", "1", "1", "r").report(ztf_event.view)["at_report"]["0"]
         candidate = ztf_event.alert.record["candidate"]
         last = max(report["photometry"]["photometry_group"].values(), key=lambda p: p["obsdate"])
         assert last["flux"] == pytest.approx(candidate["magpsf"], abs=1e-3)
@@ -151,7 +151,7 @@ def test_an_alert_without_a_filter_id_is_a_clear_report_error():
     tns = TNS("http://unused", "k", 1, "b", "1", "1", "r")
     try:
         with pytest.raises(ReportError, match="no TNS instrument id for rubin"):
-            tns.report(events("rubin", "11.1")[0].alert)
+            tns.report(events("rubin", "11.1")[0].view)
     finally:
         tns.http.pool.closeCachedConnections()
 
@@ -193,7 +193,7 @@ def test_accept_then_timeout_is_not_reported_twice(database):
     fake.script.append("accept-hang")  # the report is taken, the reply never comes
     port, url = yield serve(fake)
     event = next(e for e in events("ztf") if reportable([e]))
-    internal = internal_name(event.alert)
+    internal = internal_name(event.view)
     sink, services = yield start(make_config(tns_route(url, filter="survey == 'ztf'")), database)
     try:
         yield sink.accept(event)
