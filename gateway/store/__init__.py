@@ -5,9 +5,11 @@
   in large transactions. An event's Deferred fires after the transaction holding it has committed (so a source
   commits its position only then).
 - :class:`StoreHistory` answers the converter's "latest IVORN on this object?" from memory, loaded from the DB
-  at start and persisted through ``diaobject.last_ivorn``, so Citations survive a restart.
+  at start and persisted through ``diaobject.last_ivorn``, so Citations survive a restart
+  (:mod:`gateway.store.history`).
 - The schema is :mod:`gateway.store.schema`; row mapping :mod:`gateway.store.rows`; connections
-  :mod:`gateway.store.db`.
+  :mod:`gateway.store.db`, over a backend (:mod:`gateway.store.sqlite`, :mod:`gateway.store.postgres`, both
+  implementing :class:`gateway.store.backend.Backend`); batch writes :mod:`gateway.store.writers`.
 """
 
 from __future__ import annotations
@@ -23,11 +25,20 @@ from gateway.store import writers
 from gateway.store.db import Database, DatabaseClosed, StoreError
 from gateway.store.rows import Rows, fits_bytes, rows_for
 from gateway.store.schema import SCHEMA
-from gateway.voevent.build import MemoryHistory
 
 __all__ = ["Database", "Store", "StoreError", "StoreHistory"]
 
 log = Logger()
+
+
+def __getattr__(name: str):
+    # StoreHistory extends the VOEvent builder's MemoryHistory: loaded on first use, so that importing the store
+    # (TAP, the outbox tools) does not load the builder
+    if name == "StoreHistory":
+        from gateway.store.history import StoreHistory
+
+        return StoreHistory
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Store:
@@ -137,24 +148,3 @@ class Store:
             row = conn.execute(sql, (alert_id, kind)).fetchone()
             return None if row is None else fits_bytes(bytes(row[0]))
         return self.database.read(fetch)
-
-
-class StoreHistory(MemoryHistory):
-    """The converter's History (``previous``/``remember``), from memory, persisted through the store.
-
-    ``previous`` is called on the reactor for every alert, so it never touches the DB: the most recent
-    ``max_objects`` objects are loaded at start from ``diaobject.last_ivorn``, and every alert converted since is
-    remembered in memory (the store writes the same IVORN to ``diaobject.last_ivorn``).
-    """
-
-    def load(self, database: Database) -> int:
-        """Blocking: fill from the DB (call before the reactor runs, or in a thread). Returns objects loaded."""
-        conn = database.reader()
-        try:
-            rows = conn.execute(f"SELECT objectid, last_ivorn FROM {SCHEMA}.diaobject WHERE last_ivorn IS NOT NULL "
-                                f"ORDER BY updated DESC LIMIT {int(self.max_objects)}").fetchall()
-        finally:
-            conn.close()
-        for key, ivorn in reversed(rows):  # oldest first, so the newest end up most recently used
-            self.remember(key, ivorn)
-        return len(rows)

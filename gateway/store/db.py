@@ -12,131 +12,30 @@ name, so the same qualified names (``gateway.diasource``) work on both.
 
 from __future__ import annotations
 
-import math
-import sqlite3
 import threading
-import time
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from gateway import sky
-from gateway.store.schema import SCHEMA, postgres_ddl, sqlite_ddl
+from gateway.store.backend import Backend, DatabaseClosed, StoreError, parse_url
+from gateway.store.postgres import PostgresBackend
+from gateway.store.schema import Table
+from gateway.store.sqlite import SQLiteBackend
+
+__all__ = ["Database", "DatabaseClosed", "StoreError", "backend_for", "parse_url"]
 
 log = Logger()
 
-
-class StoreError(Exception):
-    """The alert DB could not be opened or written; the message says which and why."""
+_BACKENDS = {"sqlite": SQLiteBackend, "postgresql": PostgresBackend}
 
 
-class DatabaseClosed(StoreError):
-    """A write after :meth:`Database.stop`."""
-
-
-def parse_url(url: str) -> tuple[str, str]:
-    """(backend, target): ("sqlite", path or ":memory:") or ("postgresql", conninfo)."""
-    if url.startswith("sqlite://"):
-        rest = url[len("sqlite://"):]
-        if rest in (":memory:", "/:memory:"):
-            return "sqlite", ":memory:"
-        if not rest.startswith("/"):
-            raise StoreError(f"store URL {url!r}: expected sqlite:///relative/path.db or sqlite:////absolute.db")
-        return "sqlite", rest[1:]
-    if url.startswith(("postgresql://", "postgres://")) or "dbname=" in url:
-        return "postgresql", url
-    raise StoreError(f"store URL {url!r}: expected sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
-
-
-# -- SQLite helpers ----------------------------------------------------------------------------------------------
-
-def _register_functions(conn: sqlite3.Connection) -> None:
-    # the SQL the TAP translator emits for DISTANCE and exact cone checks on SQLite
-    conn.create_function("sky_distance", 4, sky.distance, deterministic=True)
-    for name, fn in (("radians", math.radians), ("degrees", math.degrees), ("sin", math.sin), ("cos", math.cos),
-                     ("tan", math.tan), ("asin", math.asin), ("acos", math.acos), ("atan", math.atan),
-                     ("sqrt", math.sqrt), ("log10", math.log10), ("log", math.log), ("exp", math.exp),
-                     ("floor", math.floor), ("ceiling", math.ceil)):
-        conn.create_function(name, 1, _null_safe(fn), deterministic=True)
-    conn.create_function("atan2", 2, _null_safe(math.atan2), deterministic=True)
-    conn.create_function("power", 2, _null_safe(math.pow), deterministic=True)
-    conn.create_function("mod", 2, _null_safe(math.fmod), deterministic=True)
-    conn.create_function("pi", 0, lambda: math.pi, deterministic=True)
-
-
-def _null_safe(fn):
-    def wrapped(*args):
-        if any(a is None for a in args):
-            return None
-        try:
-            return fn(*args)
-        except (ValueError, OverflowError):  # domain errors become NULL, as in SQL
-            return None
-    return wrapped
-
-
-def sqlite_writer(path: str) -> sqlite3.Connection:
-    if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes, fast commits
-    conn.execute("PRAGMA busy_timeout=10000")
-    conn.execute("PRAGMA cache_size=-65536")  # 64 MB (default 2 MB): a batch of 6 kB VOEvents and indexes fits
-    for statement in sqlite_ddl():
-        conn.execute(statement)
-    return conn
-
-
-def sqlite_reader(path: str, timeout: Optional[float] = None) -> sqlite3.Connection:
-    """A read-only connection with the alert DB attached as ``gateway`` and the sky functions registered.
-
-    ``timeout`` (seconds) interrupts any statement that runs longer; the query then raises
-    ``sqlite3.OperationalError: interrupted``.
-    """
-    conn = sqlite3.connect(":memory:", uri=True, check_same_thread=False, isolation_level=None)
-    target = Path(path).resolve().as_uri() if path != ":memory:" else "file::memory:"
-    conn.execute(f"ATTACH DATABASE ? AS {SCHEMA}", (f"{target}?mode=ro",))
-    conn.execute("PRAGMA query_only=1")
-    _register_functions(conn)
-    if timeout is not None:
-        set_deadline(conn, timeout)
-    return conn
-
-
-def set_deadline(conn: sqlite3.Connection, timeout: Optional[float]) -> None:
-    """Interrupt statements on ``conn`` once ``timeout`` seconds from now have passed (None: no limit)."""
-    if timeout is None:
-        conn.set_progress_handler(None, 0)
-        return
-    deadline = time.monotonic() + timeout
-    conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
-
-
-# -- PostgreSQL helpers ------------------------------------------------------------------------------------------
-
-def postgres_connect(conninfo: str, read_only: bool = False, timeout: Optional[float] = None):
-    import psycopg
-
-    options = [f"-c search_path={SCHEMA},public"]
-    if read_only:
-        options.append("-c default_transaction_read_only=on")
-    if timeout is not None:
-        options.append(f"-c statement_timeout={int(timeout * 1000)}")
-    try:
-        return psycopg.connect(conninfo, options=" ".join(options), autocommit=read_only)
-    except psycopg.Error as e:
-        raise StoreError(f"cannot connect to PostgreSQL {conninfo!r}: {e}".strip()) from e
-
-
-def postgres_create(conn) -> None:
-    with conn.transaction():
-        for statement in postgres_ddl():
-            conn.execute(statement)
+def backend_for(url: str) -> Backend:
+    """The backend object for a store URL (see :func:`parse_url`)."""
+    kind, target = parse_url(url)
+    return _BACKENDS[kind](target)
 
 
 class Database:
@@ -145,51 +44,32 @@ class Database:
     ``write`` runs in the single writer thread inside a transaction, committed before its Deferred fires (so
     a source may commit its position then). ``read`` runs on a read-only connection of a reader thread.
     ``reader(timeout)`` opens a new read-only connection for a caller that manages its own thread (TAP
-    streaming). ``placeholder`` is the DB-API parameter marker: ``?`` (SQLite) or ``%s`` (PostgreSQL).
+    streaming). ``backend`` is the :class:`~gateway.store.backend.Backend` chosen from the URL, which holds all
+    that differs between SQLite and PostgreSQL; ``placeholder`` its DB-API parameter marker (``?`` or ``%s``).
     """
 
     def __init__(self, url: str, reactor=None, readers: int = 4):
+        # imported only when none is given: importing it installs the default reactor, which a caller (twistd,
+        # tests) may want to choose first
         from twisted.internet import reactor as default_reactor
 
         self.url = url
-        self.backend, self.target = parse_url(url)
+        self.backend = backend_for(url)
         #: "sqlite" or "postgresql": the name other packages key their per-backend code on (TAP dialects)
-        self.kind = self.backend
-        self.placeholder = "?" if self.backend == "sqlite" else "%s"
+        self.kind = self.backend.name
+        self.placeholder = self.backend.placeholder
         self.reactor = reactor or default_reactor
         self._writer_pool = ThreadPool(1, 1, name="store-writer")
         self._reader_pool = ThreadPool(1, readers, name="store-readers")
         self._local = threading.local()
-        self._writer = None
         self._queued: list = []
         self._coalescing: dict = {}  # fn -> (items, their Deferreds) of the job not yet started
         self._rollback_listeners: list[Callable[[], None]] = []
         self._committing = False
-        if self.backend == "sqlite" and self.target == ":memory:":
-            # a shared in-memory DB for tests: readers and the writer see the same tables
-            self.target = f"file:gateway-{id(self)}?mode=memory&cache=shared"
-        self._open_writer()  # synchronously, so a bad URL fails at start with a clear message
+        self._writer = self.backend.connect_writer()  # synchronously, so a bad URL fails at start, clearly
         self._running = False
 
     # -- lifecycle --------------------------------------------------------------------------------------------
-
-    def _open_writer(self):
-        if self.backend == "sqlite":
-            if self.target.startswith("file:"):
-                self._writer = sqlite3.connect(self.target, uri=True, check_same_thread=False, isolation_level=None)
-                for statement in sqlite_ddl():
-                    self._writer.execute(statement)
-            else:
-                try:
-                    self._writer = sqlite_writer(self.target)
-                except sqlite3.Error as e:
-                    raise StoreError(f"cannot open SQLite alert DB {self.target!r}: {e}") from e
-        else:
-            self._writer = postgres_connect(self.target)
-            try:
-                postgres_create(self._writer)
-            except Exception as e:
-                raise StoreError(f"cannot create the alert DB schema in {self.target!r}: {e}") from e
 
     def start(self) -> None:
         if not self._running:
@@ -318,19 +198,8 @@ class Database:
         """One transaction in the calling thread, for callers already in the writer thread (and for tests and
         benchmarks)."""
         conn = self._writer
-        if self.backend == "sqlite":
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn, *args)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                self._rolled_back()
-                raise
-            return result
         try:
-            with conn.transaction():
+            with self.backend.transaction(conn):
                 return fn(conn, *args)
         except BaseException:
             self._rolled_back()
@@ -348,18 +217,18 @@ class Database:
 
     def reader(self, timeout: Optional[float] = None):
         """A new read-only connection (the caller closes it); statements over ``timeout`` s are cancelled."""
-        if self.backend == "sqlite":
-            if self.target.startswith("file:"):
-                conn = sqlite3.connect(":memory:", uri=True, check_same_thread=False, isolation_level=None)
-                conn.execute(f"ATTACH DATABASE ? AS {SCHEMA}", (self.target,))
-                conn.execute("PRAGMA query_only=1")
-                _register_functions(conn)
-                if timeout is not None:
-                    set_deadline(conn, timeout)
-                return conn
-            return sqlite_reader(self.target, timeout)
-        return postgres_connect(self.target, read_only=True, timeout=timeout)
+        return self.backend.connect_reader(timeout)
 
     def table(self, name: str) -> str:
         """The name to use for table ``name`` in SQL on the writer connection."""
-        return name if self.backend == "sqlite" else f"{SCHEMA}.{name}"
+        return self.backend.table(name)
+
+    def create(self, tables: Iterable[Table]) -> None:
+        """Create ``tables`` (from :mod:`gateway.store.schema`) if missing, in one transaction, synchronously: for
+        parts that own tables besides the alert tables (the forward outbox), once at start."""
+        statements = self.backend.ddl(tables)
+
+        def run(conn):
+            for statement in statements:
+                conn.execute(statement)
+        self.run_write(run)

@@ -1,14 +1,16 @@
-"""The alert DB schema, once, for both backends and for TAP_SCHEMA.
+"""The gateway's DB schema, once, for both backends and for TAP_SCHEMA.
 
-Every table and column is described here with its ADQL type, unit, UCD and description; the SQLite and
-PostgreSQL DDL are generated from it, and the TAP service publishes it as TAP_SCHEMA. The mapping from
-Rubin and ZTF alerts to these rows is in :mod:`gateway.store.rows` and ``docs/store.rst``.
+Every table and column is described here with its ADQL type, unit, UCD and description. Each backend
+(:mod:`gateway.store.sqlite`, :mod:`gateway.store.postgres`) generates its DDL from these tables, and the TAP
+service publishes the public ones as TAP_SCHEMA. The alert tables are created by the store; the forward outbox's
+tables (internal: not public, so neither in TAP_SCHEMA nor queryable over TAP) by the outbox. The mapping from
+Rubin and ZTF alerts to rows is in :mod:`gateway.store.rows` and ``docs/store.rst``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 #: the schema name users see in ADQL (``gateway.diasource``); a real schema on PostgreSQL, the name the
 #: database file is attached under on SQLite read connections
@@ -25,6 +27,21 @@ class Column:
     nullable: bool = True
     indexed: bool = False
     principal: bool = False
+    #: SQL literal the DB fills in when an INSERT leaves the column out
+    default: Optional[str] = None
+    unique: bool = False
+    #: an id the DB assigns and never reuses (SQLite AUTOINCREMENT, PostgreSQL bigserial)
+    autoincrement: bool = False
+    #: large values: PostgreSQL compresses them with lz4, several times faster than the default pglz
+    compressed: bool = False
+
+
+@dataclass(frozen=True)
+class Index:
+    """A plain index over several columns, named ``<table>_<name>``."""
+
+    name: str
+    columns: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -37,9 +54,9 @@ class Table:
     position: Optional[tuple[str, str]] = None
     #: (column, other table, other column) foreign keys published in TAP_SCHEMA.keys
     foreign_keys: tuple[tuple[str, str, str], ...] = ()
-    #: extra plain indexes
-    indexes: tuple[str, ...] = ()
-    #: False: stored and served elsewhere, left out of TAP_SCHEMA (e.g. cutout bytes)
+    #: extra plain indexes: a column name, or an :class:`Index`
+    indexes: tuple[Union[str, Index], ...] = ()
+    #: False: stored and served elsewhere or internal, left out of TAP_SCHEMA (e.g. cutout bytes, the outbox)
     public: bool = True
 
     @property
@@ -51,6 +68,11 @@ class Table:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    def index_definitions(self) -> list[tuple[str, str]]:
+        """(index name, comma-separated columns) of each plain index."""
+        return [(f"{self.name}_{i}", i) if isinstance(i, str) else (f"{self.name}_{i.name}", ", ".join(i.columns))
+                for i in self.indexes]
 
 
 def _ra(description="Right ascension (ICRS)"):
@@ -175,7 +197,7 @@ VOEVENT = Table(
         Column("received", "TIMESTAMP", "When the gateway received or built the event (UTC)",
                ucd="time.processing", indexed=True, principal=True),
         Column("origin", "VARCHAR", "Source of the event (file, Kafka topic, VTP peer)", ucd="meta.ref"),
-        Column("xml", "VARCHAR", "The VOEvent XML as sent", ucd="meta.code"),
+        Column("xml", "VARCHAR", "The VOEvent XML as sent", ucd="meta.code", compressed=True),
     ),
     primary_key=("ivorn",),
     position=("ra", "dec"),
@@ -188,84 +210,88 @@ CUTOUT = Table(
     (
         Column("alertid", "BIGINT", "Alert that carried the cutout", ucd="meta.id", nullable=False, indexed=True),
         Column("kind", "VARCHAR", "difference, science or template", ucd="meta.code", nullable=False),
-        Column("content", "BLOB", "FITS bytes as shipped (ZTF: gzipped)", ucd="meta.code"),
+        Column("content", "BLOB", "FITS bytes as shipped (ZTF: gzipped)", ucd="meta.code", compressed=True),
     ),
     primary_key=("alertid", "kind"),
     public=False,
 )
 
-TABLES: tuple[Table, ...] = (DIAOBJECT, DIASOURCE, ALERT, VOEVENT, CUTOUT)
+
+# -- the forward outbox (internal: times are Unix seconds, as the outbox's clock gives them) --------------------
+
+def _seconds(name: str, description: str, nullable: bool = False) -> Column:
+    return Column(name, "DOUBLE", description, "s", "time.epoch", nullable=nullable)
+
+
+def _text(name: str, description: str, nullable: bool = True, **flags) -> Column:
+    return Column(name, "VARCHAR", description, nullable=nullable, **flags)
+
+
+FORWARD_OUTBOX = Table(
+    "forward_outbox",
+    "One row per forward to make: queued before the source commits, claimed and sent by the route's worker.",
+    (
+        Column("id", "BIGINT", "Row id (what the operator names in vogateway outbox retry/drop)", nullable=False,
+               autoincrement=True),
+        _text("key", "Idempotency key: <route>:<ivorn>, or tns:<objectid> for TNS reports", nullable=False,
+              unique=True),
+        _text("route", "Route name", nullable=False),
+        _text("kind", "Destination kind: gcn, webhook, command, tns, ...", nullable=False),
+        _text("ivorn", "IVORN of the event forwarded"),
+        _text("objectid", "Object key (diaobject.objectid), for once-per-object forwards"),
+        Column("payload", "BLOB", "Bytes to send; NULL: the event's VOEvent (voevent or forward_payload)"),
+        _text("meta", "JSON the destination needs besides the payload"),
+        _text("status", "pending, sending, sent, failed or dropped", nullable=False),
+        _text("stage", "send, or poll (TNS: the report was accepted, its reply is awaited)", nullable=False),
+        Column("attempts", "INTEGER", "Delivery attempts made", nullable=False, default="0"),
+        _seconds("next_attempt", "When the row is due"),
+        _seconds("lease_until", "While sending: when the claim lapses (its process is then taken as dead)", True),
+        Column("uncertain", "SMALLINT", "1 when an earlier attempt may have reached the endpoint", nullable=False,
+               default="0"),
+        _text("result", "What the endpoint answered (e.g. a TNS report id or name)"),
+        _text("last_error", "Why the last attempt failed"),
+        _seconds("created", "When the row was queued"),
+        _seconds("updated", "When the row was last written"),
+    ),
+    primary_key=("id",),
+    indexes=(Index("due", ("route", "status", "next_attempt")),),
+    public=False,
+)
+
+TNS_REPORT = Table(
+    "tns_report",
+    "Every object ever queued for a TNS report, whichever route queued it: an object is reported once.",
+    (
+        _text("objectid", "Object key (diaobject.objectid)", nullable=False),
+        _text("route", "Route that queued the report"),
+        _text("ivorn", "IVORN of the event reported"),
+        _text("report_id", "Report id TNS gave"),
+        _text("tns_name", "Name TNS gave the object"),
+        _text("status", "queued, submitted, named or failed", nullable=False),
+        _seconds("created", "When the object was queued"),
+        _seconds("updated", "When the row was last written"),
+    ),
+    primary_key=("objectid",),
+    public=False,
+)
+
+#: the VOEvent of a forwarded event the store had not written when its rows were queued (kept once per event)
+FORWARD_PAYLOAD = Table(
+    "forward_payload",
+    "VOEvents of forwarded events missing from voevent, one copy however many routes queued them.",
+    (
+        _text("ivorn", "IVORN of the event", nullable=False),
+        Column("xml", "BLOB", "The VOEvent XML", nullable=False),
+        _seconds("created", "When it was copied"),
+    ),
+    primary_key=("ivorn",),
+    public=False,
+)
+
+#: created by the store
+ALERT_TABLES: tuple[Table, ...] = (DIAOBJECT, DIASOURCE, ALERT, VOEVENT, CUTOUT)
+#: created by the forward outbox
+OUTBOX_TABLES: tuple[Table, ...] = (FORWARD_OUTBOX, TNS_REPORT, FORWARD_PAYLOAD)
+TABLES: tuple[Table, ...] = ALERT_TABLES + OUTBOX_TABLES
 PUBLIC_TABLES: tuple[Table, ...] = tuple(t for t in TABLES if t.public)
 BY_NAME = {t.name: t for t in TABLES}
-
-_SQLITE_TYPES = {"BIGINT": "INTEGER", "INTEGER": "INTEGER", "SMALLINT": "INTEGER", "DOUBLE": "REAL", "REAL": "REAL",
-                 "VARCHAR": "TEXT", "TIMESTAMP": "TEXT", "BLOB": "BLOB"}
-_POSTGRES_TYPES = {"BIGINT": "bigint", "INTEGER": "integer", "SMALLINT": "smallint", "DOUBLE": "double precision",
-                   "REAL": "real", "VARCHAR": "text", "TIMESTAMP": "timestamp", "BLOB": "bytea"}
-
-
-def sqlite_ddl() -> list[str]:
-    """CREATE statements for SQLite: tables, plain indexes, and an R*Tree ``<table>_sky`` per positional table.
-
-    The R*Tree holds (id = the table's rowid, ra_min, ra_max, dec_min, dec_max); for points min = max. A cone
-    search first selects the rowids whose box meets the cone's bounding box, then checks the exact distance.
-    """
-    out = []
-    for t in TABLES:
-        cols = []
-        for c in t.columns:
-            sql_type = _SQLITE_TYPES[c.datatype]
-            # a single INTEGER primary key becomes the rowid: the R*Tree and joins key on it for free
-            if t.primary_key == (c.name,) and sql_type == "INTEGER":
-                cols.append(f"{c.name} INTEGER PRIMARY KEY")
-                continue
-            cols.append(f"{c.name} {sql_type}" + ("" if c.nullable else " NOT NULL"))
-        if not (len(t.primary_key) == 1 and _SQLITE_TYPES[t.column(t.primary_key[0]).datatype] == "INTEGER"):
-            cols.append(f"PRIMARY KEY ({', '.join(t.primary_key)})")
-        out.append(f"CREATE TABLE IF NOT EXISTS {t.name} ({', '.join(cols)})")
-        for name in t.indexes:
-            out.append(f"CREATE INDEX IF NOT EXISTS {t.name}_{name} ON {t.name} ({name})")
-        if t.position:
-            out.extend(_sqlite_sky_index(t))
-    return out
-
-
-def _sqlite_sky_index(t: Table) -> list[str]:
-    # triggers keep the R*Tree in step with the table, whoever writes it
-    ra, dec = t.position
-    box = f"new.rowid, new.{ra}, new.{ra}, new.{dec}, new.{dec}"
-    return [
-        f"CREATE VIRTUAL TABLE IF NOT EXISTS {t.name}_sky USING rtree(id, ra_min, ra_max, dec_min, dec_max)",
-        f"CREATE TRIGGER IF NOT EXISTS {t.name}_sky_insert AFTER INSERT ON {t.name} "
-        f"WHEN new.{ra} IS NOT NULL AND new.{dec} IS NOT NULL "
-        f"BEGIN INSERT INTO {t.name}_sky VALUES ({box}); END",
-        f"CREATE TRIGGER IF NOT EXISTS {t.name}_sky_update AFTER UPDATE OF {ra}, {dec} ON {t.name} "
-        f"BEGIN DELETE FROM {t.name}_sky WHERE id = old.rowid; "
-        f"INSERT INTO {t.name}_sky SELECT {box} WHERE new.{ra} IS NOT NULL AND new.{dec} IS NOT NULL; END",
-        f"CREATE TRIGGER IF NOT EXISTS {t.name}_sky_delete AFTER DELETE ON {t.name} "
-        f"BEGIN DELETE FROM {t.name}_sky WHERE id = old.rowid; END",
-    ]
-
-
-def postgres_ddl(schema: str = SCHEMA) -> list[str]:
-    """CREATE statements for PostgreSQL in ``schema``: tables, plain indexes, and a q3c index on
-    ``q3c_ang2ipix(ra, dec)`` per positional table, which ``q3c_radial_query``/``q3c_poly_query`` use.
-
-    q3c rather than pgsphere: Debian's pgsphere 1.1.1 for PostgreSQL 15 fails at CREATE EXTENSION ("commutator
-    operator @> is already the commutator of operator <@"), and q3c's cone search is the faster of the two.
-    """
-    out = ["CREATE EXTENSION IF NOT EXISTS q3c", f"CREATE SCHEMA IF NOT EXISTS {schema}"]
-    for t in TABLES:
-        cols = [f"{c.name} {_POSTGRES_TYPES[c.datatype]}" + ("" if c.nullable else " NOT NULL") for c in t.columns]
-        cols.append(f"PRIMARY KEY ({', '.join(t.primary_key)})")
-        out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{t.name} ({', '.join(cols)})")
-        for c in t.columns:
-            if c.datatype in ("VARCHAR", "BLOB") and c.name in ("xml", "content"):
-                # lz4 compresses large values several times faster than the default pglz
-                out.append(f"ALTER TABLE {schema}.{t.name} ALTER COLUMN {c.name} SET COMPRESSION lz4")
-        for name in t.indexes:
-            out.append(f"CREATE INDEX IF NOT EXISTS {t.name}_{name} ON {schema}.{t.name} ({name})")
-        if t.position:
-            ra, dec = t.position
-            out.append(f"CREATE INDEX IF NOT EXISTS {t.name}_sky ON {schema}.{t.name} (q3c_ang2ipix({ra}, {dec}))")
-    return out

@@ -101,7 +101,7 @@ def bench_insert(url: str, n_alerts: int, batch: int, previous: int, xml: str) -
     store_rate = n_alerts / busy
     # baseline: the alert rows alone into a bare table, bulk
     def baseline(conn, rows):
-        if db.backend == "sqlite":
+        if db.kind == "sqlite":
             conn.executemany("INSERT INTO bench_raw VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows.alert)
         else:
             with conn.cursor().copy("COPY bench_raw FROM STDIN") as copy:
@@ -144,7 +144,7 @@ def bench_cones(db: Database, radius_arcsec: float, max_id: int, n: int = 200, s
     p = db.placeholder
     cones = [row for i in ids for row in
              conn.execute(f"SELECT ra, dec FROM {SCHEMA}.diasource WHERE diasourceid = {p}", (i,)).fetchall()]
-    if db.backend == "sqlite":
+    if db.kind == "sqlite":
         sql = (f"SELECT s.diasourceid, s.ra, s.dec FROM {SCHEMA}.diasource s WHERE s.rowid IN (SELECT id FROM "
                f"{SCHEMA}.diasource_sky WHERE ra_max >= ? AND ra_min <= ? AND dec_max >= ? AND dec_min <= ?) "
                "AND sky_distance(s.ra, s.dec, ?, ?) <= ?")

@@ -105,7 +105,7 @@ def test_an_event_from_vtp_is_stored_with_its_wherewhen(database):
         database, "SELECT author, ra, dec, error_radius, event_time FROM gateway.voevent")
     det = fields.detection(EVENTS[0].alert)
     assert author.startswith("ivo://") and math.isclose(ra, det.ra) and math.isclose(dec, det.dec)
-    assert error > 0 and str(event_time).startswith("20") or str(event_time).startswith("19")
+    assert error > 0 and str(event_time).startswith(("19", "20"))
     assert count(database, "alert") == 0  # no alert behind it
 
 
@@ -113,8 +113,9 @@ def test_an_event_from_vtp_is_stored_with_its_wherewhen(database):
 def test_a_bad_event_fails_alone_and_its_batch_neighbours_are_stored(database):
     store = Store(database, max_batch=50)
     good = EVENTS[:20]
-    broken_alert = dataclasses.replace(EVENTS[20].alert, record={"nonsense": True})
-    broken = dataclasses.replace(EVENTS[20], alert=broken_alert)
+    # an object row without its key: the DB refuses it (objectid is NOT NULL), so the batch fails and is written
+    # again one event per transaction
+    broken = dataclasses.replace(EVENTS[20], view=dataclasses.replace(EVENTS[20].view, object_key=None))
     results = yield defer.DeferredList([store.accept(e) for e in [*good[:10], broken, *good[10:]]],
                                        consumeErrors=True)
     failures = [r for ok, r in results if not ok]
@@ -177,7 +178,7 @@ def test_cone_search_uses_the_sky_index_and_matches_brute_force(database):
         f"VALUES ({p}, {p}, {p}, {p}, {p})", rows))
     for ra0, dec0, radius in [(10.0, -20.0, 1.5), (0.0, 10.0, 0.01), (90.0, 89.9, 0.2), (200.0, 45.0, 3.0)]:
         expected = sorted(i + 1 for i, (ra, dec) in enumerate(points) if sky_distance(ra, dec, ra0, dec0) <= radius)
-        if database.backend == "sqlite":
+        if database.kind == "sqlite":
             found = cone_sqlite(database, ra0, dec0, radius)
             plan = " ".join(str(r) for r in query(database, "EXPLAIN QUERY PLAN " + CONE_SQLITE,
                                                   _cone_box(ra0, dec0, radius)))

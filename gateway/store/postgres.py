@@ -1,0 +1,174 @@
+"""The PostgreSQL backend (psycopg 3): tables in the schema ``gateway``, a q3c index per positional table, COPY
+into temporary staging tables for bulk writes, ``FOR UPDATE ... SKIP LOCKED`` so that gateway processes sharing
+one DB never claim the same outbox row.
+
+q3c rather than pgsphere: Debian's pgsphere 1.1.1 for PostgreSQL 15 fails at CREATE EXTENSION ("commutator
+operator @> is already the commutator of operator <@"), and q3c's cone search is the faster of the two.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable, Optional, Sequence
+
+from gateway.store import writers
+from gateway.store.backend import StoreError
+from gateway.store.schema import ALERT_TABLES, SCHEMA, Table
+
+_TYPES = {"BIGINT": "bigint", "INTEGER": "integer", "SMALLINT": "smallint", "DOUBLE": "double precision",
+          "REAL": "real", "VARCHAR": "text", "TIMESTAMP": "timestamp", "BLOB": "bytea"}
+
+
+class PostgresBackend:
+    """``conninfo``: a PostgreSQL URL or conninfo string."""
+
+    name = "postgresql"
+    placeholder = "%s"
+    least, greatest = "least", "greatest"
+
+    def __init__(self, conninfo: str):
+        self.conninfo = conninfo
+
+    def __str__(self) -> str:
+        return self.name
+
+    # -- connections ------------------------------------------------------------------------------------------
+
+    def connect_writer(self):
+        conn = self.connect()
+        try:
+            with conn.transaction():
+                for statement in self.ddl(ALERT_TABLES):
+                    conn.execute(statement)
+        except Exception as e:
+            raise StoreError(f"cannot create the alert DB schema in {self.conninfo!r}: {e}") from e
+        return conn
+
+    def connect_reader(self, timeout: Optional[float] = None):
+        return self.connect(read_only=True, timeout=timeout)
+
+    def connect(self, read_only: bool = False, timeout: Optional[float] = None):
+        """A connection with ``gateway`` first on the search path; ``timeout`` becomes its statement_timeout."""
+        # psycopg is imported here: it is needed only by PostgreSQL deployments, SQLite ones need not install it
+        import psycopg
+
+        options = [f"-c search_path={SCHEMA},public"]
+        if read_only:
+            options.append("-c default_transaction_read_only=on")
+        if timeout is not None:
+            options.append(f"-c statement_timeout={int(timeout * 1000)}")
+        try:
+            return psycopg.connect(self.conninfo, options=" ".join(options), autocommit=read_only)
+        except psycopg.Error as e:
+            raise StoreError(f"cannot connect to PostgreSQL {self.conninfo!r}: {e}".strip()) from e
+
+    @staticmethod
+    def transaction(conn):
+        return conn.transaction()
+
+    @staticmethod
+    def interrupt(conn) -> None:
+        conn.cancel()
+
+    # -- SQL --------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def table(name: str) -> str:
+        return f"{SCHEMA}.{name}"
+
+    @staticmethod
+    def upsert(table: str, columns: Sequence[str], select: str, key: Sequence[str], updates: str) -> str:
+        return (f"INSERT INTO {table} ({', '.join(columns)}) {select} "
+                f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
+
+    @staticmethod
+    def cone(table: Table, ra: float, dec: float, radius: float) -> tuple[str, tuple]:
+        ra_column, dec_column = table.position
+        return f"q3c_radial_query({ra_column}, {dec_column}, %s, %s, %s)", (ra, dec, radius)
+
+    @staticmethod
+    def row_lock(alias: str) -> str:
+        return f" FOR UPDATE OF {alias} SKIP LOCKED"
+
+    @staticmethod
+    def ddl(tables: Iterable[Table], schema: str = SCHEMA) -> list[str]:
+        """CREATE statements in ``schema``: tables, plain indexes, and a q3c index on ``q3c_ang2ipix(ra, dec)``
+        per positional table, which ``q3c_radial_query``/``q3c_poly_query`` use."""
+        tables = list(tables)
+        out = ["CREATE EXTENSION IF NOT EXISTS q3c"] if any(t.position for t in tables) else []
+        out.append(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        for t in tables:
+            cols = [_column(c) for c in t.columns]
+            cols.append(f"PRIMARY KEY ({', '.join(t.primary_key)})")
+            out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{t.name} ({', '.join(cols)})")
+            out += [f"ALTER TABLE {schema}.{t.name} ALTER COLUMN {c.name} SET COMPRESSION lz4"
+                    for c in t.columns if c.compressed]
+            out += [f"CREATE INDEX IF NOT EXISTS {name} ON {schema}.{t.name} ({columns})"
+                    for name, columns in t.index_definitions()]
+            if t.position:
+                ra, dec = t.position
+                out.append(f"CREATE INDEX IF NOT EXISTS {t.name}_sky ON {schema}.{t.name} (q3c_ang2ipix({ra}, {dec}))")
+        return out
+
+    # -- bulk writes --------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def bulk_writer() -> PostgresBulkWriter:
+        return PostgresBulkWriter()
+
+
+def _column(c) -> str:
+    sql_type = "bigserial" if c.autoincrement else _TYPES[c.datatype]
+    return (f"{c.name} {sql_type}" + ("" if c.nullable else " NOT NULL") + (" UNIQUE" if c.unique else "")
+            + (f" DEFAULT {c.default}" if c.default is not None else ""))
+
+
+# the count grows by what each object's INSERT ... RETURNING said was new, instead of recounting its detections
+_OBJECT_UPSERT = writers.object_upsert(PostgresBackend, f"{SCHEMA}.diaobject", "SELECT * FROM stage_diaobject",
+                                       f"{SCHEMA}.diaobject.ndetections + excluded.ndetections")
+
+
+class PostgresBulkWriter:
+    """COPY into temporary staging tables, then one set-based INSERT ... SELECT ... ON CONFLICT per table; the
+    object upsert adds the detections each object's INSERT ... RETURNING said were new (no recount)."""
+
+    def __init__(self):
+        self._staged: set[int] = set()  # connections whose staging tables exist
+
+    def forget(self) -> None:
+        self._staged.clear()  # temporary tables created in a rolled-back transaction are gone too
+
+    def write(self, conn, tables: dict[str, list[tuple]], objects: list[tuple]) -> None:
+        if id(conn) not in self._staged:
+            self._stage(conn, tables)
+        with conn.cursor() as cursor:
+            new_per_object: Counter = Counter()
+            for name, batch in tables.items():
+                if not batch:
+                    continue
+                with cursor.copy(f"COPY stage_{name} FROM STDIN") as copy:
+                    for row in batch:
+                        copy.write_row(row)
+                insert = f"INSERT INTO {SCHEMA}.{name} SELECT * FROM stage_{name} ON CONFLICT DO NOTHING"
+                if name == "diasource":
+                    cursor.execute(insert + " RETURNING objectid")
+                    new_per_object.update(objectid for (objectid,) in cursor.fetchall())
+                else:
+                    cursor.execute(insert)
+                # emptied now, not at commit: other writes may share this transaction (group commit)
+                cursor.execute(f"TRUNCATE stage_{name}")
+            if objects:
+                with cursor.copy("COPY stage_diaobject FROM STDIN") as copy:
+                    for row in objects:
+                        copy.write_row((*row, new_per_object[row[0]]))
+                cursor.execute(_OBJECT_UPSERT)
+                cursor.execute("TRUNCATE stage_diaobject")
+
+    def _stage(self, conn, tables) -> None:
+        # staging copies of 6 kB VOEvents compressed with the default pglz cost more than all the rest
+        conn.execute("SET default_toast_compression = 'lz4'")
+        for name in tables:
+            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{name} (LIKE {SCHEMA}.{name}) ON COMMIT DELETE ROWS")
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_diaobject ON COMMIT DELETE ROWS AS "
+                     f"SELECT {', '.join(writers.OBJECT_COLUMNS)}, ndetections FROM {SCHEMA}.diaobject WITH NO DATA")
+        self._staged.add(id(conn))
