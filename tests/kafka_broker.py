@@ -27,8 +27,9 @@ import pytest
 
 from support import free_port, skip_or_fail
 
-#: consumer settings that make a group join quickly against Tansu (see REFERENCES.md)
-FAST_GROUP = {"session.timeout.ms": 10000, "heartbeat.interval.ms": 1000}
+#: consumer settings that make a group join quickly against Tansu (see REFERENCES.md): Tansu answers a JoinGroup
+#: after about half the session timeout (10 s: 5 s per join, 2 s: 1 s), so the tests use a short one
+FAST_GROUP = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 500}
 
 
 def tansu_binary() -> Optional[str]:

@@ -29,3 +29,28 @@ def skip_or_fail(reason: str):
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"required test component missing under CI: {reason}")
     pytest.skip(f"SKIPPED LOUDLY: {reason}")
+
+
+class ClockedReactor:
+    """The real reactor for sockets and threads, a ``task.Clock`` for time.
+
+    For code that takes one ``reactor`` for both: ``callLater``, ``seconds`` and ``getDelayedCalls`` go to
+    ``clock`` (the test advances it), everything else (``connectTCP``, ``callFromThread``, ...) to the reactor.
+    """
+
+    def __init__(self, clock, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.clock, self._reactor = clock, reactor
+
+    def callLater(self, delay, function, *args, **kwargs):
+        return self.clock.callLater(delay, function, *args, **kwargs)
+
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+    def getDelayedCalls(self):
+        return self.clock.getDelayedCalls()
+
+    def __getattr__(self, name):
+        return getattr(self._reactor, name)

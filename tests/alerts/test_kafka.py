@@ -1,21 +1,24 @@
 """KafkaSource against a real Kafka-protocol broker (Tansu on 127.0.0.1), with the real Pipeline."""
 
+import contextlib
 import re
 import uuid
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer, task
+from twisted.logger import formatEvent, globalLogPublisher
 
 from gateway.alerts import fields
 from gateway.alerts.decode import encode_wire
-from gateway.alerts.kafka import KafkaSource, parse_kafka_url
+from gateway.alerts.kafka import RETRY_FIRST, KafkaSource, parse_kafka_url
 from gateway.alerts.schemas import rubin_schema_id
 from gateway.event import Event, utcnow
 from gateway.pipeline import Pipeline, Router
 
 from alertdata import LIBRARY, first_record, rubin_files
 from kafka_broker import FAST_GROUP, kafka_broker  # noqa: F401  (the fixture)
+from support import ClockedReactor
 
 
 def convert(alert):
@@ -64,8 +67,9 @@ def packets(count, start):
     return out
 
 
-def source(broker, topic, pipeline, group, **kwargs):
-    from twisted.internet import reactor
+def source(broker, topic, pipeline, group, reactor=None, **kwargs):
+    if reactor is None:
+        from twisted.internet import reactor
 
     settings = {"auto.offset.reset": "earliest", **FAST_GROUP}
     return KafkaSource(broker.bootstrap, [topic], pipeline, group, settings=settings, library=LIBRARY,
@@ -83,10 +87,56 @@ def until(condition, timeout=60.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def sleep(seconds):
-    from twisted.internet import reactor
+class PollWatch:
+    """Wraps the confluent Consumer that a KafkaSource makes (while ``installed``) to see its thread's loop: each
+    time the thread is about to poll, ``entries`` gets (on the reactor) how many messages it had been given so far.
+    It goes through callFromThread like the source's own hand-overs, so anything the thread handed over before
+    that poll has reached the pipeline by the time its entry is seen."""
 
-    return task.deferLater(reactor, seconds, lambda: None)
+    def __init__(self):
+        self.entries: list[int] = []
+
+    @contextlib.contextmanager
+    def installed(self):
+        import confluent_kafka
+        from twisted.internet import reactor
+
+        real, entries = confluent_kafka.Consumer, self.entries
+
+        class Watched:
+            def __init__(self, config):
+                self._consumer, self._messages = real(config), 0
+
+            def poll(self, *args, **kwargs):
+                reactor.callFromThread(entries.append, self._messages)
+                message = self._consumer.poll(*args, **kwargs)
+                if message is not None and not message.error():
+                    self._messages += 1
+                return message
+
+            def __getattr__(self, name):
+                return getattr(self._consumer, name)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(confluent_kafka, "Consumer", Watched)
+            yield self
+
+
+@contextlib.contextmanager
+def log_events(text):
+    """Collects (formatted) log events containing ``text`` while the block runs."""
+    seen = []
+
+    def observer(event):
+        line = formatEvent(event)
+        if text in line:
+            seen.append(line)
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        yield seen
+    finally:
+        globalLogPublisher.removeObserver(observer)
 
 
 def fresh(name):
@@ -121,16 +171,19 @@ def test_alerts_flow_garbage_is_rejected_and_offsets_committed(kafka_broker):
     assert consumer.received == 6 and consumer.rejected == 1
     assert {e.alert.source for e in sink.events} == {f"kafka://{topic}[0]"}
     assert [e.alert.position for e in sink.events] == [0, 1, 2, 4, 5]
-    # a second consumer of the same group gets nothing new
+    # a second consumer of the same group gets nothing new: one message produced once it joined is the only one it
+    # sees (a redelivery of the first six would reach it before that one, on the same partition)
     again = RecordingSink()
     second = source(kafka_broker, topic, make_pipeline(again), group)
     second.startService()
     try:
         yield until(lambda: second.assignment, what="the second consumer joined the group")
-        yield sleep(2.0)
+        kafka_broker.produce(topic, packets(1, 7_000_005))
+        yield until(lambda: any(fields.alert_id(e.alert) == 7_000_005 for e in again.events),
+                    what="the message produced after the second consumer joined")
     finally:
         yield second.stopService()
-    assert again.events == [] and second.received == 0
+    assert [fields.alert_id(e.alert) for e in again.events] == [7_000_005] and second.received == 1
 
 
 @pytest_twisted.inlineCallbacks
@@ -172,9 +225,14 @@ def test_a_failure_is_retried_while_running(kafka_broker):
         return False
 
     sink = RecordingSink(fail=flaky)
-    consumer = source(kafka_broker, topic, make_pipeline(sink), group)
+    clock = task.Clock()  # the retry timer; the consumer thread and the broker stay real
+    consumer = source(kafka_broker, topic, make_pipeline(sink), group, reactor=ClockedReactor(clock))
     consumer.startService()
     try:
+        yield until(lambda: consumer.retries == 1 and len(sink.events) == 1, what="a failure and the next message")
+        assert [call.getTime() for call in clock.getDelayedCalls()] == [RETRY_FIRST]  # the retry waits its backoff
+        assert kafka_broker.committed(topic, group) < 2  # not past the message that failed
+        clock.advance(RETRY_FIRST)
         yield until(lambda: kafka_broker.committed(topic, group) == 2, what="both committed after a retry")
     finally:
         yield consumer.stopService()
@@ -187,11 +245,14 @@ def test_back_pressure_bounds_messages_in_flight(kafka_broker):
     kafka_broker.produce(topic, packets(8, 9_100_000))
     sink = RecordingSink(hold=True)
     consumer = source(kafka_broker, topic, make_pipeline(sink), group, max_in_flight=3)
-    consumer.startService()
+    watch = PollWatch()
+    with watch.installed():
+        consumer.startService()
     try:
         yield until(lambda: len(sink.held) == 3, what="3 in flight")
-        yield sleep(1.0)
-        assert len(sink.held) == 3 and kafka_broker.committed(topic, group) < 0
+        # the thread has a 4th message and has gone round its loop to poll again: it had its chance to pass it on
+        yield until(lambda: any(seen >= 4 for seen in watch.entries), what="a poll with a 4th message waiting")
+        assert len(sink.held) == 3 and consumer.received == 3 and kafka_broker.committed(topic, group) < 0
         while len(sink.events) < 8:
             assert sum(not d.called for d in sink.held) <= 3
             for d in sink.held:
@@ -267,17 +328,19 @@ def test_a_registry_outage_holds_messages_instead_of_losing_them(kafka_broker):
     pipeline = make_pipeline(sink)
     consumer = KafkaSource(kafka_broker.bootstrap, [topic], pipeline, group, library=library, reactor=reactor,
                            settings={"auto.offset.reset": "earliest", **FAST_GROUP})
-    consumer.startService()
     registry = None
-    try:
-        yield until(lambda: consumer.assignment, what="assignment")
-        yield sleep(3.0)
-        assert sink.events == [] and pipeline.stats.rejected_total == 0 and kafka_broker.committed(topic, group) < 0
-        registry = Registry({str(rubin_schema_id(v)): LIBRARY.by_version("rubin", v).definition for v in ("7.4", "11.1")},
-                            port=port)
-        yield until(lambda: kafka_broker.committed(topic, group) == 2, what="both committed once the registry is up")
-    finally:
-        yield consumer.stopService()
-        if registry is not None:
-            registry.close()
+    with log_events("holding the partition") as holds:
+        consumer.startService()
+        try:
+            # the registry cannot be reached: the first message is held (and retried later), not rejected
+            yield until(lambda: holds, what="the message held while the registry is down")
+            assert sink.events == [] and pipeline.stats.rejected_total == 0
+            assert kafka_broker.committed(topic, group) < 0
+            registry = Registry({str(rubin_schema_id(v)): LIBRARY.by_version("rubin", v).definition
+                                 for v in ("7.4", "11.1")}, port=port)
+            yield until(lambda: kafka_broker.committed(topic, group) == 2, what="both committed once the registry is up")
+        finally:
+            yield consumer.stopService()
+            if registry is not None:
+                registry.close()
     assert len(sink.events) == 2 and pipeline.stats.rejected_total == 0

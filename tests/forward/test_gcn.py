@@ -33,27 +33,33 @@ def retraction_of(event):
     return parse_event(etree.tostring(root, xml_declaration=True, encoding="UTF-8"), origin="vtp://test")
 
 
-def consume(broker, topic, count, group):
+END_MARK = b"end of the test's messages"
+
+
+def consume(broker, topic, group):
+    """Every message on ``topic`` (one partition), read from the start once the forward has stopped.
+
+    A marker produced now comes after anything the forward sent, so reading up to it reads every duplicate too (no
+    waiting "a moment" for one to show up). ``group`` names the reader only: it is assigned the partition.
+    """
+    import time
+
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    broker.produce(topic, [END_MARK])
     consumer = broker.consumer(group)
-    consumer.subscribe([topic])
     messages = []
     try:
-        import time
-
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         deadline = time.monotonic() + 30
-        while len(messages) < count and time.monotonic() < deadline:
+        while not messages or messages[-1].value() != END_MARK:
+            assert time.monotonic() < deadline, f"no end marker on {topic} within 30 s, {len(messages)} read"
             message = consumer.poll(0.5)
-            if message is not None and not message.error():
-                messages.append(message)
-        # anything beyond ``count`` would be a duplicate: give it a moment to show up
-        extra_deadline = time.monotonic() + 1.0
-        while time.monotonic() < extra_deadline:
-            message = consumer.poll(0.2)
             if message is not None and not message.error():
                 messages.append(message)
     finally:
         consumer.close()
-    return messages
+    return messages[:-1]
 
 
 @pytest_twisted.inlineCallbacks
@@ -77,7 +83,7 @@ def test_json_notices_and_voevents_to_kafka(database, kafka_broker):  # noqa: F8
                     what="all sent to Kafka")
     finally:
         yield stop(services)
-    notices = yield threads.deferToThread(consume, kafka_broker, notices_topic, len(selected) + 1, "t-notices")
+    notices = yield threads.deferToThread(consume, kafka_broker, notices_topic, "t-notices")
     assert len(notices) == len(selected) + 1  # once each
     by_ivorn = {}
     for message in notices:
@@ -96,7 +102,7 @@ def test_json_notices_and_voevents_to_kafka(database, kafka_broker):  # noqa: F8
         assert fields.object_key(event.alert) in body["id"]
         if det.mag is not None:
             assert math.isclose(body["mag"], det.mag, rel_tol=1e-6) and body["filter"] == det.band
-    voevents = yield threads.deferToThread(consume, kafka_broker, voevent_topic, len(ztf) + 1, "t-voevents")
+    voevents = yield threads.deferToThread(consume, kafka_broker, voevent_topic, "t-voevents")
     assert sorted(m.value() for m in voevents) == sorted([e.xml for e in ztf] + [retraction.xml])
 
 
