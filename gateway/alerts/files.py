@@ -26,6 +26,7 @@ from typing import Iterable, Iterator, Optional, Union
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gateway.alerts import Alert, AlertError
 from gateway.alerts.decode import read_container
@@ -277,7 +278,9 @@ class DirectorySource(Service):
             if self._slot is not None and self._in_flight < self.max_in_flight:
                 slot, self._slot = self._slot, None
                 slot.callback(None)
-            return result
+            # keep only the outcome: the file's list of deliveries must not hold every Event (and its alert,
+            # cutouts included) until the whole file is done, or memory grows with the file
+            return None if not isinstance(result, Failure) else result
 
         return delivery.addBoth(release)
 

@@ -1,0 +1,361 @@
+#!/usr/bin/env python
+"""A real Rubin visit end to end: one file of rich alerts dropped into a watched directory, to TAP and subscribers.
+
+It makes the visit itself (newest Rubin schema lsst-alert-packet ships; ``--prv`` prvDiaSources per alert, three
+``--cutout`` x ``--cutout`` float32 FITS stamps, ``--revisit`` of the alerts on an object seen earlier in the
+file), then, for each alert DB and worker count:
+
+* starts ``vogateway serve --watch`` on an empty state directory (its own process), with ``--subscribers`` acking
+  VTP subscribers attached (one more process: each answers authenticate, acks every event by IVORN, counts
+  distinct IVORNs and repeats);
+* moves the file into the watched directory (a rename: it arrives whole) and starts the clock;
+* stops the clock when the last alert is queryable over TAP (``SELECT COUNT(*) FROM gateway.alert`` on /tap/sync)
+  and every subscriber holds every event.
+
+The baseline, measured in the same run on the same file: single-core fastavro decoding of the file (every
+record materialised, nothing else done), best of three. The ratio printed is e2e rate / decode rate, so 1.0 means
+"as fast as merely decoding the alerts on one core". Peak RSS is the gateway process's VmHWM (and, with a
+worker pool, the largest worker's).
+
+    .venv/bin/python scripts/bench/visit.py [--alerts 10000] [--prv 30] [--cutout 64] [--subscribers 10]
+                                            [--workers 1,2] [--db sqlite,postgresql]
+
+Needs lsst-alert-packet (the ``rubin`` extra) for the schema. The made file is cached under --cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+
+import fastavro  # noqa: E402
+import numpy as np  # noqa: E402
+
+from make_samples import (  # noqa: E402  (the sample maker's plausible-record helpers)
+    RubinNames,
+    blank,
+    fits_stamp,
+    mag_to_njy,
+    record_schema,
+    rubin_object,
+    rubin_source,
+)
+
+from gateway.alerts.decode import write_container  # noqa: E402
+from gateway.alerts.schemas import SchemaLibrary  # noqa: E402
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+# -- the visit ---------------------------------------------------------------------------------------------------
+
+def make_visit(path: Path, alerts: int, prv: int, cutout: int, revisit: float, seed: int = 7) -> str:
+    """Write the visit to ``path``; returns the schema version used."""
+    library = SchemaLibrary()
+    version = library.versions("rubin")[-1]
+    definition = library.by_version("rubin", version).definition
+    names = RubinNames(int(version.split(".")[0]))
+    src_schema, obj_schema = record_schema(definition, "diaSource"), record_schema(definition, "diaObject")
+    rng, np_rng = random.Random(seed), np.random.default_rng(seed)
+    # a few distinct stamps, reused: making 30,000 FITS files would take longer than the benchmark
+    stamps = [fits_stamp(np_rng, cutout, 500.0 * (1 + k), False) for k in range(12)]
+    template = blank(definition, rng)
+    for key in ("prvDiaForcedSources", "prvDiaNondetectionLimits", "ssObject", "ssSource", "MPCORB", "mpc_orbits"):
+        if key in template:
+            template[key] = None
+    centre_ra, centre_dec = rng.uniform(0, 360), rng.uniform(-60, 10)
+    t0 = 61000.1
+    objects: list[tuple[int, float, float]] = []
+
+    def records():
+        for n in range(alerts):
+            if objects and rng.random() < revisit:
+                object_id, ra, dec = objects[rng.randrange(len(objects))]
+            else:
+                object_id = 10**12 + n
+                ra = centre_ra + rng.uniform(-1.75, 1.75) / max(0.1, math.cos(math.radians(centre_dec)))
+                dec = centre_dec + rng.uniform(-1.75, 1.75)
+                objects.append((object_id, ra % 360.0, dec))
+            history = [rubin_source(src_schema, names, rng, source_id=10**13 + n * 100 + k, object_id=object_id,
+                                    ra=ra, dec=dec, mjd=t0 - 300 + k * 9.7, band="ugrizy"[k % 6],
+                                    flux=mag_to_njy(rng.uniform(19, 23))) for k in range(prv)]
+            source = rubin_source(src_schema, names, rng, source_id=10**14 + n, object_id=object_id, ra=ra, dec=dec,
+                                  mjd=t0, band="r", flux=mag_to_njy(rng.uniform(18, 22)))
+            record = dict(template)
+            record.update({"diaSource": source, "prvDiaSources": history,
+                           "diaObject": rubin_object(obj_schema, names, rng, object_id, ra, dec, history + [source]),
+                           "cutoutDifference": stamps[n % 12], "cutoutScience": stamps[(n + 1) % 12],
+                           "cutoutTemplate": stamps[(n + 2) % 12]})
+            if "alertId" in record:
+                record["alertId"] = source["diaSourceId"]
+            else:
+                record["diaSourceId"] = source["diaSourceId"]
+            yield record
+
+    partial = path.with_suffix(".part")
+    write_container(partial, records(), definition)
+    partial.replace(path)
+    return version
+
+
+def decode_seconds(path: Path, repeat: int = 3) -> float:
+    """Best of ``repeat``: fastavro reading every record of the file on one core."""
+    best = math.inf
+    for _ in range(repeat):
+        start = time.perf_counter()
+        with open(path, "rb") as handle:
+            for _record in fastavro.reader(handle):
+                pass
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+# -- the gateway and its subscribers -----------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_listening(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the gateway exited with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port} after {timeout} s")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM of a live process, MB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def subscriber_worker(port: int, connections: int, expected: int, out: str) -> None:
+    """``connections`` acking VTP subscribers; writes {"distinct", "repeats", "done_at"} per connection to ``out``."""
+    from twisted.internet import defer, protocol, reactor, task
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    from gateway.vtp import messages
+    from gateway.vtp.framing import frame, unpack_length
+
+    local = "ivo://bench.test/visit-subscriber"
+
+    class Subscriber(protocol.Protocol):
+        def __init__(self):
+            self.buffer, self.seen, self.repeats, self.done_at, self.authenticated = b"", set(), 0, None, False
+
+        def dataReceived(self, data):
+            buffer = self.buffer + data
+            offset, acks = 0, []
+            now = time.time()
+            while len(buffer) - offset >= 4:
+                end = offset + 4 + unpack_length(buffer, offset)
+                if end > len(buffer):
+                    break
+                payload = buffer[offset + 4:end]
+                offset = end
+                at = payload.find(b'ivorn="', 0, 600)
+                if at >= 0 and b"<Transport" not in payload[:400]:
+                    ivorn = payload[at + 7:payload.index(b'"', at + 7)].decode()
+                    if ivorn in self.seen:
+                        self.repeats += 1
+                    else:
+                        self.seen.add(ivorn)
+                        if len(self.seen) == expected:
+                            self.done_at = now
+                    acks.append(frame(messages.ack(local, ivorn, now)))
+                    continue
+                message = messages.parse_message(payload)
+                if message.role == "authenticate":
+                    self.authenticated = True
+                    acks.append(frame(messages.authenticate_response(local, message.origin, [], now)))
+                elif message.role == "iamalive":
+                    acks.append(frame(messages.iamalive_response(local, message.origin, now)))
+            self.buffer = buffer[offset:]
+            if acks:
+                self.transport.write(b"".join(acks))
+
+    @defer.inlineCallbacks
+    def main():
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        subscribers = yield defer.gatherResults([connectProtocol(endpoint, Subscriber()) for _ in range(connections)])
+        while not all(s.authenticated for s in subscribers):
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        yield task.deferLater(reactor, 0.3, lambda: None)
+        print("ready", flush=True)
+        last, since = -1, time.monotonic()
+        while not all(s.done_at for s in subscribers):
+            total = sum(len(s.seen) for s in subscribers)
+            if total != last:
+                last, since = total, time.monotonic()
+            elif time.monotonic() - since > 60:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        yield task.deferLater(reactor, 0.5, lambda: None)  # repeats, if any, arrive after the last new one
+        Path(out).write_text(json.dumps([{"distinct": len(s.seen), "repeats": s.repeats, "done_at": s.done_at}
+                                         for s in subscribers]))
+
+    d = main()
+    d.addErrback(lambda failure: failure.printTraceback())
+    d.addBoth(lambda _: reactor.stop())
+    reactor.run()
+
+
+def tap_count(http: int) -> int:
+    query = urllib.parse.urlencode({"REQUEST": "doQuery", "LANG": "ADQL", "FORMAT": "csv",
+                                    "QUERY": "SELECT COUNT(*) AS n FROM gateway.alert"})
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/tap/sync?{query}", timeout=30) as reply:
+        return int(reply.read().decode().splitlines()[1])
+
+
+def reset_postgres() -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES.replace("postgresql://", "postgresql://"), autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS gateway CASCADE")
+
+
+def serve_supports_workers() -> bool:
+    help_text = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--help"], capture_output=True,
+                               text=True, cwd=ROOT).stdout
+    return "--workers" in help_text
+
+
+def run_visit(visit: Path, alerts: int, db: str, workers, subscribers: int, workdir: Path) -> dict:
+    watch, state, staging = workdir / "watch", workdir / "state", workdir / "staging"
+    for folder in (watch, state, staging):
+        folder.mkdir(parents=True)
+    shutil.copyfile(visit, staging / visit.name)  # on the watched directory's file system: the move is a rename
+    http, broadcast = free_port(), free_port()
+    url = f"sqlite:///{state / 'gateway.db'}" if db == "sqlite" else POSTGRES
+    if db == "postgresql":
+        reset_postgres()
+    config = workdir / "gateway.toml"
+    config.write_text("[sources]\nwatch_interval = 0.25\n[output]\ndirectory = \"\"\n")
+    command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--source", str(watch), "--watch",
+               "--db", url, "--http", f"127.0.0.1:{http}", "--broadcast", f"127.0.0.1:{broadcast}", "--receive", "",
+               "--state-dir", str(state)]
+    if workers is not None:
+        command += ["--workers", str(workers)]
+    log = open(workdir / "gateway.log", "w")
+    gateway = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    subs = None
+    try:
+        wait_listening(http, gateway)
+        wait_listening(broadcast, gateway)
+        out = str(workdir / "subscribers.json")
+        subs = subprocess.Popen([sys.executable, __file__, "--subscriber-worker", str(broadcast), str(subscribers),
+                                 str(alerts), out], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        if subs.stdout.readline().strip() != "ready":
+            raise RuntimeError("the subscribers did not start")
+        start = time.time()
+        os.rename(staging / visit.name, watch / visit.name)
+        queryable_at = None
+        while queryable_at is None:
+            if gateway.poll() is not None:
+                raise RuntimeError(f"the gateway exited with {gateway.returncode}; see {workdir / 'gateway.log'}")
+            if tap_count(http) >= alerts:
+                queryable_at = time.time()
+            elif time.time() - start > 900:
+                raise RuntimeError("not all alerts queryable after 900 s")
+            else:
+                time.sleep(0.1)
+        subs.wait(timeout=300)
+        held = json.loads(Path(out).read_text())
+        rss = peak_rss_mb(gateway.pid)
+        worker_rss = max((peak_rss_mb(pid) for pid in children(gateway.pid)), default=0.0)
+        done = [s["done_at"] for s in held]
+        if not all(done):
+            raise RuntimeError(f"subscribers short of events: {[s['distinct'] for s in held]}")
+        finished = max(queryable_at, *done)
+        return {"seconds": finished - start, "queryable_s": queryable_at - start, "held_s": max(done) - start,
+                "rss_mb": rss, "worker_rss_mb": worker_rss, "repeats": sum(s["repeats"] for s in held)}
+    finally:
+        for process in (subs, gateway):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        log.close()
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--subscriber-worker":
+        port, connections, expected, out = sys.argv[2:6]
+        subscriber_worker(int(port), int(connections), int(expected), out)
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--alerts", type=int, default=10_000)
+    parser.add_argument("--prv", type=int, default=30, help="prvDiaSources per alert (default 30)")
+    parser.add_argument("--cutout", type=int, default=64, help="cutout side, pixels (default 64)")
+    parser.add_argument("--revisit", type=float, default=0.1, help="fraction of alerts on an earlier object")
+    parser.add_argument("--subscribers", type=int, default=10)
+    parser.add_argument("--workers", default="1,2", help="worker counts to try (ignored if serve has no --workers)")
+    parser.add_argument("--db", default="sqlite,postgresql")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vogateway-bench")
+    args = parser.parse_args()
+
+    args.cache.mkdir(parents=True, exist_ok=True)
+    visit = args.cache / f"visit-{args.alerts}-{args.prv}-{args.cutout}-{args.revisit}.avro"
+    if not visit.exists():
+        started = time.perf_counter()
+        version = make_visit(visit, args.alerts, args.prv, args.cutout, args.revisit)
+        print(f"made {visit} (Rubin {version}) in {time.perf_counter() - started:.1f} s")
+    size = visit.stat().st_size
+    print(f"visit: {args.alerts} alerts, {size / 1e6:.0f} MB ({size / args.alerts / 1e3:.1f} kB per alert), "
+          f"{args.prv} prvDiaSources, three {args.cutout}x{args.cutout} cutouts, {args.subscribers} subscribers")
+    decode = decode_seconds(visit)
+    rate = args.alerts / decode
+    print(f"baseline: fastavro decode on one core {decode:.2f} s ({rate:,.0f} alerts/s)")
+    workers = [int(w) for w in args.workers.split(",")] if serve_supports_workers() else [None]
+    for db in args.db.split(","):
+        for count in workers:
+            with tempfile.TemporaryDirectory(prefix="visit-") as workdir:
+                result = run_visit(visit, args.alerts, db, count, args.subscribers, Path(workdir))
+            e2e = args.alerts / result["seconds"]
+            label = f"{db}, {'no worker pool' if count is None else f'{count} worker' + ('s' if count > 1 else '')}"
+            print(f"{label}: e2e {result['seconds']:.2f} s ({e2e:,.0f} alerts/s; queryable {result['queryable_s']:.2f} s, "
+                  f"held by every subscriber {result['held_s']:.2f} s); ratio to decode {e2e / rate:.2f}x; "
+                  f"peak RSS {result['rss_mb']:.0f} MB"
+                  + (f" (largest worker {result['worker_rss_mb']:.0f} MB)" if result["worker_rss_mb"] else "")
+                  + f"; repeats seen by subscribers {result['repeats']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
