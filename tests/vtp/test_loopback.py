@@ -14,6 +14,7 @@ from gateway.vtp.broker import Broker
 from gateway.vtp.framing import FrameProtocol
 from gateway.vtp.receiver import Receiver
 from gateway.vtp.subscriber import subscriber_service
+from support import ClockedReactor
 from vtp.vtpkit import Recorder, ivorn, make_pipeline, voevent
 
 
@@ -76,7 +77,7 @@ def node():
         pytest_twisted.blockon(n.close())
 
 
-def subscribe(remote, filters=()):
+def subscribe(remote, filters=(), reactor=reactor):
     recorder = Recorder()
     service = subscriber_service(reactor, remote, make_pipeline(recorder), "ivo://vtp.test/sub", filters)
     service.startService()
@@ -98,11 +99,12 @@ def test_author_to_receiver_to_broker_to_subscriber(node):
                     what="acks")
         [sub] = n.broker.subscribers
         assert (sub.acked, sub.missed) == (20, 0)
-        # re-sent: acked, not broadcast again
+        # re-sent: acked, not broadcast again (a new event sent after them arrives next, with nothing before it)
         again = yield send_events(n.receive, payloads[:3], timeout=10)
         assert all(r.accepted for r in again) and n.receiver.duplicates == 3
-        yield sleep(0.2)
-        assert len(got.events) == 20
+        yield send_events(n.receive, [voevent("loop-after")], timeout=10)
+        yield until(lambda: len(got.events) > 20, what="the event sent after the duplicates")
+        assert got.ivorns == [ivorn(f"loop{i}") for i in range(20)] + [ivorn("loop-after")]
     finally:
         yield service.stopService()
 
@@ -113,10 +115,10 @@ def test_upstream_filter_travels_to_the_broker(node):
     service, got = subscribe(n.broadcast, ["//Param[@name='mag' and @value > 20]"])
     try:
         yield until(lambda: n.broker.subscribers and next(iter(n.broker.subscribers)).filters, what="filter")
-        yield send_events(n.receive, [voevent("dim", 21.0), voevent("lit", 15.0)], timeout=10)
-        yield until(lambda: got.events, what="event")
-        yield sleep(0.2)
-        assert got.ivorns == [ivorn("dim")]
+        # "lit" is filtered out upstream: the next matching event arrives right after "dim"
+        yield send_events(n.receive, [voevent("dim", 21.0), voevent("lit", 15.0), voevent("dim2", 22.0)], timeout=10)
+        yield until(lambda: len(got.events) >= 2, what="events")
+        assert got.ivorns == [ivorn("dim"), ivorn("dim2")]
     finally:
         yield service.stopService()
 
@@ -124,11 +126,23 @@ def test_upstream_filter_travels_to_the_broker(node):
 @pytest_twisted.inlineCallbacks
 def test_subscriber_reconnects_with_backoff_after_the_broker_drops_it(node):
     n = yield node()
-    service, got = subscribe(n.broadcast)
+    clock = task.Clock()  # the reconnection backoff; the sockets are real
+    service, got = subscribe(n.broadcast, reactor=ClockedReactor(clock))
     try:
         yield until(lambda: len(n.broker.subscribers) == 1, what="subscriber")
         next(iter(n.broker.subscribers)).transport.abortConnection()
         yield until(lambda: len(n.broker.subscribers) == 0, what="drop")
+        # the retry waits its backoff (at least 1 s, with up to 1 s of jitter), and not less
+        def retries():  # the connection's alive timeout (120 s) is on the clock too
+            return [call for call in clock.getDelayedCalls() if call.getTime() - clock.seconds() < 100]
+
+        yield until(retries, what="a reconnection scheduled")
+        [retry] = retries()
+        delay = retry.getTime() - clock.seconds()
+        assert 1.0 <= delay <= 3.0, delay  # Twisted counts the drop as attempt 1: 1 s x 2 + jitter
+        clock.advance(delay - 0.001)
+        assert retry.active() and len(n.broker.subscribers) == 0
+        clock.advance(0.001)
         yield until(lambda: len(n.broker.subscribers) == 1, timeout=10, what="reconnection")
         yield send_events(n.receive, [voevent("after-reconnect")], timeout=10)
         yield until(lambda: got.ivorns == [ivorn("after-reconnect")], what="event after reconnecting")
@@ -224,12 +238,28 @@ def test_a_thousand_connections_opened_and_dropped(node):
         yield service.stopService()
 
 
+class Mute(protocol.Protocol):
+    """Reads what it is sent, never answers; the factory's ``talkers`` are the connections that sent something."""
+
+    def dataReceived(self, data):
+        self.factory.talkers.add(self)
+
+
 @pytest_twisted.inlineCallbacks
 def test_send_times_out_on_a_receiver_that_never_answers():
-    port = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
-        protocol.Factory.forProtocol(protocol.Protocol))
+    factory = protocol.Factory.forProtocol(Mute)
+    factory.talkers = set()
+    port = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
+    clock = task.Clock()  # the reply timeout; the connections are real
     try:
-        results = yield send_events(f"127.0.0.1:{port.getHost().port}", [voevent("t1"), voevent("t2")], timeout=0.3)
+        sending = send_events(f"127.0.0.1:{port.getHost().port}", [voevent("t1"), voevent("t2")], timeout=0.3,
+                              reactor=ClockedReactor(clock))
+        for n in (1, 2):  # each event waits 0.3 s for its reply on a connection of its own, then gives up
+            yield until(lambda: len(factory.talkers) == n, what=f"submission {n} received")
+            clock.advance(0.299)
+            assert not sending.called and len(factory.talkers) == n
+            clock.advance(0.001)
+        results = yield sending
         assert [(r.verdict, r.reason) for r in results] == [("failed", "no reply within 0.3 s")] * 2
     finally:
         yield port.stopListening()

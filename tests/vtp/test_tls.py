@@ -18,6 +18,7 @@ from gateway.vtp.broker import Broker
 from gateway.vtp.receiver import Receiver
 from gateway.vtp.subscriber import subscriber_service
 from gateway.vtp.tls import TLSFiles, vtp_server_endpoint
+from support import ClockedReactor
 from vtp.test_loopback import until
 from vtp.vtpkit import Recorder, ivorn, make_pipeline, voevent
 
@@ -77,7 +78,7 @@ def tls_broker(pki):
     pytest_twisted.blockon(port.stopListening())
 
 
-def tls_subscriber(remote, files):
+def tls_subscriber(remote, files, reactor=reactor):
     recorder = Recorder()
     service = subscriber_service(reactor, remote, make_pipeline(recorder), "ivo://vtp.test/tls-sub", tls=files,
                                  max_delay=0.5)
@@ -109,11 +110,15 @@ def test_no_certificate_or_foreign_ca_is_refused(tls_broker, pki):
     broker, remote = tls_broker
     # no client certificate: the handshake completes, the identity whitelist refuses it
     anonymous, anonymous_got = tls_subscriber(remote, pki["anonymous"])
-    # a certificate from another CA: the handshake itself fails
-    eve, eve_got = tls_subscriber(remote, pki["eve"])
+    # a certificate from another CA: the handshake itself fails (and its service schedules a new attempt, on
+    # a clock of its own that the test does not advance)
+    eve_clock = task.Clock()
+    eve, eve_got = tls_subscriber(remote, pki["eve"], reactor=ClockedReactor(eve_clock))
     try:
         yield until(lambda: broker.refused >= 1, timeout=5, what="the anonymous client refused")
-        yield task.deferLater(reactor, 0.5, lambda: None)
+        # a new attempt within the backoff (max_delay 0.5 s + up to 1 s of jitter; an alive timeout would be 120 s)
+        yield until(lambda: [c for c in eve_clock.getDelayedCalls() if c.getTime() <= 1.5], timeout=5,
+                    what="eve's handshake failed, a new attempt scheduled")
         assert not broker.subscribers and anonymous_got.events == [] and eve_got.events == []
     finally:
         yield anonymous.stopService()
