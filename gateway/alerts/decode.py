@@ -16,7 +16,7 @@ import io
 import struct
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO, Iterator, Union
+from typing import BinaryIO, Iterator, Optional, Union
 
 import fastavro
 import fastavro.schema
@@ -35,7 +35,7 @@ CONTAINER_MAGIC = b"Obj\x01"
 MAX_PACKET_BYTES = 4_000_000
 
 
-def _reason(error: Exception) -> str:
+def reason_of(error: Exception) -> str:
     """A short rejection reason: its kind before the colon, so rejections can be counted by kind."""
     if isinstance(error, UnicodeDecodeError):
         return f"invalid UTF-8: {error}"
@@ -85,15 +85,10 @@ def _read_container(handle: BinaryIO, source: str, simulated: bool) -> Iterator[
     except Exception as error:  # fastavro raises assorted types for a damaged header
         yield AlertError(source, 0, f"bad Avro container header: {error!r}")
         return
-    survey = version = None
-    try:
-        survey, version = identify(header)
-    except SchemaLookupError as error:
-        # a ZTF file whose schema has no version attribute: each record's schemavsn says it
-        if not (isinstance(header, dict) and header.get("name") == "ztf.alert"):
-            yield AlertError(source, 0, error.reason)
-            return
-        survey = "ztf"
+    survey, version, problem = survey_of_header(header)
+    if problem is not None:
+        yield AlertError(source, 0, problem)
+        return
     index = 0
     while True:
         try:
@@ -101,7 +96,7 @@ def _read_container(handle: BinaryIO, source: str, simulated: bool) -> Iterator[
         except StopIteration:
             break
         except Exception as error:
-            yield AlertError(source, index, _reason(error))
+            yield AlertError(source, index, reason_of(error))
             return
         record_version = version or record.get("schemavsn")
         if not record_version:
@@ -111,6 +106,20 @@ def _read_container(handle: BinaryIO, source: str, simulated: bool) -> Iterator[
         index += 1
     if index == 0:
         yield AlertError(source, 0, "empty file: Avro container holds no alerts")
+
+
+def survey_of_header(header) -> tuple[Optional[str], Optional[str], Optional[str]]:
+    """(survey, version, None) of a container's writer schema, or (None, None, reason) when it is not an alert's.
+
+    A ZTF file whose schema has no version attribute gives version None: each record's ``schemavsn`` says it.
+    """
+    try:
+        survey, version = identify(header)
+    except SchemaLookupError as error:
+        if isinstance(header, dict) and header.get("name") == "ztf.alert":
+            return "ztf", None, None
+        return None, None, error.reason
+    return survey, version, None
 
 
 def decode_wire(data: bytes, source: str, position, library: SchemaLibrary, simulated: bool = False,
@@ -165,7 +174,7 @@ def decode_body(data: bytes, schema: AlertSchema, source: str, position, simulat
     try:
         record = fastavro.schemaless_reader(stream, schema.parsed, None)
     except Exception as error:
-        raise AlertError(source, position, _reason(error)) from None
+        raise AlertError(source, position, reason_of(error)) from None
     left = len(data) - stream.tell()
     if left:
         raise AlertError(source, position, f"trailing bytes: {left} after the record (wrong schema id {schema.schema_id}?)")

@@ -1,0 +1,187 @@
+"""Undecoded alerts: the bytes a source read and where they came from, ready to be decoded anywhere.
+
+A :class:`Packet` is what the worker pool is fed (:mod:`gateway.pool`): a Kafka message (Confluent wire format,
+or a whole Avro container as ZTF streams), or one block of an Avro container file, split off by
+:func:`container_packets` without decoding anything (a block's record count and size are in its framing). The
+reactor process only reads and slices bytes; :func:`decode_packet` turns a packet into alerts wherever it runs.
+
+Container framing (Avro 1.x spec, "Object Container Files"): ``Obj\\x01``, a metadata map (``avro.schema``,
+``avro.codec``), a 16-byte sync marker, then blocks of (record count: long, byte size: long, the records, the
+sync marker). Codecs ``null`` and ``deflate`` are split here; a file in any other codec is decoded whole by
+:func:`gateway.alerts.decode.read_container`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import BinaryIO, Iterator, Optional, Union
+
+import fastavro
+
+from gateway.alerts import Alert, AlertError
+from gateway.alerts.decode import CONTAINER_MAGIC, decode_message, reason_of, survey_of_header
+from gateway.alerts.schemas import SchemaLibrary
+
+#: codecs whose blocks are split off and decoded in a worker
+SPLIT_CODECS = ("null", "deflate")
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """Bytes of one or more alerts. ``header`` (the container's schema JSON and codec) is set for container
+    blocks, which hold ``count`` records starting at record index ``position``; None for a Kafka message."""
+
+    data: bytes
+    source: str
+    position: Union[int, str]
+    simulated: bool = False
+    header: Optional[tuple[str, str]] = None
+    count: int = 1
+    #: why the block is short or does not end in the sync marker ("": it is whole); its records before the
+    #: damage still decode, as fastavro's reader gives them
+    damage: str = ""
+
+
+def _long(handle: BinaryIO) -> int:
+    """One zig-zag varint (an Avro long) from ``handle``; EOFError at the end of the data."""
+    shift = result = 0
+    while True:
+        byte = handle.read(1)
+        if not byte:
+            raise EOFError("unexpected end of data in a block header")
+        value = byte[0]
+        result |= (value & 0x7F) << shift
+        if not value & 0x80:
+            return (result >> 1) ^ -(result & 1)
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 64 bits")
+
+
+def _header(handle: BinaryIO) -> tuple[dict[str, bytes], bytes]:
+    """The metadata map and sync marker of a container whose magic has been read."""
+    meta: dict[str, bytes] = {}
+    while True:
+        count = _long(handle)
+        if count == 0:
+            break
+        if count < 0:  # a negative count is followed by the block's byte size
+            count = -count
+            _long(handle)
+        for _ in range(count):
+            key = handle.read(_long(handle)).decode("utf-8")
+            meta[key] = handle.read(_long(handle))
+    sync = handle.read(16)
+    if len(sync) != 16:
+        raise EOFError("container header ends before its sync marker")
+    return meta, sync
+
+
+def container_packets(path: Union[str, Path], source: str = "", simulated: bool = False, max_block_bytes: int = 0,
+                      ) -> Iterator[Union[Packet, AlertError]]:
+    """The blocks of an Avro container file as packets, in order; problems as AlertError items (never raises).
+
+    A file this cannot split (another codec, a damaged header) is decoded whole in this process instead, its
+    alerts yielded as ``Alert`` items, so nothing is lost to the choice.
+    """
+    source = source or str(path)
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        yield AlertError(source, None, f"unreadable file: {error.strerror}")
+        return
+    with handle:
+        if handle.read(4) != CONTAINER_MAGIC:
+            yield from _whole(path, source, simulated)
+            return
+        try:
+            meta, sync = _header(handle)
+            schema = meta["avro.schema"].decode("utf-8")
+            codec = meta.get("avro.codec", b"null").decode("ascii") or "null"
+        except (EOFError, ValueError, KeyError, UnicodeDecodeError):
+            yield from _whole(path, source, simulated)
+            return
+        if codec not in SPLIT_CODECS:
+            yield from _whole(path, source, simulated)
+            return
+        index = 0
+        while True:
+            try:
+                count = _long(handle)
+            except EOFError:
+                break
+            try:
+                size = _long(handle)
+                data = handle.read(size) if size >= 0 else b""
+                marker = handle.read(16)
+            except (EOFError, ValueError) as error:
+                yield AlertError(source, index, f"truncated or corrupt Avro: {error}")
+                return
+            if count < 0 or size < 0:
+                yield AlertError(source, index, "truncated or corrupt Avro: a negative block count or size")
+                return
+            if len(data) != size or marker != sync:
+                yield Packet(data, source, index, simulated, (schema, codec), count,
+                             damage="truncated or corrupt Avro: a block does not end in the sync marker")
+                return
+            if max_block_bytes and size > max_block_bytes:
+                yield AlertError(source, index, f"oversized block: {size} bytes > limit {max_block_bytes}")
+            else:
+                yield Packet(data, source, index, simulated, (schema, codec), count)
+            index += count
+        if index == 0:
+            yield AlertError(source, 0, "empty file: Avro container holds no alerts")
+
+
+def _whole(path, source: str, simulated: bool) -> Iterator[Union[Alert, AlertError]]:
+    from gateway.alerts.decode import read_container  # the slow path, for files this module cannot split
+
+    yield from read_container(path, source, simulated)
+
+
+@lru_cache(maxsize=64)
+def _parsed(schema_json: str):
+    """The parsed writer schema and (survey, version) of a container header (parsed once per header)."""
+    definition = json.loads(schema_json)
+    return fastavro.parse_schema(definition), survey_of_header(definition)
+
+
+def decode_packet(packet: Packet, library: SchemaLibrary) -> list[Union[Alert, AlertError]]:
+    """The alerts (and errors) of one packet, in order. Never raises for bad data."""
+    if packet.header is None:
+        return decode_message(packet.data, packet.source, packet.position, library, packet.simulated)
+    schema_json, codec = packet.header
+    try:
+        parsed, (survey, version, error) = _parsed(schema_json)
+    except (ValueError, TypeError) as failure:
+        return [AlertError(packet.source, packet.position, f"bad Avro container header: {failure}")]
+    if error is not None:
+        return [AlertError(packet.source, packet.position, error)]
+    data = packet.data
+    if codec == "deflate":
+        try:
+            data = zlib.decompress(data, -15)
+        except zlib.error as failure:
+            return [AlertError(packet.source, packet.position, f"corrupt deflate block: {failure}")]
+    stream = io.BytesIO(data)
+    items: list[Union[Alert, AlertError]] = []
+    for k in range(packet.count):
+        index = packet.position + k
+        try:
+            record = fastavro.schemaless_reader(stream, parsed, None)
+        except Exception as failure:  # fastavro raises assorted types for damaged data
+            items.append(AlertError(packet.source, index, reason_of(failure)))
+            return items
+        record_version = version or (record.get("schemavsn") if isinstance(record, dict) else None)
+        if not record_version:
+            items.append(AlertError(packet.source, index, "unknown schema: ZTF record without schemavsn"))
+        else:
+            items.append(Alert(survey, record_version, record, packet.source, index, packet.simulated))
+    if packet.damage:
+        items.append(AlertError(packet.source, packet.position + packet.count, packet.damage))
+    return items

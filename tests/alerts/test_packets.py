@@ -1,0 +1,89 @@
+"""Container files split into packets (blocks) and decoded elsewhere give exactly what read_container gives."""
+
+from __future__ import annotations
+
+import fastavro
+import pytest
+
+from gateway.alerts import Alert, AlertError
+from gateway.alerts.decode import encode_wire, read_container, write_container
+from gateway.alerts.packets import Packet, container_packets, decode_packet
+from gateway.alerts.schemas import SchemaLibrary
+from gateway.resources import SAMPLES
+
+SAMPLE_FILES = sorted(p for p in SAMPLES.rglob("*.avro"))
+
+
+def decoded(path, library) -> list:
+    items = []
+    for item in container_packets(path):
+        items.extend(decode_packet(item, library) if isinstance(item, Packet) else [item])
+    return items
+
+
+def as_comparable(items):
+    return [(i.survey, i.schema, i.position, i.record) if isinstance(i, Alert) else ("error", i.position, i.reason)
+            for i in items]
+
+
+@pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_packets_decode_to_the_same_alerts_as_read_container(path):
+    library = SchemaLibrary()
+    assert as_comparable(decoded(path, library)) == as_comparable(list(read_container(path)))
+
+
+def test_many_records_per_block_and_deflate(tmp_path):
+    path = SAMPLES / "ztf" / "simulated.avro"
+    with open(path, "rb") as handle:
+        reader = fastavro.reader(handle)
+        schema, records = reader.writer_schema, list(reader)
+    target = tmp_path / "deflated.avro"
+    with open(target, "wb") as handle:
+        fastavro.writer(handle, fastavro.parse_schema(schema), records * 5, codec="deflate", sync_interval=200_000)
+    packets = [p for p in container_packets(target) if isinstance(p, Packet)]
+    assert len(packets) < len(records) * 5  # several records per block
+    assert as_comparable(decoded(target, SchemaLibrary())) == as_comparable(list(read_container(target)))
+
+
+def test_a_truncated_file_yields_the_alerts_before_the_damage_then_one_error(tmp_path):
+    with open(SAMPLES / "rubin" / "11.1" / "simulated.avro", "rb") as handle:
+        reader = fastavro.reader(handle)
+        schema, records = reader.writer_schema, list(reader)
+    whole = tmp_path / "whole.avro"
+    with open(whole, "wb") as handle:  # one record per block
+        fastavro.writer(handle, fastavro.parse_schema(schema), records, sync_interval=1)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.avro"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    items = decoded(cut, SchemaLibrary())
+    good = [i for i in items if isinstance(i, Alert)]
+    errors = [i for i in items if isinstance(i, AlertError)]
+    assert 0 < len(good) < len(records) and len(errors) == 1 and "truncated" in errors[0].reason
+    assert errors[0].position == len(good)
+    assert as_comparable(good) == as_comparable(list(read_container(whole))[: len(good)])
+
+
+def test_not_a_container_and_empty_files(tmp_path):
+    text = tmp_path / "notes.avro"
+    text.write_text("not avro at all")
+    assert [e.reason for e in decoded(text, SchemaLibrary())] == [
+        "not an Avro container file: missing the 'Obj\\x01' magic"]
+    empty = tmp_path / "empty.avro"
+    with open(SAMPLES / "ztf" / "simulated.avro", "rb") as handle:
+        schema = fastavro.reader(handle).writer_schema
+    write_container(empty, [], schema)
+    assert [e.reason for e in decoded(empty, SchemaLibrary())] == ["empty file: Avro container holds no alerts"]
+
+
+def test_a_wire_packet_is_decoded_with_the_library():
+    library = SchemaLibrary()
+    path = SAMPLES / "rubin" / "11.1" / "simulated.avro"
+    with open(path, "rb") as handle:
+        record = next(iter(fastavro.reader(handle)))
+
+    schema = library.by_version("rubin", "11.1")
+    packet = Packet(encode_wire(record, schema.schema_id, schema), "kafka://t[0]", 42)
+    [alert] = decode_packet(packet, library)
+    assert alert.record == record and alert.position == 42 and alert.schema == "11.1"
+    [error] = decode_packet(Packet(b"\x07garbage", "kafka://t[0]", 43), library)
+    assert error.position == 43 and "magic" in error.reason
