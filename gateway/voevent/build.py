@@ -34,6 +34,7 @@ from collections import OrderedDict
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable, Optional, Protocol
+from xml.sax.saxutils import escape
 
 from lxml import etree
 
@@ -74,7 +75,6 @@ _COORD_SYSTEM = {"id": "UTC-ICRS-TOPO"}
 _COORDS = {"coord_system_id": "UTC-ICRS-TOPO"}
 _TIME = {"unit": "s"}
 _POSITION = {"unit": "deg"}
-_CITE = {"cite": "followup"}
 _DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 _CUTOUT_MIME = "application/fits"
 #: cutout kinds of fields.cutouts, in the order their References appear
@@ -178,37 +178,49 @@ class Converter:
     # ------------------------------------------------------------------------------------------------ API
 
     def __call__(self, alert: Alert) -> Event:
+        """The alert's VOEvent, citing the object's previous one (:meth:`prepare`, then :meth:`link`)."""
+        return self.link(self.prepare(alert))
+
+    convert = __call__
+
+    def prepare(self, alert: Alert) -> Event:
+        """The alert's VOEvent without Citations: a pure function of the alert, so it can run anywhere (a worker
+        process); :meth:`link` adds what only the gateway's history knows."""
         profile = PROFILES.get(alert.survey)
         if profile is None:
             raise AlertError(alert.source, alert.position, f"unknown survey {alert.survey!r}")
         view = fields.view(alert)  # AlertError: malformed, no usable position or time
-        alert_id, key = view.alert_id, view.object_key
-        ivorn = f"{self.prefix}{alert_id}"
+        ivorn = f"{self.prefix}{view.alert_id}"
         role = self.role if self.role != "auto" else ("test" if alert.simulated else "observation")
-        cited = self.history.previous(key)
-        if cited == ivorn:  # the same alert again (a replay): never cite yourself
-            cited = None
-
         try:
-            values = _Values(alert, view, profile, ivorn, role, cited, self.max_previous_rows)
+            values = _Values(alert, view, profile, ivorn, role, self.max_previous_rows)
             xml = self._build(values)
-            while len(xml) >= MAX_EVENT_BYTES and values.previous:
+            while len(xml) + CITATION_ROOM >= MAX_EVENT_BYTES and values.previous:
                 # over budget (huge free-text fields?): shorten the light-curve table until it fits
                 values.previous = values.previous[len(values.previous) * 3 // 4 + 1:]
                 xml = self._build(values)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             # e.g. a field of an unexpected type, or text lxml refuses (control characters are not XML)
             raise AlertError(alert.source, alert.position, fields.malformed(error)) from None
-        if len(xml) >= MAX_EVENT_BYTES:
+        if len(xml) + CITATION_ROOM >= MAX_EVENT_BYTES:
             raise AlertError(alert.source, alert.position,
                              f"VOEvent too large: {len(xml)} bytes >= {MAX_EVENT_BYTES} even without a light curve")
-        self.history.remember(key, ivorn)
         # the view says what the packet says: the radius as written (7 significant digits)
         view = replace(view, error_radius=float(fmt_float(values.radius)), author=self.author_ivorn)
         return Event(ivorn=ivorn, role=role, received=datetime.fromtimestamp(values.now, timezone.utc),
                      xml=xml, alert=alert, origin=alert.source, view=view)
 
-    convert = __call__
+    def link(self, event: Event) -> Event:
+        """``event`` (from :meth:`prepare`) citing the latest VOEvent issued for its object, which it becomes.
+
+        Runs where the history is (the reactor process), in the order the alerts arrived.
+        """
+        key = event.view.object_key
+        cited = self.history.previous(key)
+        self.history.remember(key, event.ivorn)
+        if cited is None or cited == event.ivorn:  # the same alert again (a replay): never cite yourself
+            return event
+        return replace(event, xml=cite(event.xml, key, cited))
 
     # ------------------------------------------------------------------------------------------- building
 
@@ -235,15 +247,6 @@ class Converter:
         v.now, s.date.text = self._date.now()
         for element, value in zip(s.params, v.param_values()):
             element.set("value", value)
-        if s.data is not None:
-            data = s.data
-            data.clear()
-            sub = _SubElement
-            for previous in v.previous:
-                tr = sub(data, "TR")
-                for get, fmt in PREVIOUS_FIELDS:
-                    value = get(previous)
-                    sub(tr, "TD").text = "" if value is None else fmt(value)
         for element, kind in zip(s.cutouts, v.cutouts):
             element.set("uri", f"{self.public_url}/cutouts/{v.alert_id}/{kind}.fits")
         s.iso.text = v.iso
@@ -256,12 +259,41 @@ class Converter:
             s.inference.set("probability", v.probability)
         s.name.text = v.key
         s.concept.text = SOLAR_CONCEPT if v.solar else TRANSIENT_CONCEPT
-        if v.cited is not None:
-            s.cited.text = v.cited
-            s.cited_description.text = f"New detection of {v.key}, earlier announced in {v.cited}"
         s.description.text = _summary(v.profile, det, v.alert_id, v.key)
         # serializing to str and encoding is ~15% faster than lxml writing UTF-8 bytes itself
-        return _DECLARATION + etree.tostring(root, encoding="unicode").encode()
+        text = etree.tostring(root, encoding="unicode")
+        if s.data is not None:
+            # the light-curve table as text: ~450 cells an alert cost more as lxml elements than the rest of the
+            # document (the marker is element text, so it cannot stand anywhere else: "<" is always escaped)
+            text = text.replace(_DATA_MARK, f"<Data>{_table_rows(v.previous)}</Data>", 1)
+        return _DECLARATION + text.encode()
+
+
+#: what a Citation adds to a packet, at most (two IVORNs and an object key): kept free below MAX_EVENT_BYTES
+CITATION_ROOM = 1_500
+_ROWS = "vogateway-light-curve-rows"
+_DATA_MARK = f"<Data>{_ROWS}</Data>"
+
+
+def _table_rows(previous) -> str:
+    """``<TR><TD>..</TD>..</TR>`` of the light-curve table, values escaped as lxml would."""
+    cells = []
+    for det in previous:
+        cells.append("<TR>")
+        for get, fmt in PREVIOUS_FIELDS:
+            value = get(det)
+            cells.append("<TD></TD>" if value is None else f"<TD>{escape(fmt(value))}</TD>")
+        cells.append("</TR>")
+    return "".join(cells)
+
+
+def cite(xml: bytes, key: str, cited: str) -> bytes:
+    """A VOEvent built here, with Citations of ``cited`` (the object's previous VOEvent) before its closing
+    Description, as VOEvent 2.0 orders them (the root's Description is its last child)."""
+    at = xml.rindex(b"<Description>")
+    citation = (f'<Citations><EventIVORN cite="followup">{escape(cited)}</EventIVORN><Description>New detection of '
+                f'{escape(key)}, earlier announced in {escape(cited)}</Description></Citations>')
+    return xml[:at] + citation.encode() + xml[at:]
 
 
 SOLAR_CONCEPT = "known solar-system object"
@@ -271,13 +303,13 @@ TRANSIENT_CONCEPT = "transient or variable source (difference image)"
 class _Values:
     """Everything of one alert that goes into its VOEvent, as text, and the shape it gives the document."""
 
-    __slots__ = ("alert", "profile", "det", "alert_id", "key", "ivorn", "role", "iso", "cited", "solar", "radius",
+    __slots__ = ("alert", "profile", "det", "alert_id", "key", "ivorn", "role", "iso", "solar", "radius",
                  "trigger", "extra", "object", "n_previous", "n_limits", "previous", "cutouts", "probability", "now")
 
-    def __init__(self, alert, view, profile: SurveyProfile, ivorn, role, cited, rows):
+    def __init__(self, alert, view, profile: SurveyProfile, ivorn, role, rows):
         det = view.detection
         self.alert, self.profile, self.det, self.alert_id, self.key = alert, profile, det, view.alert_id, view.object_key
-        self.ivorn, self.role, self.iso, self.cited = ivorn, role, view.iso_utc, cited
+        self.ivorn, self.role, self.iso = ivorn, role, view.iso_utc
         self.solar = view.solar_system
         self.radius = error_radius(det, profile)
         # triggering detection: text or None (absent) per Param of the profile, in profile order
@@ -302,7 +334,7 @@ class _Values:
         """What decides the document's structure: survey, which Params are present, table, cutouts, citation."""
         return (self.alert.survey, tuple([v is None for v in self.trigger]), tuple([v is None for v in self.extra]),
                 tuple([name for name, _ in self.object]), self.object_type(), bool(self.previous), self.cutouts,
-                self.cited is not None, self.probability is not None)
+                self.probability is not None)
 
     def object_type(self) -> str:
         return self.profile.object_type(self.key)
@@ -355,7 +387,8 @@ class _Skeleton:
             table = sub(what, "Table", profile.previous_table)
             for attrs in profile.previous_fields:
                 sub(table, "Field", attrs)
-            named["data"] = sub(table, "Data")
+            named["data"] = data = sub(table, "Data")
+            data.text = _ROWS
         cutouts = [sub(what, "Reference", uri="", type=kind, mimetype=_CUTOUT_MIME) for kind in v.cutouts]
 
         where_when = sub(root, "WhereWhen")
@@ -383,13 +416,9 @@ class _Skeleton:
         named["name"] = sub(inference, "Name")
         named["concept"] = sub(inference, "Concept")
 
-        if v.cited is not None:
-            citations = sub(root, "Citations")
-            named["cited"] = sub(citations, "EventIVORN", _CITE)
-            named["cited_description"] = sub(citations, "Description")
         named["description"] = sub(root, "Description")
 
-        self.data = self.cited = self.cited_description = None
+        self.data = None
         for name, element in named.items():
             setattr(self, name, element)
         self.params = tuple(params)
