@@ -165,13 +165,14 @@ class Gateway(service.MultiService):
         from twisted.application.internet import StreamServerEndpointService
 
         from gateway.endpoints import server_endpoint
+        from gateway.tap.settings import TapSettings
         from gateway.web import http_site
 
         listen = self.config["http"]["listen"]
         if not listen:
             return
         site = http_site(self.store, self.database, self.reactor, self.config["gateway"]["public_url"],
-                         self.config["tap"], str(self.state_dir / "tap-jobs"))
+                         TapSettings(**self.config["tap"]), str(self.state_dir / "tap-jobs"))
         http = StreamServerEndpointService(server_endpoint(self.reactor, listen), site)
         http.setName("http")
         http.setServiceParent(self)

@@ -6,10 +6,13 @@
 from __future__ import annotations
 
 import re
+from typing import Optional
 
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from gateway.tap.resource import tap_resource
+from gateway.tap.settings import TapSettings
 from gateway.voevent.build import CUTOUT_KINDS
 
 log = Logger()
@@ -85,16 +88,14 @@ class Root(resource.Resource):
         return _text(request, 200, "\n".join(lines))
 
 
-def http_site(store, database, reactor, base_url: str, tap: dict, workdir: str) -> server.Site:
-    """The Site for ``http.listen``: ``/cutouts`` from ``store``, ``/tap`` over ``database`` (config ``[tap]``)."""
-    from gateway.tap.query import Limits
-    from gateway.tap.resource import tap_resource
+def http_site(store, database, reactor, base_url: Optional[str], tap: TapSettings,
+              workdir: Optional[str]) -> server.Site:
+    """The Site for ``http.listen``: ``/cutouts`` from ``store``, ``/tap`` over ``database`` with ``tap``.
 
-    limit_keys = ("sync_timeout", "stall_timeout", "async_timeout", "max_async_timeout", "maxrec_default", "maxrec_max",
-                  "upload_max_bytes", "upload_max_rows", "http_uploads")
-    limits = Limits(**{key: tap[key] for key in limit_keys})
-    tap_root = tap_resource(database, reactor, base_url.rstrip("/") + "/tap", limits, workdir=workdir,
-                            max_jobs=tap["max_jobs"], max_running=tap["max_running"], retention=tap["retention"])
+    ``base_url``: the public URL of this service (None: from each request's Host header); ``workdir``: where async
+    TAP results go (None: a temporary directory)."""
+    tap_url = None if base_url is None else base_url.rstrip("/") + "/tap"
+    tap_root = tap_resource(database, reactor, tap, tap_url, workdir)
     # TAP parses request bodies itself: Twisted's multipart parser rejects STILTS's upload boundary
     site = server.Site(Root({"cutouts": Cutouts(store), "tap": tap_root}), parsePOSTFormSubmission=False)
     site.noisy = False

@@ -1,7 +1,7 @@
 """Helpers of the TAP tests (tests/tap): an alert DB with known rows on each backend, and the TAP server over it in a subprocess.
 
-A subprocess (``python -m gateway.tap.server``) keeps the blocking clients (pyvo, stilts, requests) and the
-server's reactor apart, and is what a deployment runs. Positions are deterministic, so tests compute the
+A subprocess (``python -m gateway.tap.server``: the Site of ``vogateway serve``, :func:`gateway.web.http_site`)
+keeps the blocking clients (pyvo, stilts, requests) and the server's reactor apart, and is what a deployment runs. Positions are deterministic, so tests compute the
 expected answers from the same rows.
 """
 
@@ -11,7 +11,6 @@ import sys
 from contextlib import contextmanager
 
 import requests
-
 from postgres import fresh_database
 from support import free_port, wait_for
 
@@ -69,8 +68,9 @@ def fill(url: str) -> None:
 
 
 class TapServer:
-    def __init__(self, backend: str, db_url: str, url: str, process):
+    def __init__(self, backend: str, db_url: str, url: str, process, log_path):
         self.backend, self.db_url, self.url, self.process = backend, db_url, url, process
+        self.log_path = log_path  # the server's stdout and stderr
 
     def get(self, path: str, **kw):
         return requests.get(self.url + path, timeout=60, **kw)
@@ -99,16 +99,18 @@ class TapServer:
 @contextmanager
 def serve(backend: str, db_url: str, tmp_path, *extra):
     port = free_port()
-    log = open(tmp_path / f"tap-{backend}.log", "wb")
+    log_path = tmp_path / f"tap-{backend}-{port}.log"
+    log = open(log_path, "wb")
+    public_url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway.tap.server", "--db", db_url, "--listen", f"tcp:{port}:interface=127.0.0.1",
-         "--sync-timeout", str(SYNC_TIMEOUT), "--maxrec", str(MAXREC_DEFAULT), "--maxrec-hard", str(MAXREC_HARD),
-         "--max-jobs", str(MAX_JOBS), "--max-running", "2", "--reap-interval", "0.5", *extra],
+         "--public-url", public_url, "--sync-timeout", str(SYNC_TIMEOUT), "--maxrec", str(MAXREC_DEFAULT),
+         "--maxrec-hard", str(MAXREC_HARD), "--max-jobs", str(MAX_JOBS), "--max-running", "2", *extra],
         stdout=log, stderr=subprocess.STDOUT)
-    server = TapServer(backend, db_url, f"http://127.0.0.1:{port}/tap", process)
+    server = TapServer(backend, db_url, f"{public_url}/tap", process, log_path)
     try:
         def up():
-            assert process.poll() is None, (tmp_path / f"tap-{backend}.log").read_text()
+            assert process.poll() is None, log_path.read_text()
             try:
                 return server.get("/availability").status_code == 200
             except requests.ConnectionError:

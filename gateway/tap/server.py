@@ -1,50 +1,51 @@
-"""Serve only the TAP service over an existing alert DB: ``python -m gateway.tap.server --db URL``.
+"""Serve the HTTP side (``/tap`` and ``/cutouts``) over an existing alert DB: ``python -m gateway.tap.server --db URL``.
 
-For tests, benchmarks and quick looks; ``vogateway serve`` mounts the same resource at /tap beside the rest.
+For tests, benchmarks and quick looks: the Site is the one ``vogateway serve`` runs (:func:`gateway.web.http_site`),
+without the pipeline. Every ``[tap]`` setting is an option (``--sync-timeout``, ``--maxrec-default``, ...).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from twisted.internet import endpoints, reactor
 from twisted.logger import globalLogBeginner, textFileLogObserver
-from twisted.web import resource, server
 
+from gateway.store import Store
 from gateway.store.db import Database
-from gateway.tap.query import Limits
-from gateway.tap.resource import tap_resource
+from gateway.tap.settings import TapSettings
+from gateway.web import http_site
+
+#: shorter names kept for the options that had them
+ALIASES = {"maxrec_default": ["--maxrec"], "maxrec_max": ["--maxrec-hard"]}
 
 
-def make_site(database: Database, the_reactor, base_url=None, limits=None, **options) -> server.Site:
-    root = resource.Resource()
-    root.putChild(b"tap", tap_resource(database, the_reactor, base_url, limits, **options))
-    # our resources parse bodies themselves (Twisted's multipart parser rejects STILTS's boundary)
-    return server.Site(root, parsePOSTFormSubmission=False)
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", required=True, help="alert DB URL: sqlite:///var/alerts.db or postgresql://...")
+    parser.add_argument("--listen", default="tcp:8080:interface=127.0.0.1", help="Twisted endpoint string")
+    parser.add_argument("--public-url", default=None,
+                        help="public URL of this service, as [gateway] public_url (default: each request's Host)")
+    parser.add_argument("--workdir", default=None, help="directory for async results (default: a temporary one)")
+    for f in dataclasses.fields(TapSettings):
+        names = [f"--{f.name.replace('_', '-')}"] + ALIASES.get(f.name, [])
+        if isinstance(f.default, bool):
+            parser.add_argument(*names, dest=f.name, default=f.default, action=argparse.BooleanOptionalAction,
+                                help=f"[tap] {f.name}")
+        else:
+            parser.add_argument(*names, dest=f.name, default=f.default, type=type(f.default),
+                                help=f"[tap] {f.name} (default {f.default})")
+    return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--db", required=True, help="alert DB URL: sqlite:///var/alerts.db or postgresql://...")
-    parser.add_argument("--listen", default="tcp:8080:interface=127.0.0.1", help="Twisted endpoint string")
-    parser.add_argument("--sync-timeout", type=float, default=Limits.sync_timeout, help="seconds")
-    parser.add_argument("--async-timeout", type=float, default=Limits.async_timeout, help="seconds")
-    parser.add_argument("--maxrec", type=int, default=Limits.maxrec_default, help="default MAXREC (rows)")
-    parser.add_argument("--maxrec-hard", type=int, default=Limits.maxrec_max, help="largest MAXREC (rows)")
-    parser.add_argument("--max-jobs", type=int, default=1000)
-    parser.add_argument("--max-running", type=int, default=2)
-    parser.add_argument("--retention", type=float, default=24 * 3600, help="seconds until an async job is destroyed")
-    parser.add_argument("--stall-timeout", type=float, default=Limits.stall_timeout,
-                        help="seconds a sync client may read nothing before it is disconnected")
-    parser.add_argument("--reap-interval", type=float, default=10.0, help="seconds between destruction checks")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
-    limits = Limits(sync_timeout=args.sync_timeout, async_timeout=args.async_timeout,
-                    maxrec_default=args.maxrec, maxrec_max=args.maxrec_hard, stall_timeout=args.stall_timeout)
+    settings = TapSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TapSettings)})
     database = Database(args.db, reactor)
-    site = make_site(database, reactor, None, limits, max_jobs=args.max_jobs, max_running=args.max_running,
-                     retention=args.retention, reap_interval=args.reap_interval)
+    site = http_site(Store(database), database, reactor, args.public_url, settings, args.workdir)
     endpoint = endpoints.serverFromString(reactor, args.listen)
     endpoint.listen(site).addErrback(lambda f: (print(f"cannot listen: {f.value}", file=sys.stderr), reactor.stop()))
     reactor.addSystemEventTrigger("after", "shutdown", database.stop)

@@ -2,8 +2,8 @@
 
 Jobs live in memory (nothing survives a restart, by design) with their result file in a work directory. At most
 ``max_running`` queries run at once, each in a thread of the job pool; further jobs wait in phase QUEUED; at most
-``max_jobs`` exist at all (creating more is refused with a message). A reaper deletes jobs once their
-destruction time has passed. Time comes from the injected reactor, so tests can drive it.
+``max_jobs`` exist at all (creating more is refused with a message). Each job is deleted at its destruction
+time by a timer of the injected reactor, so tests drive time with a Clock.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 from xml.sax.saxutils import escape, quoteattr
 
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from gateway import times
 from gateway.tap.query import Cancel, QueryError, QuerySpec, Runner
-from gateway.tap.votable import error_document
 from gateway.times import optional_iso
 
 log = Logger()
@@ -63,6 +62,8 @@ class Job:
     rows: Optional[int] = None
     cancel: Cancel = field(default_factory=Cancel)
     waiters: list = field(default_factory=list)
+    #: the reactor's DelayedCall that deletes the job at its destruction time
+    destroyer: object = None
 
 
 class FileSink:
@@ -85,28 +86,24 @@ class FileSink:
 
 
 class JobManager:
-    def __init__(self, runner: Runner, reactor, workdir: Optional[str] = None, max_jobs: int = 1000,
-                 max_running: int = 2, retention: float = 24 * 3600, reap_interval: float = 10.0):
+    """The async jobs of one TAP service; limits from ``runner.settings``, time from ``reactor``."""
+
+    def __init__(self, runner: Runner, reactor, workdir: Optional[str] = None):
         self.runner = runner
+        self.settings = runner.settings
         self.reactor = reactor
         self._own_workdir = workdir is None  # a temporary directory of ours is removed at stop
         self.workdir = workdir or tempfile.mkdtemp(prefix="gateway-tap-")
         os.makedirs(self.workdir, exist_ok=True)
-        self.max_jobs = max_jobs
-        self.retention = retention
         self.jobs: dict[str, Job] = {}
-        self._slots = defer.DeferredSemaphore(max_running)
-        self._pool = ThreadPool(1, max_running, name="tap-async")
-        self._reaper = task.LoopingCall(self.reap)
-        self._reaper.clock = reactor
-        self._reap_interval = reap_interval
+        self._slots = defer.DeferredSemaphore(self.settings.max_running)
+        self._pool = ThreadPool(1, self.settings.max_running, name="tap-async")
         self._started = False
 
     def start(self):
         if not self._started:
             self._started = True
             self._pool.start()
-            self._reaper.start(self._reap_interval, now=False)
             self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
 
     def stop(self):
@@ -114,8 +111,7 @@ class JobManager:
             self._started = False
             for job in self.jobs.values():
                 job.cancel.cancel()
-            if self._reaper.running:
-                self._reaper.stop()
+                self._forget_destruction(job)
             self._pool.stop()
             for job_id in list(self.jobs):  # results do not outlive the process
                 shutil.rmtree(os.path.join(self.workdir, job_id), ignore_errors=True)
@@ -130,15 +126,16 @@ class JobManager:
 
     def create(self, parameters: dict[str, str], uploads: dict[str, bytes]) -> Job:
         self.start()
-        if len(self.jobs) >= self.max_jobs:
-            raise QueryError(f"this service holds at most {self.max_jobs} async jobs and has that many; delete "
-                             "finished jobs (DELETE /tap/async/<id>) or try again later", status=503)
+        if len(self.jobs) >= self.settings.max_jobs:
+            raise QueryError(f"this service holds at most {self.settings.max_jobs} async jobs and has that many; "
+                             "delete finished jobs (DELETE /tap/async/<id>) or try again later", status=503)
         job_id = secrets.token_hex(8)
         now = self.now()
-        job = Job(job_id, {}, dict(uploads), now, now + self.retention, self.runner.limits.async_timeout,
+        job = Job(job_id, {}, dict(uploads), now, now + self.settings.retention, self.settings.async_timeout,
                   run_id=None)
         self.set_parameters(job, parameters)
         self.jobs[job_id] = job
+        self._schedule_destruction(job)
         return job
 
     def set_parameters(self, job: Job, parameters: dict[str, str]) -> None:
@@ -161,7 +158,7 @@ class JobManager:
             seconds = float(value)
         except ValueError:
             raise QueryError(f"EXECUTIONDURATION must be a number of seconds, not {value!r}") from None
-        limit = self.runner.limits.max_async_timeout
+        limit = self.settings.max_async_timeout
         job.execution_duration = limit if seconds <= 0 else min(seconds, limit)
 
     def set_destruction(self, job: Job, value: str) -> None:
@@ -169,7 +166,20 @@ class JobManager:
             when = parse_iso(value)
         except ValueError as e:
             raise QueryError(f"DESTRUCTION: {e}") from None
-        job.destruction = min(when, self.now() + self.retention)  # never later than the retention period
+        job.destruction = min(when, self.now() + self.settings.retention)  # never later than the retention period
+        self._schedule_destruction(job)
+
+    def _schedule_destruction(self, job: Job) -> None:
+        if job.id not in self.jobs:
+            return  # a job being created: scheduled once it is listed
+        self._forget_destruction(job)
+        job.destroyer = self.reactor.callLater(max(0.0, job.destruction - self.now()), self.delete, job.id)
+
+    @staticmethod
+    def _forget_destruction(job: Job) -> None:
+        if job.destroyer is not None and job.destroyer.active():
+            job.destroyer.cancel()
+        job.destroyer = None
 
     def run(self, job: Job) -> None:
         if job.phase != "PENDING":
@@ -189,15 +199,11 @@ class JobManager:
         if job is None:
             return
         job.cancel.cancel()
+        self._forget_destruction(job)
         if job.phase in ACTIVE:
             job.end = self.now()
             self._set_phase(job, "ABORTED")
         shutil.rmtree(os.path.join(self.workdir, job.id), ignore_errors=True)
-
-    def reap(self) -> None:
-        now = self.now()
-        for job in [j for j in self.jobs.values() if j.destruction <= now]:
-            self.delete(job.id)
 
     def wait(self, job: Job, seconds: float) -> defer.Deferred:
         """Fires when the job's phase changes or after ``seconds`` (UWS blocking WAIT)."""
@@ -305,9 +311,6 @@ class JobManager:
                          + f"<uws:creationTime>{iso(j.creation)}</uws:creationTime></uws:jobref>")
         parts.append("</uws:jobs>")
         return ('<?xml version="1.0" encoding="UTF-8"?>\n' + "".join(parts) + "\n").encode("utf-8")
-
-    def error_document(self, job: Job) -> bytes:
-        return error_document(job.error or "")
 
 
 def check_lang(parameters: dict[str, str]) -> None:

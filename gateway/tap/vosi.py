@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape, quoteattr
 
-from gateway.tap.catalog import Catalog, TableMeta
-from gateway.tap.query import Limits
+from gateway.tap.catalog import SCHEMA_DESCRIPTIONS, Catalog, TableMeta
+from gateway.tap.settings import TapSettings
 from gateway.tap.votable import ADVERTISED
 
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -13,7 +13,8 @@ GEOMETRY = ("POINT", "CIRCLE", "BOX", "POLYGON", "CONTAINS", "INTERSECTS", "DIST
             "COORDSYS")
 
 
-def capabilities(base: str, limits: Limits, retention: float) -> bytes:
+def capabilities(base: str, settings: TapSettings) -> bytes:
+    """The VOSI capabilities of the service at ``base`` (its /tap URL), with TAPRegExt limits."""
     def interface(path, role=None, extra=""):
         role_attr = f' role="{role}" version="1.1"' if role else ""
         return (f'<interface xsi:type="vs:ParamHTTP"{role_attr}><accessURL use="base">{escape(base + path)}'
@@ -36,12 +37,13 @@ def capabilities(base: str, limits: Limits, retention: float) -> bytes:
         + '<uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-inline"/>'
         '<uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-http"/>'
         '<uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-https"/>'
-        f"<retentionPeriod><default>{int(retention)}</default><hard>{int(retention)}</hard></retentionPeriod>"
-        f"<executionDuration><default>{int(limits.async_timeout)}</default>"
-        f"<hard>{int(limits.max_async_timeout)}</hard></executionDuration>"
-        f'<outputLimit><default unit="row">{limits.maxrec_default}</default>'
-        f'<hard unit="row">{limits.maxrec_max}</hard></outputLimit>'
-        f'<uploadLimit><hard unit="byte">{limits.upload_max_bytes}</hard></uploadLimit>'
+        f"<retentionPeriod><default>{int(settings.retention)}</default>"
+        f"<hard>{int(settings.retention)}</hard></retentionPeriod>"
+        f"<executionDuration><default>{int(settings.async_timeout)}</default>"
+        f"<hard>{int(settings.max_async_timeout)}</hard></executionDuration>"
+        f'<outputLimit><default unit="row">{settings.maxrec_default}</default>'
+        f'<hard unit="row">{settings.maxrec_max}</hard></outputLimit>'
+        f'<uploadLimit><hard unit="byte">{settings.upload_max_bytes}</hard></uploadLimit>'
         "</capability>")
     vosi = "".join(
         f'<capability standardID="ivo://ivoa.net/std/VOSI#{name}">' + interface(f"/{name}") + "</capability>"
@@ -97,8 +99,6 @@ _TABLESET_OPEN = ('<vosi:tableset xmlns:vosi="http://www.ivoa.net/xml/VOSITables
 
 
 def tableset(catalog: Catalog, detail: bool = True) -> bytes:
-    from gateway.tap.catalog import SCHEMA_DESCRIPTIONS
-
     body = ""
     for schema in catalog.schemas():
         body += f"<schema><name>{escape(schema)}</name>"

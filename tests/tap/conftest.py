@@ -1,7 +1,6 @@
 """TAP test fixtures: the TAP server over a filled alert DB, once per backend (helpers in tests/tap_helpers.py)."""
 
 import pytest
-
 from tap_helpers import database_url, fill, serve
 
 

@@ -3,36 +3,36 @@
 import random
 
 import pytest
-from tap_helpers import database_url, fill, object_position, rows
+from tap_helpers import N_OBJECTS, database_url, fill, object_position, rows
 
 from gateway.sky import distance as sky_distance
 from gateway.sky import in_polygon, ra_ranges
 from gateway.store.db import Database
-from gateway.tap.adql import AdqlError, translate
+from gateway.tap.adql import DIALECTS, AdqlError, dialect_for, translate
 from gateway.tap.catalog import Catalog, ColumnMeta
-from gateway.tap.query import _create_uploads, register_sqlite_functions, tap_schema_cte
 
 CATALOG = Catalog.default()
+SQLITE, POSTGRESQL = DIALECTS["sqlite"], DIALECTS["postgresql"]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def reader(request, tmp_path_factory):
-    """A read-only connection (as the TAP service gets) to a filled alert DB, and the backend name."""
+    """A read-only connection (as the TAP service gets) to a filled alert DB, and the backend's dialect."""
     with database_url(request.param, tmp_path_factory.mktemp("adql")) as url:
         fill(url)
         database = Database(url)
+        dialect = dialect_for(database.kind)
         conn = database.reader(30)
-        if database.backend == "sqlite":
-            register_sqlite_functions(conn)
-        yield conn, database.backend
+        dialect.prepare(conn)
+        yield conn, dialect
         conn.close()
         database.stop()
 
 
 def run(reader, adql, catalog=CATALOG, maxrec=None):
-    conn, backend = reader
-    t = translate(adql, backend, catalog, maxrec)
-    return [tuple(r) for r in conn.execute(tap_schema_cte(catalog, t.tap_schema, backend) + t.sql).fetchall()]
+    conn, dialect = reader
+    t = translate(adql, dialect, catalog, maxrec)
+    return [tuple(r) for r in conn.execute(t.sql).fetchall()]
 
 
 # -- refusals -------------------------------------------------------------------------------------------------------
@@ -65,25 +65,25 @@ def run(reader, adql, catalog=CATALOG, maxrec=None):
     ("SELECT ra FROM gateway.diasource WHERE ra IN (" + ", ".join(["1"] * 40000) + ")", ["limit is 100,000"]),
 ])
 def test_refused_with_a_message(adql, words):
-    for backend in ("sqlite", "postgresql"):
+    for dialect in DIALECTS.values():
         with pytest.raises(AdqlError) as error:
-            translate(adql, backend, CATALOG)
+            translate(adql, dialect, CATALOG)
         for word in words:
             assert word.lower() in str(error.value).lower(), str(error.value)
 
 
 def test_comments_never_reach_the_database():
-    t = translate("-- a remark\nSELECT ra FROM gateway.alert -- x */ ; DROP TABLE y; /*", "sqlite", CATALOG)
+    t = translate("-- a remark\nSELECT ra FROM gateway.alert -- x */ ; DROP TABLE y; /*", SQLITE, CATALOG)
     assert "DROP" not in t.sql and "/*" not in t.sql and "--" not in t.sql
-    assert translate("SELECT 'a' 'b' AS s FROM gateway.alert", "postgresql", CATALOG).sql.startswith("SELECT 'ab'")
+    assert translate("SELECT 'a' 'b' AS s FROM gateway.alert", POSTGRESQL, CATALOG).sql.startswith("SELECT 'ab'")
 
 
 def test_translated_sql_names_only_published_tables():
     t = translate("SELECT TOP 3 * FROM diasource AS d JOIN gateway.diaobject AS o ON d.objectid = o.objectid "
-                  "WHERE o.ndetections > 1 ORDER BY d.mjd DESC", "sqlite", CATALOG, maxrec=100)
+                  "WHERE o.ndetections > 1 ORDER BY d.mjd DESC", SQLITE, CATALOG, maxrec=100)
     assert '"gateway"."diasource"' in t.sql and '"gateway"."diaobject"' in t.sql and t.limit == 3
     assert [c.name for c in t.columns][:2] == ["diasourceid", "objectid"]
-    assert translate("SELECT ra FROM gateway.alert", "sqlite", CATALOG, maxrec=10).limit == 11
+    assert translate("SELECT ra FROM gateway.alert", SQLITE, CATALOG, maxrec=10).limit == 11
 
 
 # -- results on both backends ------------------------------------------------------------------------------------
@@ -163,12 +163,12 @@ def test_polygon_and_box_match_brute_force(reader):
 
 
 def test_crossmatch_with_upload(reader):
-    conn, backend = reader
+    conn, dialect = reader
     columns = (ColumnMeta("id", "long"), ColumnMeta("ra", "double"), ColumnMeta("dec", "double"))
     # objects either side of RA 0, near the pole, ordinary ones; a target at RA 0.0 whose circle crosses RA 0;
     # one matching nothing
     targets = [(i, *object_position(i)) for i in (0, 1, 2, 50, 51)] + [(98, 0.0, 10.0), (99, 200.0, -85.0)]
-    _create_uploads(conn, backend, {"targets": (columns, targets)})
+    dialect.create_uploads(conn, {"targets": (columns, targets)})
     catalog = CATALOG.with_uploads({"targets": columns})
     got = run(reader, "SELECT t.id, d.objectid FROM TAP_UPLOAD.targets AS t JOIN gateway.diasource AS d ON "
                       "1 = CONTAINS(POINT('ICRS', d.ra, d.dec), CIRCLE('ICRS', t.ra, t.dec, 2.0 / 3600))", catalog)
@@ -179,10 +179,10 @@ def test_crossmatch_with_upload(reader):
 
 
 def test_cone_uses_the_sky_index(reader):
-    conn, backend = reader
+    conn, dialect = reader
     t = translate("SELECT diasourceid FROM gateway.diasource WHERE 1 = CONTAINS(POINT('ICRS', ra, dec), "
-                  "CIRCLE('ICRS', 10, 20, 0.01))", backend, CATALOG)
-    if backend == "sqlite":
+                  "CIRCLE('ICRS', 10, 20, 0.01))", dialect, CATALOG)
+    if dialect is SQLITE:
         plan = " ".join(str(r) for r in conn.execute("EXPLAIN QUERY PLAN " + t.sql))
         assert "diasource_sky VIRTUAL TABLE INDEX" in plan and "SCAN diasource" not in plan.replace("_sky", "")
     else:
@@ -201,23 +201,29 @@ def test_ra_ranges():
     assert (half[1] - half[0]) / 2 == pytest.approx(2.0, rel=0.01)  # 1 deg at dec 60 is ~2 deg of RA
 
 
-@pytest.mark.parametrize("adql", [
-    "SELECT TOP 1 a.alertid FROM gateway.alert AS a LEFT OUTER JOIN gateway.diaobject AS o ON a.objectid = o.objectid",
-    "SELECT TOP 1 alertid FROM gateway.alert JOIN gateway.diaobject USING (objectid)",
-    "SELECT TOP 1 alertid FROM gateway.alert NATURAL JOIN gateway.voevent",
-    "SELECT TOP 1 a.alertid FROM gateway.alert AS a RIGHT JOIN gateway.diaobject AS o ON a.objectid = o.objectid",
-    "SELECT TOP 1 a.alertid FROM gateway.alert AS a FULL OUTER JOIN gateway.diaobject AS o ON a.objectid = o.objectid",
-    "SELECT TOP 1 a.alertid FROM gateway.alert AS a CROSS JOIN gateway.diaobject AS o",
-    "SELECT a.objectid FROM gateway.alert AS a INTERSECT SELECT o.objectid FROM gateway.diaobject AS o",
-    "SELECT a.objectid FROM gateway.alert AS a EXCEPT SELECT o.objectid FROM gateway.diaobject AS o",
-    "SELECT TOP 5 objectid, COUNT(*) AS n FROM gateway.diasource GROUP BY objectid HAVING COUNT(*) > 2 ORDER BY n DESC",
-    "SELECT objectid FROM gateway.diasource WHERE band BETWEEN 'a' AND 'h' AND mag IS NOT NULL "
-    "AND objectid NOT LIKE 'x%' AND NOT (ra < 0)",
-    "SELECT CASE WHEN mag > 20 THEN 'faint' ELSE 'bright' END AS b, COALESCE(trail_length, 0) AS t "
-    "FROM gateway.diasource",
-    "SELECT ra FROM gateway.diasource ORDER BY ra OFFSET 5",
-    "SELECT x.n FROM (SELECT COUNT(*) AS n FROM gateway.diasource) AS x",
-    "SELECT \"ra\", \"dec\" FROM gateway.diasource WHERE \"mjd\" > 60100",
+_, _SOURCES, _ = rows()
+
+
+@pytest.mark.parametrize("adql, expected_rows", [
+    ("SELECT TOP 1 a.alertid FROM gateway.alert AS a LEFT OUTER JOIN gateway.diaobject AS o "
+     "ON a.objectid = o.objectid", 1),
+    ("SELECT TOP 1 alertid FROM gateway.alert JOIN gateway.diaobject USING (objectid)", 1),
+    ("SELECT TOP 1 alertid FROM gateway.alert NATURAL JOIN gateway.voevent", 0),  # the test DB has no VOEvents
+    ("SELECT TOP 1 a.alertid FROM gateway.alert AS a RIGHT JOIN gateway.diaobject AS o ON a.objectid = o.objectid", 1),
+    ("SELECT TOP 1 a.alertid FROM gateway.alert AS a FULL OUTER JOIN gateway.diaobject AS o "
+     "ON a.objectid = o.objectid", 1),
+    ("SELECT TOP 1 a.alertid FROM gateway.alert AS a CROSS JOIN gateway.diaobject AS o", 1),
+    ("SELECT a.objectid FROM gateway.alert AS a INTERSECT SELECT o.objectid FROM gateway.diaobject AS o", N_OBJECTS),
+    ("SELECT a.objectid FROM gateway.alert AS a EXCEPT SELECT o.objectid FROM gateway.diaobject AS o", 0),
+    ("SELECT TOP 5 objectid, COUNT(*) AS n FROM gateway.diasource GROUP BY objectid HAVING COUNT(*) > 2 "
+     "ORDER BY n DESC", 5),
+    ("SELECT objectid FROM gateway.diasource WHERE band BETWEEN 'a' AND 'h' AND mag IS NOT NULL "
+     "AND objectid NOT LIKE 'x%' AND NOT (ra < 0)", sum(1 for s in _SOURCES if "a" <= s[8] <= "h")),
+    ("SELECT CASE WHEN mag > 20 THEN 'faint' ELSE 'bright' END AS b, COALESCE(trail_length, 0) AS t "
+     "FROM gateway.diasource", len(_SOURCES)),
+    ("SELECT ra FROM gateway.diasource ORDER BY ra OFFSET 5", len(_SOURCES) - 5),
+    ("SELECT x.n FROM (SELECT COUNT(*) AS n FROM gateway.diasource) AS x", 1),
+    ("SELECT \"ra\", \"dec\" FROM gateway.diasource WHERE \"mjd\" > 60100", sum(1 for s in _SOURCES if s[7] > 60100)),
 ])
-def test_adql_forms_run(reader, adql):
-    assert isinstance(run(reader, adql), list)
+def test_adql_forms_run(reader, adql, expected_rows):
+    assert len(run(reader, adql)) == expected_rows

@@ -6,7 +6,6 @@ import time
 import psutil
 import pytest
 import requests
-
 from tap_helpers import N_OBJECTS, PER_OBJECT, database_url, fill, serve
 
 ROWS = N_OBJECTS * PER_OBJECT * N_OBJECTS  # alert x diaobject
