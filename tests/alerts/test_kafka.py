@@ -338,7 +338,8 @@ def test_a_registry_outage_holds_messages_instead_of_losing_them(kafka_broker):
             assert kafka_broker.committed(topic, group) < 0
             registry = Registry({str(rubin_schema_id(v)): LIBRARY.by_version("rubin", v).definition
                                  for v in ("7.4", "11.1")}, port=port)
-            yield until(lambda: kafka_broker.committed(topic, group) == 2, what="both committed once the registry is up")
+            yield until(lambda: kafka_broker.committed(topic, group) == 2,
+                        what="both committed once the registry is up")
         finally:
             yield consumer.stopService()
             if registry is not None:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task, utils
+from twisted.internet import defer, reactor, utils
 
 from gateway.vtp.author import send_events
 from gateway.vtp.subscriber import subscriber_service
@@ -89,7 +89,9 @@ def test_comet_sendvo_to_our_receiver_is_acked_and_broadcast(our_node, comet_sub
         # sent again: acked (exit 0) but not broadcast twice
         out, err, code = yield sendvo(int(our_node.receive.split(":")[1]), path)
         assert code == 0, (out, err)
-        yield task.deferLater(reactor, 0.3, lambda: None)
+        # an event sent after it reaches our subscriber after any second broadcast would have
+        yield send_events(our_node.receive, [voevent("after-sendvo")], timeout=10)
+        yield until(lambda: ivorn("after-sendvo") in recorder.ivorns, what="the event sent after the duplicate")
         assert recorder.ivorns.count(ivorn("from-sendvo")) == 1
     finally:
         yield ours.stopService()
@@ -103,8 +105,11 @@ def test_comet_broker_to_our_subscriber(comet_broker):
     ours.startService()
     try:
         connected = yield ours.whenConnected()
-        yield until(lambda: connected.received == 0 and connected.transport is not None, what="connection")
-        yield task.deferLater(reactor, 0.5, lambda: None)  # Comet installs our filter on the authenticate reply
+        # Comet installs our filter on our authenticate reply, and logs it naming our port
+        installing = f"Installing filter //Param[@name='mag' and @value < 30] for IPv4Address(type='TCP', " \
+                     f"host='127.0.0.1', port={connected.transport.getHost().port})"
+        yield until(lambda: installing in comet_broker.log.read_text(errors="replace"), timeout=30,
+                    what=f"Comet installing our filter; log: {comet_broker.output()}")
         payloads = [voevent(f"via-comet-{n}", 16.0) for n in range(10)]
         results = yield send_events(f"127.0.0.1:{comet_broker.receive}", payloads, timeout=15)
         assert [r.accepted for r in results] == [True] * 10, results
