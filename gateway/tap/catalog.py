@@ -93,54 +93,62 @@ def _from_store(table: store_schema.Table) -> TableMeta:
                      table.foreign_keys)
 
 
-def _c(name, datatype, description, arraysize=None, principal=True):
-    return ColumnMeta(name, datatype, arraysize, None, None, None, description, principal=principal, std=True)
+def _tap_schema_table(name: str, description: str, columns: str, foreign_keys=()) -> TableMeta:
+    """A TAP_SCHEMA table from one line per column, ``name type description``: type ``char`` (arraysize ``*``)
+    or ``int``, with a trailing ``-`` when the column is not principal."""
+    metas = []
+    for line in columns.strip().splitlines():
+        column, datatype, text = line.split(None, 2)
+        principal = not datatype.endswith("-")
+        datatype = datatype.rstrip("-")
+        metas.append(ColumnMeta(column, datatype, "*" if datatype == "char" else None, None, None, None, text,
+                                principal=principal, std=True))
+    return TableMeta("tap_schema", name, description, tuple(metas), foreign_keys=foreign_keys)
 
 
-_CHAR = "*"
 TAP_SCHEMA_TABLES = (
-    TableMeta("tap_schema", "schemas", "Schemas published by this service", (
-        _c("schema_name", "char", "Schema name, for reference", _CHAR),
-        _c("utype", "char", "Schema utype", _CHAR, False),
-        _c("description", "char", "Brief description of the schema", _CHAR),
-        _c("schema_index", "int", "Recommended sort order when listing schemas", principal=False),
-    )),
-    TableMeta("tap_schema", "tables", "Tables published by this service", (
-        _c("schema_name", "char", "Schema the table belongs to", _CHAR),
-        _c("table_name", "char", "Fully qualified table name, as used in ADQL", _CHAR),
-        _c("table_type", "char", "One of: table, view", _CHAR),
-        _c("utype", "char", "Table utype", _CHAR, False),
-        _c("description", "char", "Brief description of the table", _CHAR),
-        _c("table_index", "int", "Recommended sort order when listing tables", principal=False),
-    ), foreign_keys=(("schema_name", "schemas", "schema_name"),)),
-    TableMeta("tap_schema", "columns", "Columns of the tables published by this service", (
-        _c("table_name", "char", "Table name from TAP_SCHEMA.tables", _CHAR),
-        _c("column_name", "char", "Column name", _CHAR),
-        _c("utype", "char", "Column utype", _CHAR, False),
-        _c("ucd", "char", "Column UCD", _CHAR),
-        _c("unit", "char", "Column unit in VO standard format", _CHAR),
-        _c("description", "char", "Brief description of the column", _CHAR),
-        _c("datatype", "char", "VOTable datatype of the column", _CHAR),
-        _c("arraysize", "char", "VOTable arraysize of the column", _CHAR),
-        _c("xtype", "char", "VOTable xtype of the column", _CHAR),
-        _c("size", "int", "Length of variable-length datatypes (deprecated; use arraysize)", principal=False),
-        _c("principal", "int", "1 if the column is principal, 0 otherwise"),
-        _c("indexed", "int", "1 if the column is indexed, 0 otherwise"),
-        _c("std", "int", "1 if the column is defined by a standard, 0 otherwise"),
-        _c("column_index", "int", "Recommended sort order when listing columns", principal=False),
-    ), foreign_keys=(("table_name", "tables", "table_name"),)),
-    TableMeta("tap_schema", "keys", "Foreign keys between the tables published by this service", (
-        _c("key_id", "char", "Unique key identifier", _CHAR),
-        _c("from_table", "char", "Fully qualified table name of the table holding the foreign key", _CHAR),
-        _c("target_table", "char", "Fully qualified table name of the referenced table", _CHAR),
-        _c("utype", "char", "Key utype", _CHAR, False),
-        _c("description", "char", "Description of this key", _CHAR),
-    ), foreign_keys=(("from_table", "tables", "table_name"), ("target_table", "tables", "table_name"))),
-    TableMeta("tap_schema", "key_columns", "Columns of the foreign keys in TAP_SCHEMA.keys", (
-        _c("key_id", "char", "Key identifier from TAP_SCHEMA.keys", _CHAR),
-        _c("from_column", "char", "Column in the from_table", _CHAR),
-        _c("target_column", "char", "Column in the target_table", _CHAR),
-    ), foreign_keys=(("key_id", "keys", "key_id"),)),
+    _tap_schema_table("schemas", "Schemas published by this service", """
+        schema_name   char   Schema name, for reference
+        utype         char-  Schema utype
+        description   char   Brief description of the schema
+        schema_index  int-   Recommended sort order when listing schemas
+    """),
+    _tap_schema_table("tables", "Tables published by this service", """
+        schema_name   char   Schema the table belongs to
+        table_name    char   Fully qualified table name, as used in ADQL
+        table_type    char   One of: table, view
+        utype         char-  Table utype
+        description   char   Brief description of the table
+        table_index   int-   Recommended sort order when listing tables
+    """, foreign_keys=(("schema_name", "schemas", "schema_name"),)),
+    _tap_schema_table("columns", "Columns of the tables published by this service", """
+        table_name    char   Table name from TAP_SCHEMA.tables
+        column_name   char   Column name
+        utype         char-  Column utype
+        ucd           char   Column UCD
+        unit          char   Column unit in VO standard format
+        description   char   Brief description of the column
+        datatype      char   VOTable datatype of the column
+        arraysize     char   VOTable arraysize of the column
+        xtype         char   VOTable xtype of the column
+        size          int-   Length of variable-length datatypes (deprecated; use arraysize)
+        principal     int    1 if the column is principal, 0 otherwise
+        indexed       int    1 if the column is indexed, 0 otherwise
+        std           int    1 if the column is defined by a standard, 0 otherwise
+        column_index  int-   Recommended sort order when listing columns
+    """, foreign_keys=(("table_name", "tables", "table_name"),)),
+    _tap_schema_table("keys", "Foreign keys between the tables published by this service", """
+        key_id        char   Unique key identifier
+        from_table    char   Fully qualified table name of the table holding the foreign key
+        target_table  char   Fully qualified table name of the referenced table
+        utype         char-  Key utype
+        description   char   Description of this key
+    """, foreign_keys=(("from_table", "tables", "table_name"), ("target_table", "tables", "table_name"))),
+    _tap_schema_table("key_columns", "Columns of the foreign keys in TAP_SCHEMA.keys", """
+        key_id        char   Key identifier from TAP_SCHEMA.keys
+        from_column   char   Column in the from_table
+        target_column char   Column in the target_table
+    """, foreign_keys=(("key_id", "keys", "key_id"),)),
 )
 
 SCHEMA_DESCRIPTIONS = {

@@ -90,7 +90,7 @@ def parse_maxrec(value, settings: TapSettings) -> int:
 
 def parse_upload(name: str, data: bytes, settings: TapSettings) -> tuple[tuple[ColumnMeta, ...], list[tuple]]:
     """A VOTable upload -> (columns, rows). Raises QueryError with what is wrong."""
-    from astropy.io.votable import parse_single_table  # astropy takes ~1 s to import; only uploads need it here
+    from astropy.io.votable import parse_single_table  # astropy is slow to import; only uploads need it
 
     if not UPLOAD_NAME.match(name):
         raise QueryError(f"upload table name {name!r} is not valid: use letters, digits and _ (starting with a letter)")

@@ -16,16 +16,22 @@ import base64
 import csv
 import datetime
 import decimal
+import gc
 import io
 import json
 import math
+import random
+import time
+import tracemalloc
+from dataclasses import replace
 from itertools import chain
 from typing import Iterable, Optional
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
-from gateway.tap.catalog import ColumnMeta
+from gateway.store.schema import DIASOURCE
+from gateway.tap.catalog import Catalog, ColumnMeta
 
 VOTABLE_NS = "http://www.ivoa.net/xml/VOTable/v1.3"
 
@@ -40,8 +46,6 @@ class UnknownFormat(ValueError):
 def resolve_types(columns: list[ColumnMeta], batch: list[tuple]) -> list[ColumnMeta]:
     """Columns with a datatype for every one: those the translator could not type get one from the first
     non-null value in ``batch`` (SQLite results carry no declared types)."""
-    from dataclasses import replace
-
     out = []
     for i, c in enumerate(columns):
         if c.datatype is not None:
@@ -348,11 +352,6 @@ def write_votable(columns: list[ColumnMeta], row_batches: Iterable[list[tuple]],
 
 def bench_rows(n: int, seed: int = 1):
     """``n`` rows shaped like gateway.diasource results (ids, strings, doubles, some NULLs), and their columns."""
-    import random
-
-    from gateway.store.schema import DIASOURCE
-    from gateway.tap.catalog import Catalog
-
     rng = random.Random(seed)
     columns = list(Catalog.default().get("gateway", "diasource").columns)
     bands = "ugrizy"
@@ -368,10 +367,7 @@ def bench_rows(n: int, seed: int = 1):
 def benchmark(n_rows: int = 1_000_000, batch: int = 5000) -> dict:
     """Print and return rows/s of :func:`write_votable` (BINARY2, streamed in batches to a null sink, with its
     peak traced memory) against astropy writing the same rows as one in-memory BINARY2 table."""
-    import gc
-    import time
-    import tracemalloc
-
+    # astropy is slow to import and only this comparison needs it
     from astropy.io.votable import from_table
     from astropy.table import MaskedColumn, Table
 

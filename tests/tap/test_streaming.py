@@ -6,12 +6,22 @@ import time
 import psutil
 import pytest
 import requests
+from support import wait_for
 from tap_helpers import N_OBJECTS, PER_OBJECT, database_url, fill, serve
 
 ROWS = N_OBJECTS * PER_OBJECT * N_OBJECTS  # alert x diaobject
 QUERY = ("SELECT a.alertid, a.ivorn, a.objectid, a.ra, a.dec, a.mjd, a.received, b.objectid AS other, "
          "b.last_ivorn AS other_ivorn "
          "FROM gateway.alert AS a, gateway.diaobject AS b")
+
+
+def wait_until_idle(process: psutil.Process, window: float = 0.5, timeout: float = 60.0) -> None:
+    """Wait until ``process`` spends under 5% of a CPU over ``window`` seconds: it stopped producing."""
+    def idle():
+        before = sum(process.cpu_times()[:2])
+        time.sleep(window)  # the measuring window, not a stand-in for the stall
+        return sum(process.cpu_times()[:2]) - before < 0.05 * window
+    wait_for(idle, timeout, interval=0, what="the server to stop producing for a client that reads nothing")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -32,7 +42,7 @@ def test_slow_reader_keeps_server_memory_flat(big_tap):
         assert r.status_code == 200
         chunks = r.iter_content(65536)
         received = len(next(chunks))
-        time.sleep(5)  # the client stalls: the server must stop producing, not buffer the result
+        wait_until_idle(process)  # the client stalls: the server must stop producing, not buffer the result
         during = process.memory_info().rss
         lines = 0
         for chunk in chunks:
@@ -67,7 +77,8 @@ def test_client_that_stops_reading_is_dropped(big_tap, tmp_path):
                            stream=True, timeout=60) as r:
             chunks = r.iter_content(65536)
             received += len(next(chunks))
-            time.sleep(6)  # longer than the stall timeout
+            # the client reads nothing more until the server says it dropped it
+            wait_for(lambda: b"dropping it" in server.log_path.read_bytes(), 30, what="the stalled client to be dropped")
             try:
                 for chunk in chunks:
                     received += len(chunk)
