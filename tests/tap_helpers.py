@@ -1,8 +1,9 @@
-"""Helpers of the TAP tests (tests/tap): an alert DB with known rows on each backend, and the TAP server over it in a subprocess.
+"""Helpers of the TAP tests (tests/tap): an alert DB with known rows on each backend, and the TAP server over it
+in a subprocess.
 
 A subprocess (``python -m gateway.tap.server``: the Site of ``vogateway serve``, :func:`gateway.web.http_site`)
-keeps the blocking clients (pyvo, stilts, requests) and the server's reactor apart, and is what a deployment runs. Positions are deterministic, so tests compute the
-expected answers from the same rows.
+keeps the blocking clients (pyvo, stilts, requests) and the server's reactor apart, and is what a deployment runs.
+Positions are deterministic, so tests compute the expected answers from the same rows.
 """
 
 import random

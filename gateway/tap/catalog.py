@@ -168,7 +168,8 @@ class Catalog:
         return cls([_from_store(t) for t in store_schema.PUBLIC_TABLES] + list(TAP_SCHEMA_TABLES))
 
     def with_uploads(self, uploads: dict[str, tuple[ColumnMeta, ...]]) -> "Catalog":
-        extra = [TableMeta("tap_upload", name, "Table uploaded with this query", cols) for name, cols in uploads.items()]
+        extra = [TableMeta("tap_upload", name, "Table uploaded with this query", cols)
+                 for name, cols in uploads.items()]
         return Catalog(list(self.tables.values()) + extra)
 
     def get(self, schema: Optional[str], name: str) -> Optional[TableMeta]:

@@ -53,7 +53,8 @@ def capabilities(base: str, settings: TapSettings) -> bytes:
     doc = ('<?xml version="1.0" encoding="UTF-8"?>\n'
            '<vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0" '
            f'xmlns:xsi="{XSI}" xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1" '
-           'xmlns:vr="http://www.ivoa.net/xml/VOResource/v1.0" xmlns:tr="http://www.ivoa.net/xml/TAPRegExt/v1.0">' + tap + vosi + "</vosi:capabilities>\n")
+           'xmlns:vr="http://www.ivoa.net/xml/VOResource/v1.0" xmlns:tr="http://www.ivoa.net/xml/TAPRegExt/v1.0">'
+           + tap + vosi + "</vosi:capabilities>\n")
     return doc.encode("utf-8")
 
 

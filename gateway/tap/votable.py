@@ -410,6 +410,7 @@ def benchmark(n_rows: int = 1_000_000, batch: int = 5000) -> dict:
     votable.to_xml(Null())
     theirs = n_astropy / (time.perf_counter() - t)
     print(f"VOTable BINARY2 streaming ({n_rows:,} diasource rows, {batch} per batch): {ours:,.0f} rows/s, "
-          f"peak traced memory while streaming {peak / 1e6:.1f} MB; astropy in memory ({n_astropy:,} rows): {theirs:,.0f} rows/s; "
+          f"peak traced memory while streaming {peak / 1e6:.1f} MB; "
+          f"astropy in memory ({n_astropy:,} rows): {theirs:,.0f} rows/s; "
           f"ratio {ours / theirs:.0f}x")
     return {"rows_per_s": ours, "peak_bytes": peak, "astropy_rows_per_s": theirs}

@@ -52,7 +52,8 @@ def test_slow_reader_keeps_server_memory_flat(big_tap):
           "while the client stalled")
     assert received > 50e6 and lines >= ROWS  # header + every row (the first chunk's lines not counted)
     growth = during - before
-    assert growth < 30e6, f"server grew by {growth / 1e6:.0f} MB while the client stalled on a {received / 1e6:.0f} MB result"
+    assert growth < 30e6, (f"server grew by {growth / 1e6:.0f} MB while the client stalled on a "
+                           f"{received / 1e6:.0f} MB result")
 
 
 def test_clients_hanging_up_free_their_threads(big_tap):
@@ -78,7 +79,8 @@ def test_client_that_stops_reading_is_dropped(big_tap, tmp_path):
             chunks = r.iter_content(65536)
             received += len(next(chunks))
             # the client reads nothing more until the server says it dropped it
-            wait_for(lambda: b"dropping it" in server.log_path.read_bytes(), 30, what="the stalled client to be dropped")
+            wait_for(lambda: b"dropping it" in server.log_path.read_bytes(), 30,
+                     what="the stalled client to be dropped")
             try:
                 for chunk in chunks:
                     received += len(chunk)

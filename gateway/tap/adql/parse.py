@@ -111,7 +111,8 @@ def check_allowed(tree: exp.Expression, adql: str) -> None:
                             "DOUBLE PRECISION, CHAR, VARCHAR or TIMESTAMP")
         if isinstance(node, exp.Select) and node.args.get("with_"):
             raise AdqlError("WITH is not part of ADQL 2.0")
-        if isinstance(node, exp.Join) and node.args.get("kind") and node.kind.upper() not in ("INNER", "OUTER", "CROSS"):
+        if (isinstance(node, exp.Join) and node.args.get("kind")
+                and node.kind.upper() not in ("INNER", "OUTER", "CROSS")):
             raise AdqlError(f"{node.kind.upper()} JOIN is not supported")
         if isinstance(node, exp.Var):
             raise AdqlError(f"unexpected word '{node.name}'{position(node, adql)}")
