@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from gateway.times import utcnow
 from gateway.view import EMPTY, View
@@ -33,6 +33,9 @@ class Event:
     alert: Optional["Alert"] = None
     origin: str = ""
     view: View = EMPTY
+    #: the alert DB rows of the alert but its voevent row (a ``gateway.store.rows.Rows``), made where the event was
+    #: built (a worker process); None: the store makes them from the view
+    rows: Any = None
 
     def __post_init__(self):
         if self.role not in ROLES:

@@ -1,20 +1,25 @@
 """The pipeline, top to bottom: alerts -> VOEvent -> router -> sinks.
 
-Sources call :meth:`Pipeline.ingest_alert` (decoded Avro) or :meth:`Pipeline.ingest_voevent` (XML that
-arrived over VTP or Kafka). Both return a Deferred that fires once every sink has accepted the event;
-a source commits its position (Kafka offset, file checkpoint, VTP ack) only then.
+Sources call :meth:`Pipeline.ingest_packet` (undecoded Avro: built in the worker pool when there is one),
+:meth:`Pipeline.ingest_alert` (decoded Avro) or :meth:`Pipeline.ingest_voevent` (XML that arrived over VTP or
+Kafka). Each returns a Deferred that fires once every sink has accepted the event(s); a source commits its
+position (Kafka offset, file checkpoint, VTP ack) only then.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from gateway.alerts import Alert, AlertError
+from gateway.alerts.packets import Packet
 from gateway.event import Event
+
+if TYPE_CHECKING:
+    from gateway.pool import WorkerPool
 
 log = Logger()
 
@@ -112,9 +117,13 @@ class Pipeline:
     """
 
     def __init__(self, convert: Callable[[Alert], Event], parse: Callable[..., Event], router: Router,
-                 seen: Optional[SeenIvorns] = None):
+                 seen: Optional[SeenIvorns] = None, decode: Optional[Callable[[Packet], list]] = None,
+                 pool: Optional[WorkerPool] = None, link: Optional[Callable[[Event], Event]] = None):
+        """``decode``: packet -> its alerts and AlertErrors, to build packets here; ``pool`` builds them in worker
+        processes instead, and ``link`` (``Converter.link``: Citations) finishes what the pool prepared."""
         self.convert, self.parse, self.router = convert, parse, router
         self.seen = seen if seen is not None else SeenIvorns()
+        self.decode, self.pool, self.link = decode, pool, link
         self.stats = Stats()
 
     def ingest_alert(self, alert: Alert) -> defer.Deferred:
@@ -126,6 +135,29 @@ class Pipeline:
         except Exception as error:  # a converter bug must not stop the stream; it is counted and logged
             return defer.succeed(self.reject(AlertError(alert.source, alert.position, f"conversion failed: {error!r}")))
         return self._route(event)
+
+    def ingest_packet(self, packet: Packet) -> defer.Deferred:
+        """Decode, build and route the alerts of one packet, in the order packets came. Fires when all are routed
+        (with the number of events routed); fails when a sink or the worker pool failed them."""
+        if self.pool is None:
+            routed = [defer.succeed(self.reject(item)) if isinstance(item, AlertError) else self.ingest_alert(item)
+                      for item in self.decode(packet)]
+            return _all(routed)
+        return self.pool.submit(packet).addCallback(self._route_prepared)
+
+    def _route_prepared(self, items: list) -> defer.Deferred:
+        routed = []
+        for item in items:
+            if isinstance(item, AlertError):
+                self.reject(item)
+                continue
+            try:
+                event = self.link(item)
+            except AlertError as error:
+                self.reject(error)
+                continue
+            routed.append(self._route(event))
+        return _all(routed)
 
     def ingest_voevent(self, xml: bytes, origin: str) -> defer.Deferred:
         """Parse (safely) and route one VOEvent that arrived as XML. Fires with the Event or None."""
@@ -159,3 +191,10 @@ class Pipeline:
             return failure
 
         return self.router.publish(event).addErrback(forget)
+
+
+def _all(routed: list) -> defer.Deferred:
+    """Fires with how many of ``routed`` became events once all fired; fails with the first failure."""
+    done = defer.gatherResults(routed, consumeErrors=True)
+    done.addCallback(lambda events: sum(1 for e in events if e is not None))
+    return done.addErrback(lambda failure: failure.value.subFailure if failure.check(defer.FirstError) else failure)

@@ -36,3 +36,6 @@ class AlertError(Exception):
         self.source, self.position, self.reason = source, position, reason
         where = source if position is None else f"{source} @ {position}"
         super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self):  # pickled by its fields (it crosses from worker processes), not by its message
+        return (type(self), (self.source, self.position, self.reason))

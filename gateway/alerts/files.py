@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 
 from gateway.alerts import Alert, AlertError
 from gateway.alerts.decode import read_container
+from gateway.alerts.packets import Packet, container_packets
 
 log = Logger()
 
@@ -253,7 +254,11 @@ class DirectorySource(Service):
             path, signature = self._queue.popleft()
             simulated = is_simulated(path) if self.simulated is None else self.simulated
             delivered: list[defer.Deferred] = []
-            for item in read_container(path, str(path), simulated):
+            # with a worker pool, the reactor only slices the file into blocks: decoding is the workers' job
+            pooled = getattr(self.pipeline, "pool", None) is not None
+            read = container_packets if pooled else read_container
+            items = read(path, str(path), simulated)
+            for item in items:
                 if isinstance(item, AlertError):
                     self.pipeline.reject(item)
                     continue
@@ -267,13 +272,15 @@ class DirectorySource(Service):
             self.files_read += 1
             yield defer.DeferredList(delivered, consumeErrors=True).addCallback(self._file_done, path, signature)
 
-    def _deliver(self, alert: Alert) -> defer.Deferred:
-        self._in_flight += 1
-        delivery = defer.maybeDeferred(self.pipeline.ingest_alert, alert)
+    def _deliver(self, item: Union[Alert, Packet]) -> defer.Deferred:
+        size = item.count if isinstance(item, Packet) else 1
+        self._in_flight += size
+        ingest = self.pipeline.ingest_packet if isinstance(item, Packet) else self.pipeline.ingest_alert
+        delivery = defer.maybeDeferred(ingest, item)
         self._pending.add(delivery)
 
         def release(result):
-            self._in_flight -= 1
+            self._in_flight -= size
             self._pending.discard(delivery)
             if self._slot is not None and self._in_flight < self.max_in_flight:
                 slot, self._slot = self._slot, None

@@ -13,6 +13,7 @@ from typing import Optional
 
 from gateway.event import Event
 from gateway.times import TimeError, format_iso, parse_iso
+from gateway.view import View
 from gateway.voevent.parse import view_of
 
 #: a gzipped ZTF cutout larger than this when unpacked is refused (a gzip bomb must not fill the DB)
@@ -56,14 +57,23 @@ def _flag(value) -> Optional[int]:
 def rows_for(event: Event) -> Rows:
     """All rows ``event`` adds: always a voevent row; for an alert also alert, diasource, diaobject, cutouts."""
     view = view_of(event)
-    received = timestamp(event.received)
+    rows = Rows(voevent=[(event.ivorn, event.role, view.author, _iso_time(view.iso_utc), view.ra, view.dec,
+                          view.error_radius, timestamp(event.received), event.origin,
+                          event.xml.decode("utf-8", "replace"))])
+    rows.extend(event.rows if event.rows is not None else alert_rows(event, view))
+    return rows
+
+
+def alert_rows(event: Event, view: Optional[View] = None) -> Rows:
+    """The rows of the alert behind ``event`` but its voevent row (none for an event that arrived as XML): what a
+    worker process prepares with the event, since they do not depend on Citations."""
+    view = view or view_of(event)
     rows = Rows()
-    rows.voevent.append((event.ivorn, event.role, view.author, _iso_time(view.iso_utc), view.ra, view.dec,
-                         view.error_radius, received, event.origin, event.xml.decode("utf-8", "replace")))
     alert, det = event.alert, view.detection
     if alert is None or det is None:
         return rows
     key, alert_id = view.object_key, view.alert_id
+    received = timestamp(event.received)
     rows.alert.append((alert_id, event.ivorn, alert.survey, alert.schema, key, det.source_id, det.ra, det.dec,
                        det.mjd, received, f"{alert.source}@{alert.position}", int(alert.simulated)))
     seen = set()

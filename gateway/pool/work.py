@@ -1,0 +1,105 @@
+"""What a worker process of the pool does: packets in, prepared Events out (decode, view, VOEvent, store rows).
+
+Everything here is a pure function of the packet, so any worker may take any batch; what depends on the order
+of arrival (Citations, duplicates) is left to the reactor process (:meth:`Pipeline.ingest_packet`). An Event
+crosses back slim: its view without the raw records behind it, its alert with only the record fields that the
+configured filters read (``raw_fields``), its store rows made here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional, Union
+
+from gateway.alerts import Alert, AlertError
+from gateway.alerts.packets import Packet, decode_packet
+from gateway.alerts.schemas import SchemaLibrary
+from gateway.event import Event
+from gateway.store.rows import alert_rows
+from gateway.voevent.build import Converter
+
+#: raw record fields a Detection keeps when it crosses to the reactor process (TNS reports read the exposure time)
+KEPT_EXTRA = ("exptime",)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What a worker needs to build VOEvents as the reactor process would (picklable, plain values)."""
+
+    authority: str
+    stream: str
+    public_url: str
+    role: str = "auto"
+    schema_registry: Optional[str] = None
+    #: top-level alert record fields the configured filters read (``diaSource``, ``candidate``, ...): only these
+    #: cross back with the event
+    raw_fields: frozenset[str] = frozenset()
+    #: keep the earlier detections and upper limits in the view (TNS reports read them); they cost more to send
+    #: back than the rest of the event (~30 Detection objects), so only when a sink needs them
+    light_curves: bool = False
+
+
+class Worker:
+    """One worker's state: a converter with no history (Citations are added in the reactor process)."""
+
+    def __init__(self, settings: WorkerSettings):
+        self.settings = settings
+        self.converter = Converter(settings.authority, settings.stream, settings.public_url, role=settings.role,
+                                   history=_NoHistory())
+        self.library = SchemaLibrary(registry_url=settings.schema_registry)
+
+    def build(self, packets: list[Packet]) -> list[list[Union[Event, AlertError]]]:
+        """For each packet, its prepared Events and rejections, in order."""
+        return [[self._prepare(item) for item in decode_packet(packet, self.library)] for packet in packets]
+
+    def _prepare(self, item: Union[Alert, AlertError]) -> Union[Event, AlertError]:
+        if isinstance(item, AlertError):
+            return item
+        try:
+            event = self.converter.prepare(item)
+        except AlertError as error:
+            return error
+        except Exception as error:  # a converter bug must not stop the stream; the reactor process counts it
+            return AlertError(item.source, item.position, f"conversion failed: {error}")
+        return slim(event, self.settings.raw_fields, self.settings.light_curves)
+
+
+def slim(event: Event, raw_fields: frozenset[str], light_curves: bool = False) -> Event:
+    """``event`` with its store rows made, and without what need not cross a process boundary."""
+    view = event.view
+    rows = alert_rows(event, view)
+    detection = view.detection and replace(view.detection, extra=_kept(view.detection.extra))
+    if light_curves:
+        previous, limits = tuple(replace(d, extra=_kept(d.extra)) for d in view.previous), view.upper_limits
+    else:
+        previous, limits = (), ()
+    view = replace(view, detection=detection, previous=previous, upper_limits=limits, cutouts={})
+    alert = event.alert
+    record = {name: alert.record[name] for name in raw_fields if name in alert.record}
+    return replace(event, view=view, alert=replace(alert, record=record), rows=rows)
+
+
+def _kept(extra: dict) -> dict:
+    return {key: extra[key] for key in KEPT_EXTRA if key in extra}
+
+
+class _NoHistory:
+    def previous(self, object_key):
+        return None
+
+    def remember(self, object_key, ivorn):
+        pass
+
+
+_worker: Optional[Worker] = None
+
+
+def start(settings: WorkerSettings) -> None:
+    """Process initializer of the pool."""
+    global _worker
+    _worker = Worker(settings)
+
+
+def build(packets: list[Packet]) -> list[list[Union[Event, AlertError]]]:
+    """The pool's task: :meth:`Worker.build` in this worker process."""
+    return _worker.build(packets)
