@@ -2,6 +2,8 @@
 
 ``127.0.0.1:8099`` -> ``tcp:8099:interface=127.0.0.1`` (server) or ``tcp:127.0.0.1:8099`` (client); ``[::1]:8099``
 works too; ``ssl:8099:privateKey=key.pem:certKey=cert.pem``, ``unix:/path`` and the rest pass through unchanged.
+A description that is neither raises :class:`EndpointError` (``expected HOST:PORT, got 'x'``), not Twisted's
+"Unknown endpoint type".
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ import re
 from twisted.internet.endpoints import clientFromString, serverFromString
 
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d{1,5})$")
+
+
+class EndpointError(ValueError):
+    """A socket description that is neither ``HOST:PORT`` nor a Twisted endpoint string Twisted can use."""
 
 
 def _split(description: str):
@@ -40,9 +46,15 @@ def client_description(description: str) -> str:
 
 def server_endpoint(reactor, description: str):
     """A listening endpoint from ``HOST:PORT`` or a Twisted server endpoint string."""
-    return serverFromString(reactor, server_description(description))
+    try:
+        return serverFromString(reactor, server_description(description))
+    except (ValueError, TypeError) as error:  # Twisted's words for a bad string: unknown type, missing port...
+        raise EndpointError(f"expected HOST:PORT, got {description!r}") from error
 
 
 def client_endpoint(reactor, description: str):
     """A connecting endpoint from ``HOST:PORT`` or a Twisted client endpoint string."""
-    return clientFromString(reactor, client_description(description))
+    try:
+        return clientFromString(reactor, client_description(description))
+    except (ValueError, TypeError) as error:
+        raise EndpointError(f"expected HOST:PORT, got {description!r}") from error

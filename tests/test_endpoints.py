@@ -1,6 +1,8 @@
 import pytest
 
-from gateway.endpoints import client_description, server_description
+from gateway.endpoints import (EndpointError, client_description, client_endpoint, server_description,
+                               server_endpoint)
+
 
 
 @pytest.mark.parametrize("given, server, client", [
@@ -13,3 +15,13 @@ from gateway.endpoints import client_description, server_description
 def test_host_port_is_shorthand_for_tcp(given, server, client):
     assert server_description(given) == server
     assert client_description(given) == client
+
+
+@pytest.mark.parametrize("given", ["nowhere", "localhost:port", "tcp:host-without-port", "8099"])
+def test_an_unusable_description_says_what_was_expected(given):
+    from twisted.internet import reactor
+
+    with pytest.raises(EndpointError, match=f"^expected HOST:PORT, got '{given}'$"):
+        client_endpoint(reactor, given)
+    with pytest.raises(EndpointError, match=f"^expected HOST:PORT, got '{given}'$"):
+        server_endpoint(reactor, given)
