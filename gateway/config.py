@@ -1,15 +1,27 @@
 """One TOML config for the whole gateway; every key, with its default, is documented in DEFAULTS below.
 
 ``vogateway config`` prints DEFAULTS, so a user starts from a file that explains itself. Command-line flags
-override the file; the file overrides these defaults.
+override the file; the file overrides these defaults. :func:`load` checks the result once (unknown keys and wrong
+types are a :class:`ConfigError` naming the key) and returns a :class:`Config`: one frozen dataclass per section,
+read by attribute (``config.store.db``). Packages that own their settings define the dataclass (``TapSettings``,
+``VTPSettings``, ``ForwardSettings``); this module builds it, and no package imports this module.
 """
 
 from __future__ import annotations
 
 import copy
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from pathlib import Path
 from typing import Any, Optional
+
+from gateway.forward.settings import ForwardSettings
+from gateway.tap.settings import TapSettings
+from gateway.vtp.settings import VTPSettings
+
+__all__ = ["Config", "ConfigError", "DEFAULTS", "defaults", "load", "parse"]
 
 DEFAULTS = """\
 # vogateway configuration. Every key is shown with its default value.
@@ -179,12 +191,109 @@ class ConfigError(ValueError):
     """A config file or flag that can't be used; the message says which key and why."""
 
 
-def defaults() -> dict[str, Any]:
-    return tomllib.loads(DEFAULTS)
+def conforms(value: Any, expected: type) -> bool:
+    """Is ``value`` usable where a TOML value of type ``expected`` is documented? An int is a float here (TOML
+    ``2`` for ``2.0``); a bool is not an int (TOML ``true`` for a count is a mistake)."""
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
 
+
+def frozen(value: Any) -> Any:
+    """``value`` made read-only all the way down: tables become mappings nobody can change, arrays tuples (one
+    typed config is shared by every part of the gateway; none may change what the others read)."""
+    if isinstance(value, dict):
+        return MappingProxyType({key: frozen(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(frozen(item) for item in value)
+    return value
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """``[gateway]``: how VOEvents built from alerts are named (IVORN parts, role) and where state lives."""
+
+    authority: str
+    stream: str
+    public_url: str
+    state_dir: str
+    role: str
+
+
+@dataclass(frozen=True)
+class SourcesSettings:
+    """``[sources]``: alert inputs (paths, ``kafka://`` URLs; none: the bundled samples) and how they are read."""
+
+    inputs: tuple[str, ...]
+    watch: bool
+    watch_interval: float  # s
+    schema_registry: str
+    max_packet_bytes: int
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """``[kafka]``: the consumer of ``kafka://`` inputs."""
+
+    group_id: str
+    auto_offset_reset: str
+    payload: str
+    settings: Mapping[str, Any]  # librdkafka properties, passed through unchecked
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """``[store]``: the alert DB and how it is written."""
+
+    db: str  # sqlite:///PATH or postgresql://...
+    max_batch: int  # events per transaction at most
+    history_objects: int  # objects whose latest IVORN is remembered for Citations
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """``[output]``: the directory every event is also written to as ``<localID>.xml`` (empty: none)."""
+
+    directory: str
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """``[http]``: where TAP and cutouts listen (endpoint string or ``HOST:PORT``; empty: off)."""
+
+    listen: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole config, one attribute per section (each field's name is its TOML section)."""
+
+    gateway: GatewaySettings
+    sources: SourcesSettings
+    kafka: KafkaSettings
+    output: OutputSettings
+    store: StoreSettings
+    http: HttpSettings
+    tap: TapSettings
+    vtp: VTPSettings
+    forward: ForwardSettings
+
+
+#: the dataclass of each section, by its TOML name
+SECTIONS: dict[str, type] = {
+    "gateway": GatewaySettings, "sources": SourcesSettings, "kafka": KafkaSettings, "output": OutputSettings,
+    "store": StoreSettings, "http": HttpSettings, "tap": TapSettings, "vtp": VTPSettings, "forward": ForwardSettings,
+}
 
 # Sections whose keys are not ours to check (passed through to librdkafka).
 FREE_FORM = {"kafka.settings"}
+
+
+def defaults() -> dict[str, Any]:
+    """DEFAULTS as a plain (mutable) TOML document: what :func:`parse` checks a changed copy of."""
+    return tomllib.loads(DEFAULTS)
 
 
 def _merge(base: dict, override: dict, where: str = "") -> dict:
@@ -200,24 +309,33 @@ def _merge(base: dict, override: dict, where: str = "") -> dict:
             _merge(base[key], value, path)
         else:
             expected = type(base[key])
-            if not isinstance(value, expected) and not (expected is float and isinstance(value, int)):
+            if not conforms(value, expected):
                 raise ConfigError(f"config key {path!r} should be {expected.__name__}, got {value!r}")
-            base[key] = value
+            base[key] = float(value) if expected is float else value
     return base
 
 
-def load(path: Optional[Path] = None, overrides: Optional[dict] = None) -> dict[str, Any]:
+def _typed(complete: dict) -> Config:
+    return Config(**{name: section(**frozen(complete[name])) for name, section in SECTIONS.items()})
+
+
+def parse(document: Mapping) -> Config:
+    """The typed config of a TOML ``document`` laid over the defaults; ConfigError naming a bad key."""
+    return _typed(_merge(defaults(), copy.deepcopy(dict(document))))
+
+
+def load(path: Optional[Path] = None, overrides: Optional[dict] = None) -> Config:
     """Defaults, then the TOML file at ``path`` (if any), then ``overrides`` (nested dict from flags)."""
-    config = defaults()
+    document = defaults()
     if path is not None:
         try:
             text = Path(path).read_text()
         except OSError as error:
             raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
         try:
-            _merge(config, tomllib.loads(text))
+            _merge(document, tomllib.loads(text))
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: {error}") from None
     if overrides:
-        _merge(config, copy.deepcopy(overrides))
-    return config
+        _merge(document, copy.deepcopy(overrides))
+    return _typed(document)

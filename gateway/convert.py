@@ -6,39 +6,41 @@ and the rest is converted. Exit status 0 when everything converted, 1 when anyth
 
 from __future__ import annotations
 
-import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
 from tqdm import tqdm
 
+from gateway import config as configuration
 from gateway.alerts import Alert, AlertError
+from gateway.alerts.decode import decode_wire
+from gateway.alerts.files import iter_inputs
+from gateway.alerts.schemas import SchemaLibrary
 from gateway.pipeline import Stats
 from gateway.sinks import file_name
-
-log = logging.getLogger("vogateway.convert")
-
-
-def make_converter(config: dict, history=None):
-    from gateway.voevent.build import Converter
-
-    gateway = config["gateway"]
-    return Converter(gateway["authority"], gateway["stream"], gateway["public_url"], role=gateway["role"],
-                     history=history)
+from gateway.voevent.build import Converter
 
 
-def make_schema_library(config: dict):
-    from gateway.alerts.schemas import SchemaLibrary
+def _typed(config: Union[configuration.Config, Mapping]) -> configuration.Config:
+    """A typed config as it is; a raw document (``config.defaults()``, as tests and benchmarks pass) checked."""
+    return config if isinstance(config, configuration.Config) else configuration.parse(config)
 
-    return SchemaLibrary(registry_url=config["sources"]["schema_registry"] or None)
+
+def make_converter(config: configuration.Config, history=None) -> Converter:
+    """The Alert -> Event converter named by ``[gateway]``; ``history`` remembers each object's latest IVORN."""
+    gateway = _typed(config).gateway
+    return Converter(gateway.authority, gateway.stream, gateway.public_url, role=gateway.role, history=history)
 
 
-def read_inputs(config: dict, inputs: Iterable[str], stdin=None) -> Iterator[Union[Alert, AlertError]]:
+def make_schema_library(config: configuration.Config) -> SchemaLibrary:
+    return SchemaLibrary(registry_url=_typed(config).sources.schema_registry or None)
+
+
+def read_inputs(config: configuration.Config, inputs: Iterable[str], stdin=None) -> Iterator[Union[Alert, AlertError]]:
     """Alerts and rejections from every input, in order; ``-`` is one wire-format packet on stdin."""
-    from gateway.alerts.decode import decode_wire
-    from gateway.alerts.files import iter_inputs
-
+    config = _typed(config)
     paths = []
     for name in inputs:
         if name != "-":
@@ -47,7 +49,7 @@ def read_inputs(config: dict, inputs: Iterable[str], stdin=None) -> Iterator[Uni
         if paths:
             yield from iter_inputs(paths)
             paths = []
-        data = (stdin or sys.stdin.buffer).read(config["sources"]["max_packet_bytes"] + 1)
+        data = (stdin or sys.stdin.buffer).read(config.sources.max_packet_bytes + 1)
         try:
             yield decode_wire(data, "stdin", 0, make_schema_library(config))
         except AlertError as error:
@@ -56,7 +58,7 @@ def read_inputs(config: dict, inputs: Iterable[str], stdin=None) -> Iterator[Uni
         yield from iter_inputs(paths)
 
 
-def convert_inputs(config: dict, inputs: Iterable[str], output_dir: Path, quiet: bool = False, stdin=None) -> int:
+def convert_inputs(config: configuration.Config, inputs: Iterable[str], output_dir: Path, quiet: bool = False, stdin=None) -> int:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     convert = make_converter(config)
