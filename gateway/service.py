@@ -1,6 +1,8 @@
-"""Assembles the gateway from one config: sources -> pipeline -> router -> sinks, plus the query side.
+"""Assembles the gateway from one typed config: sources -> pipeline -> router -> sinks, plus the query side.
 
-Protocol modules never read the config; this module does, and hands them plain arguments.
+Protocol modules never read the config; this module does, and hands them plain arguments or their own settings
+dataclass. A value a part refuses (a bad whitelist, an unusable endpoint string) becomes a ConfigError naming
+the key here.
 """
 
 from __future__ import annotations
@@ -8,16 +10,29 @@ from __future__ import annotations
 import gc
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer, task
 from twisted.logger import (FilteringLogObserver, Logger, LogLevel, LogLevelFilterPredicate, globalLogBeginner,
                             formatEventAsClassicLogText)
 
+from gateway.alerts.files import DirectorySource
+from gateway.alerts.kafka import KafkaSource, parse_kafka_url
+from gateway.config import Config, ConfigError
+from gateway.convert import make_converter, make_schema_library
+from gateway.endpoints import EndpointError, server_endpoint
+from gateway.forward.routes import RouteError, forward_services
 from gateway.pipeline import Pipeline, Router
 from gateway.resources import SAMPLES
 from gateway.sinks import DirectorySink
+from gateway.store import Database, Store, StoreHistory
+from gateway.voevent.parse import parse_event
+from gateway.vtp.service import vtp_services
+from gateway.vtp.settings import VTPSettingsError
+from gateway.web import http_site
 
 log = Logger()
 
@@ -65,115 +80,97 @@ def tune_gc() -> None:
 class Gateway(service.MultiService):
     """The whole gateway; ``pipeline``, ``router`` and the named parts are attributes for tests and tools."""
 
-    def __init__(self, config: dict, reactor=None):
+    def __init__(self, config: Config, reactor=None):
         super().__init__()
-        from twisted.internet import reactor as default_reactor
+        if reactor is None:
+            from twisted.internet import reactor  # here, not at the top: importing it installs the default reactor
 
         self.config = config
-        self.reactor = reactor or default_reactor
-        self.state_dir = Path(config["gateway"]["state_dir"])
+        self.reactor = reactor
+        self.state_dir = Path(config.gateway.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.sources: list = []
         self.router = Router()
         self._open_store()
-        self.pipeline = Pipeline(self._make_converter(), self._parse, self.router)
-        self._add_sinks()
-        self._add_forward()
-        self._add_sources()
-        self._add_vtp()
-        self._add_http()
+        try:
+            self.pipeline = Pipeline(make_converter(config, history=self.history), self._parse, self.router)
+            self._add_sinks()
+            self._add_forward()
+            self._add_sources()
+            self._add_vtp()
+            self._add_http()
+        except BaseException:
+            self.database.stop()  # its threads would keep the process alive after a ConfigError
+            raise
         StatsReporter(self.pipeline, clock=self.reactor).setServiceParent(self)
 
     # -- the pieces, in the order data flows ------------------------------------------------------------------
 
     def _open_store(self):
-        from gateway.store import Database, Store, StoreHistory
-
-        store = self.config["store"]
-        self.database = Database(store["db"], self.reactor)
-        self.store = Store(self.database, max_batch=store["max_batch"])
-        self.history = StoreHistory(store["history_objects"])
+        store = self.config.store
+        self.database = Database(store.db, self.reactor)
+        self.store = Store(self.database, max_batch=store.max_batch)
+        self.history = StoreHistory(store.history_objects)
         loaded = self.history.load(self.database)  # before the reactor runs: blocking is fine here
-        log.info("alert DB {url} ({backend}); {n} objects loaded for Citations", url=_safe_url(store["db"]),
+        log.info("alert DB {url} ({backend}); {n} objects loaded for Citations", url=_safe_url(store.db),
                  backend=self.database.backend, n=loaded)
         StoreService(self.store).setServiceParent(self)
 
-    def _make_converter(self):
-        from gateway.convert import make_converter
-
-        return make_converter(self.config, history=self.history)
-
     @staticmethod
     def _parse(xml: bytes, origin: str):
-        from gateway.voevent.parse import parse_event
-
         return parse_event(xml, origin=origin)
 
     def _add_sinks(self):
         self.router.add_sink(self.store)
-        directory = self.config["output"]["directory"]
-        if directory:
-            self.router.add_sink(DirectorySink(directory))
+        if self.config.output.directory:
+            self.router.add_sink(DirectorySink(self.config.output.directory))
 
     def _add_forward(self):
-        from gateway.forward.routes import forward_services
+        with _config_error(RouteError):
+            self._attach(*forward_services(self.config.forward, self.database, self.reactor, vtp=self.config.vtp))
 
-        sink, services = forward_services(self.config, self.database, self.reactor)
+    def _add_sources(self):
+        sources, kafka = self.config.sources, self.config.kafka
+        files = [name for name in sources.inputs if not name.startswith("kafka://")]
+        if not sources.inputs:
+            log.info("no inputs configured: replaying the bundled sample alerts from {path}", path=SAMPLES)
+            files = [str(SAMPLES)]
+        if files:
+            self._add_source(DirectorySource(files, self.pipeline, self.state_dir, watch=sources.watch,
+                                             interval=sources.watch_interval, clock=self.reactor))
+        for url in sources.inputs:
+            if url.startswith("kafka://"):
+                brokers, topics = parse_kafka_url(url)
+                self._add_source(KafkaSource(
+                    brokers, topics, self.pipeline, group_id=kafka.group_id,
+                    settings={"auto.offset.reset": kafka.auto_offset_reset, **kafka.settings},
+                    payload=kafka.payload, library=make_schema_library(self.config), reactor=self.reactor,
+                    max_packet_bytes=sources.max_packet_bytes))
+
+    def _add_source(self, source) -> None:
+        source.setServiceParent(self)
+        self.sources.append(source)
+
+    def _add_vtp(self):
+        with _config_error(VTPSettingsError):
+            self._attach(*vtp_services(self.config.vtp, self.pipeline, self.reactor, has_ivorn=self.store.has_ivorn))
+
+    def _attach(self, sink, services) -> None:
+        """Route events to ``sink`` (None: the part has none) and run ``services`` with the gateway."""
         if sink is not None:
             self.router.add_sink(sink)
         for child in services:
             child.setServiceParent(self)
 
-    def _add_sources(self):
-        from gateway.alerts.files import DirectorySource
-        from gateway.alerts.kafka import KafkaSource, parse_kafka_url
-        from gateway.convert import make_schema_library
-
-        sources = self.config["sources"]
-        inputs = list(sources["inputs"])
-        files = [name for name in inputs if not name.startswith("kafka://")]
-        if not inputs:
-            log.info("no inputs configured: replaying the bundled sample alerts from {path}", path=SAMPLES)
-            files = [str(SAMPLES)]
-        if files:
-            source = DirectorySource(files, self.pipeline, self.state_dir, watch=sources["watch"],
-                                     interval=sources["watch_interval"], clock=self.reactor)
-            source.setServiceParent(self)
-            self.sources.append(source)
-        kafka = self.config["kafka"]
-        for url in inputs:
-            if url.startswith("kafka://"):
-                brokers, topics = parse_kafka_url(url)
-                source = KafkaSource(brokers, topics, self.pipeline, group_id=kafka["group_id"],
-                                     settings={"auto.offset.reset": kafka["auto_offset_reset"], **kafka["settings"]},
-                                     payload=kafka["payload"], library=make_schema_library(self.config),
-                                     reactor=self.reactor, max_packet_bytes=sources["max_packet_bytes"])
-                source.setServiceParent(self)
-                self.sources.append(source)
-
-    def _add_vtp(self):
-        from gateway.vtp.service import vtp_services
-
-        broker, services = vtp_services(self.config, self.pipeline, reactor=self.reactor,
-                                        has_ivorn=self.store.has_ivorn)
-        if broker is not None:
-            self.router.add_sink(broker)
-        for child in services:
-            child.setServiceParent(self)
-
     def _add_http(self):
-        from twisted.application.internet import StreamServerEndpointService
-
-        from gateway.endpoints import server_endpoint
-        from gateway.tap.settings import TapSettings
-        from gateway.web import http_site
-
-        listen = self.config["http"]["listen"]
+        listen = self.config.http.listen
         if not listen:
             return
-        site = http_site(self.store, self.database, self.reactor, self.config["gateway"]["public_url"],
-                         TapSettings(**self.config["tap"]), str(self.state_dir / "tap-jobs"))
-        http = StreamServerEndpointService(server_endpoint(self.reactor, listen), site)
+        with _config_error(EndpointError, key="http.listen"):
+            endpoint = server_endpoint(self.reactor, listen)  # before the site, which starts TAP's threads
+        site = http_site(self.store, self.database, self.reactor, self.config.gateway.public_url, self.config.tap,
+                         str(self.state_dir / "tap-jobs"))
+        http = StreamServerEndpointService(endpoint, site)
         http.setName("http")
         http.setServiceParent(self)
 
@@ -187,6 +184,16 @@ class StoreService(service.Service):
     def stopService(self):
         super().stopService()
         return self.store.close()
+
+
+@contextmanager
+def _config_error(*errors: type, key: str = ""):
+    """A part's own error for a value it refuses, raised as the ConfigError the user sees (``key``: the config key
+    to name, when the part's message does not)."""
+    try:
+        yield
+    except errors as error:
+        raise ConfigError(f"{key}: {error}" if key else str(error)) from None
 
 
 def _safe_url(url: str) -> str:
@@ -207,9 +214,9 @@ def start_logging(verbose: bool = False, stream=None) -> None:
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(write, [predicate])], redirectStandardIO=False)
 
 
-def run(config: dict, verbose: bool = False) -> int:
+def run(config: Config, verbose: bool = False) -> int:
     """Run the gateway until SIGINT/SIGTERM."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor  # here, not at the top: importing it installs the default reactor
 
     start_logging(verbose)
     gateway = Gateway(config, reactor)

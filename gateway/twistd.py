@@ -4,8 +4,10 @@ import argparse
 
 from twisted.python import usage
 
-from gateway import config as configuration
-from gateway.cli import add_serve_arguments, load_config
+from gateway.commands.options import load_config
+from gateway.commands.serve import add_serve_arguments
+from gateway.config import ConfigError
+from gateway.service import Gateway, tune_gc
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,11 +30,9 @@ class Options(usage.Options):
 
 
 def makeService(options: Options):
-    from gateway.service import Gateway, tune_gc
-
     try:
         gateway = Gateway(load_config(options.serve_args))
         tune_gc()
         return gateway
-    except configuration.ConfigError as error:
+    except ConfigError as error:
         raise usage.UsageError(str(error)) from None

@@ -1,7 +1,10 @@
+from dataclasses import FrozenInstanceError, fields
+
 import pytest
 
 from gateway import config
-from gateway.cli import build_parser, load_config
+from gateway.cli import build_parser
+from gateway.commands.options import FLAG_KEYS, load_config
 
 
 def test_defaults_are_the_documented_text():
@@ -24,9 +27,9 @@ def test_file_then_flags_override(tmp_path):
     args = build_parser().parse_args(["serve", "--config", str(path), "--remote", "127.0.0.1:9000",
                                       "--db", "sqlite:///x.db"])
     values = load_config(args)
-    assert values["gateway"]["authority"] == "example.org"
-    assert values["vtp"]["remotes"] == ["127.0.0.1:9000"]
-    assert values["store"]["db"] == "sqlite:///x.db"
+    assert values.gateway.authority == "example.org"
+    assert values.vtp.remotes == ("127.0.0.1:9000",)
+    assert values.store.db == "sqlite:///x.db"
 
 
 @pytest.mark.parametrize("text, message", [
@@ -43,4 +46,50 @@ def test_bad_config_files_say_what_is_wrong(tmp_path, text, message):
 
 def test_kafka_settings_pass_through_unchecked():
     values = config.load(overrides={"kafka": {"settings": {"security.protocol": "SASL_SSL"}}})
-    assert values["kafka"]["settings"] == {"security.protocol": "SASL_SSL"}
+    assert values.kafka.settings == {"security.protocol": "SASL_SSL"}
+
+
+def test_every_documented_key_is_a_dataclass_field_and_back():
+    document = config.defaults()
+    typed = config.load()
+    assert [f.name for f in fields(config.Config)] == list(document)
+    for section, keys in document.items():
+        settings = getattr(typed, section)
+        assert type(settings) is config.SECTIONS[section]
+        assert [f.name for f in fields(settings)] == list(keys), section
+        for key, default in keys.items():
+            value = getattr(settings, key)
+            assert value == (tuple(default) if isinstance(default, list) else default), f"{section}.{key}"
+
+
+def test_every_flag_names_a_documented_key():
+    document = config.defaults()
+    for flag, (section, key) in FLAG_KEYS.items():
+        assert key in document[section], flag
+
+
+def test_the_typed_config_is_read_only():
+    values = config.load(overrides={"forward": {"routes": [{"name": "a", "kind": "webhook", "url": "http://h/"}]}})
+    with pytest.raises(FrozenInstanceError):
+        values.store.db = "sqlite:///other.db"
+    with pytest.raises(TypeError):
+        values.forward.routes[0]["url"] = "http://elsewhere/"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"store": {"max_batch": True}}, "config key 'store.max_batch' should be int, got True"),
+    ({"store": "db"}, "config key 'store' is a section"),
+    ({"tap": {"maxrec": 5}}, "unknown config key 'tap.maxrec'"),
+])
+def test_bad_values_name_their_key(overrides, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.load(overrides=overrides)
+
+
+def test_a_raw_document_is_checked_like_a_file():
+    document = config.defaults()
+    document["vtp"]["broadcast"] = ""
+    assert config.parse(document).vtp.broadcast == ""
+    document["vtp"]["broadcast"] = 8099
+    with pytest.raises(config.ConfigError, match="'vtp.broadcast' should be str"):
+        config.parse(document)

@@ -3,15 +3,12 @@
 Library: ``send_events(endpoint, xml_list, local_ivo, timeout)`` fires with one :class:`SendResult` per event.
 Events go one at a time over one connection; a receiver that closes after each submission (Comet does) is
 reconnected to for the next one, so many events cost one run, not one process each (``comet-sendvo`` pays ~0.4 s
-of start-up per event). Command line: ``vogateway send HOST:PORT FILE...`` (:func:`send_main`).
+of start-up per event). Command line: ``vogateway send HOST:PORT FILE...`` (``gateway/commands/send.py``).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 from twisted.internet import defer, error as net_error, protocol
@@ -156,57 +153,3 @@ def _safe_ivorn(payload: bytes, max_bytes: int) -> str:
         return _ivorn_of(payload, max_bytes)
     except messages.MessageError:
         return ""
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vogateway send", description="Submit VOEvent files to a VTP receiver.")
-    parser.add_argument("remote", metavar="HOST:PORT")
-    parser.add_argument("files", nargs="+", metavar="FILE")
-    parser.add_argument("--local-ivo", default="ivo://vogateway.local/author")
-    parser.add_argument("--timeout", type=float, default=10.0)
-    parser.add_argument("--tls-cert", default="", help="our certificate (PEM), for tls:HOST:PORT")
-    parser.add_argument("--tls-key", default="", help="its key (PEM), if not inside --tls-cert")
-    parser.add_argument("--tls-ca", default="", help="CA that signs the receiver's certificate (PEM)")
-    return parser
-
-
-def send_main(argv) -> int:
-    """``vogateway send``: ``argv`` is the argument list after ``send``, or the Namespace ``cli.py`` parsed
-    (``remote``, ``files``, ``local_ivo``, ``timeout``). Prints ack/nak per file; exit status 0 only if every file
-    was acked, 1 otherwise (nak, timeout, refused connection, unreadable file)."""
-    args = argv if isinstance(argv, argparse.Namespace) else _parser().parse_args(argv)
-    names, payloads, status = [], [], 0
-    for name in args.files:
-        try:
-            payloads.append(Path(name).read_bytes())
-            names.append(name)
-        except OSError as error:
-            print(f"{name}: cannot read: {error.strerror}")
-            status = 1
-    if not payloads:
-        return status or 1
-
-    from twisted.internet import reactor
-
-    outcome: dict = {}
-
-    def run():
-        d = send_events(args.remote, payloads, args.local_ivo, args.timeout, reactor,
-                        tls=TLSFiles(getattr(args, "tls_cert", "") or "", getattr(args, "tls_key", "") or "",
-                                     getattr(args, "tls_ca", "") or ""))
-        d.addCallback(lambda results: outcome.setdefault("results", results))
-        d.addErrback(lambda failure: outcome.setdefault("error", failure))
-        d.addBoth(lambda _: reactor.stop())
-
-    reactor.callWhenRunning(run)
-    reactor.run()
-    if "error" in outcome:
-        print(f"vogateway send: {outcome['error'].getErrorMessage()}", file=sys.stderr)
-        return 1
-    for name, result in zip(names, outcome["results"]):
-        if result.accepted:
-            print(f"{name}: ack {result.ivorn}")
-        else:
-            print(f"{name}: {result.verdict} {result.ivorn or '(no IVORN)'}: {result.reason}")
-            status = 1
-    return status

@@ -54,3 +54,39 @@ def test_serve_with_defaults_replays_samples_into_every_sink_and_resumes(tmp_pat
         stop(process)
     second_run = (tmp_path / "serve.log").read_text().split("replay done", 1)[1]
     assert "0 converted" in second_run
+
+
+def vogateway(*args, **options):
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=60, **options)
+
+
+def test_send_has_one_parser_with_the_tls_flags():
+    result = vogateway("send", "--help")
+    assert result.returncode == 0
+    for flag in ("--tls-cert", "--tls-key", "--tls-ca", "--local-ivo", "--timeout", "tls:HOST:PORT"):
+        assert flag in result.stdout, flag
+
+
+def test_send_to_a_bad_address_says_what_it_expected(tmp_path):
+    event = tmp_path / "event.xml"
+    event.write_text("<VOEvent/>")
+    for address, message in [("nowhere", "expected HOST:PORT, got 'nowhere'"),
+                             ("localhost:port", "expected HOST:PORT, got 'localhost:port'"),
+                             ("tls:nowhere", "'tls:nowhere': expected tls:HOST:PORT")]:
+        result = vogateway("send", address, event)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == f"vogateway send: {message}\n"
+    result = vogateway("send", f"tls:127.0.0.1:{free_port()}", event, "--tls-ca", tmp_path / "missing-ca.pem")
+    assert result.returncode == 2 and result.stderr.startswith("vogateway send: ") and "missing-ca.pem" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_with_a_bad_listener_is_a_one_line_config_error(tmp_path):
+    for flags, message in [(["--broadcast", "nowhere"], "vtp.broadcast: expected HOST:PORT, got 'nowhere'"),
+                           (["--http", "8080"], "http.listen: expected HOST:PORT, got '8080'")]:
+        result = vogateway("serve", "--state-dir", tmp_path / "var", "--db", f"sqlite:///{tmp_path}/gw.db",
+                           "--receive", "", *flags, cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.endswith(f"vogateway: config error: {message}\n"), result.stderr
+        assert "Traceback" not in result.stderr

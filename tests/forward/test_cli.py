@@ -1,5 +1,7 @@
 """``vogateway routes`` and ``vogateway outbox``: what an operator types."""
 
+import re
+
 import pytest
 
 from forward.kit import sample_events
@@ -72,3 +74,23 @@ def test_outbox_list_retry_drop(tmp_path, capsys):
     assert main(["outbox", "list", "--status", "dropped", "--db", url]) == 0
     assert "c#2" in capsys.readouterr().out
     assert main(["outbox", "--db", "mysql://nope"]) == 2
+
+
+def test_every_destination_kind_and_its_keys_are_documented():
+    from gateway.config import DEFAULTS
+    from gateway.forward.routes import COMMON, KINDS
+
+    kinds_line = next(line for line in DEFAULTS.splitlines() if line.startswith("#   kind = "))
+    assert kinds_line.split("#", 2)[2].split() == " | ".join(KINDS).split()
+    forward_docs = DEFAULTS[DEFAULTS.index("[forward]"):]
+    for kind in KINDS.values():
+        for key in {**COMMON, **kind.keys}:
+            assert re.search(rf"\b{key}\b", forward_docs), key
+
+
+def test_routes_list_names_a_bad_kind_in_one_line(tmp_path, capsys):
+    config = tmp_path / "gw.toml"
+    config.write_text('[[forward.routes]]\nname = "p"\nkind = "pigeon"\n')
+    assert main(["routes", "list", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == ("vogateway: config error: forward.routes #1 (p): kind 'pigeon' is not one of "
+                                       "gcn-kafka, voevent-kafka, vtp, tns, webhook, command\n")

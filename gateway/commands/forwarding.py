@@ -1,4 +1,5 @@
-"""``vogateway routes`` and ``vogateway outbox``: try filters on alerts, see and mend the outbox.
+"""What ``vogateway routes`` and ``vogateway outbox`` do: try filters on alerts, see and mend the outbox (their
+parsers: ``gateway/commands/routes.py``, ``gateway/commands/outbox.py``, which import this when they run).
 
     vogateway routes test FILTER [INPUT...]    which alerts (bundled samples by default) or VOEvent files it selects
     vogateway routes list                      the configured routes, checked
@@ -13,19 +14,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
-def _config(args):
-    from gateway.cli import load_config
-
-    return load_config(args)
+from gateway.alerts import AlertError
+from gateway.commands.options import load_config
+from gateway.config import ConfigError
+from gateway.convert import make_converter, read_inputs
+from gateway.filters import FIELDS, Facts, FilterError, compile_filter
+from gateway.forward import outbox
+from gateway.forward.routes import RouteError, parse_routes
+from gateway.resources import SAMPLES
+from gateway.store.db import Database, StoreError
+from gateway.voevent.parse import VOEventError, parse_event
 
 
 def _events(config, inputs):
     """(name, Event or None, error) for every alert in the inputs (Avro) and every ``.xml`` VOEvent file."""
-    from gateway.alerts import AlertError
-    from gateway.convert import make_converter, read_inputs
-    from gateway.voevent.parse import VOEventError, parse_event
-
     convert = make_converter(config)
     avro = []
     for name in inputs:
@@ -62,16 +64,13 @@ def _describe(facts) -> str:
     return " ".join(parts)
 
 
-def cmd_routes_test(args) -> int:
-    from gateway.filters import Facts, FilterError, compile_filter
-    from gateway.resources import SAMPLES
-
+def routes_test(args) -> int:
     try:
         compiled = compile_filter(args.filter)
     except FilterError as error:
         print(f"vogateway routes test: {error}", file=sys.stderr)
         return 2
-    config = _config(args)
+    config = load_config(args)
     selected = total = bad = 0
     for name, event, error in _events(config, args.inputs or [str(SAMPLES)]):
         if event is None:
@@ -90,10 +89,12 @@ def cmd_routes_test(args) -> int:
     return 0
 
 
-def cmd_routes_list(args) -> int:
-    from gateway.forward.routes import parse_routes
-
-    routes = parse_routes(_config(args), build=False)
+def routes_list(args) -> int:
+    config = load_config(args)
+    try:
+        routes = parse_routes(config.forward, build=False, vtp=config.vtp)
+    except RouteError as error:
+        raise ConfigError(str(error)) from None
     if not routes:
         print("no routes configured ([[forward.routes]] in the config file)")
     for route in routes:
@@ -103,11 +104,9 @@ def cmd_routes_list(args) -> int:
     return 0
 
 
-def cmd_routes_fields(args) -> int:
-    from gateway import filters
-
+def routes_fields(args) -> int:
     print("Survey-neutral fields (Rubin and ZTF alike; read from the VOEvent for events that arrived as XML):")
-    for name, meaning in filters.FIELDS.items():
+    for name, meaning in FIELDS.items():
         print(f"  {name:14s} {meaning}")
     print("Raw alert paths: diaSource.snr, diaObject.nDiaSources, candidate.magpsf, prvDiaSources[0].band, ...")
     print("Functions: cone(ra, dec, radius_deg), distance(ra, dec), after(\"ISO time\"), before(\"ISO time\"),")
@@ -117,10 +116,7 @@ def cmd_routes_fields(args) -> int:
 
 
 def _database(args):
-    from gateway.store.db import Database, StoreError
-
-    config = _config(args)
-    url = args.db or config["store"]["db"]
+    url = args.db or load_config(args).store.db
     try:
         return Database(url)
     except StoreError as error:
@@ -128,9 +124,7 @@ def _database(args):
         return None
 
 
-def cmd_outbox(args) -> int:
-    from gateway.forward import outbox
-
+def outbox_command(args) -> int:
     database = _database(args)
     if database is None:
         return 2
@@ -157,39 +151,3 @@ def cmd_outbox(args) -> int:
         return 0
     finally:
         database.stop()
-
-
-def add_commands(commands, add_identity_flags) -> None:
-    """Register ``routes`` and ``outbox`` on the ``vogateway`` subparsers (``gateway/cli.py`` calls this)."""
-    routes = commands.add_parser("routes", help="try filters; list the configured routes",
-                                 description="Filters and routes (config [[forward.routes]]).")
-    actions = routes.add_subparsers(dest="routes_command", metavar="ACTION")
-    test = actions.add_parser("test", help="which alerts a filter selects",
-                              description="Show which alerts (Avro files or directories; the bundled samples by "
-                                          "default) or VOEvent .xml files a filter selects.")
-    add_identity_flags(test)
-    test.add_argument("filter", metavar="FILTER", help="e.g. \"mag < 20 and band in ('g', 'r')\"")
-    test.add_argument("inputs", nargs="*", metavar="INPUT", help="Avro file or directory, or VOEvent .xml file")
-    test.add_argument("--all", action="store_true", help="also list the events not selected")
-    test.add_argument("-q", "--quiet", action="store_true", help="do not list unreadable inputs")
-    test.set_defaults(handler=cmd_routes_test)
-    listing = actions.add_parser("list", help="the configured routes, checked")
-    listing.add_argument("--config", type=Path, help="TOML config file")
-    listing.set_defaults(handler=cmd_routes_list)
-    fields = actions.add_parser("fields", help="names and functions a filter may use")
-    fields.set_defaults(handler=cmd_routes_fields)
-    routes.set_defaults(handler=lambda args: (routes.print_help(), 2)[1])
-
-    box = commands.add_parser("outbox", help="list, retry or drop forwards waiting in the outbox",
-                              description="The outbox (a table in the alert DB): forwards waiting, in flight or "
-                                          "failed. ACTION: list (default), retry, drop.")
-    box.add_argument("action", nargs="?", choices=("list", "retry", "drop"))
-    box.add_argument("ids", nargs="*", type=int, metavar="ID")
-    box.add_argument("--failed", action="store_true", help="retry/drop: every failed item")
-    box.add_argument("--route", help="only this route's items")
-    box.add_argument("--status", action="append", choices=("pending", "sending", "sent", "failed", "dropped"),
-                     help="list: items in this state (repeatable; default pending, sending, failed)")
-    box.add_argument("--limit", type=int, default=100, help="list at most this many (default 100)")
-    box.add_argument("--db", metavar="URL", help="alert DB (default: config store.db)")
-    box.add_argument("--config", type=Path, help="TOML config file")
-    box.set_defaults(handler=cmd_outbox)
