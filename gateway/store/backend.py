@@ -76,6 +76,11 @@ class Backend(Protocol):
         """A new writer of alert-row batches, for one :class:`gateway.store.writers.Writer`."""
 
 
+def insert_select_upsert(table: str, columns: Sequence[str], select: str, key: Sequence[str], updates: str) -> str:
+    """The upsert both backends spell alike (SQLite once its parser is told where the SELECT ends)."""
+    return f"INSERT INTO {table} ({', '.join(columns)}) {select} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+
+
 def parse_url(url: str) -> tuple[str, str]:
     """(backend, target): ("sqlite", path or ":memory:") or ("postgresql", conninfo)."""
     if url.startswith("sqlite://"):

@@ -9,10 +9,10 @@ operator @> is already the commutator of operator <@"), and q3c's cone search is
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional
 
 from gateway.store import writers
-from gateway.store.backend import StoreError
+from gateway.store.backend import StoreError, insert_select_upsert
 from gateway.store.schema import ALERT_TABLES, SCHEMA, Table
 
 _TYPES = {"BIGINT": "bigint", "INTEGER": "integer", "SMALLINT": "smallint", "DOUBLE": "double precision",
@@ -76,10 +76,7 @@ class PostgresBackend:
     def table(name: str) -> str:
         return f"{SCHEMA}.{name}"
 
-    @staticmethod
-    def upsert(table: str, columns: Sequence[str], select: str, key: Sequence[str], updates: str) -> str:
-        return (f"INSERT INTO {table} ({', '.join(columns)}) {select} "
-                f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
+    upsert = staticmethod(insert_select_upsert)
 
     @staticmethod
     def cone(table: Table, ra: float, dec: float, radius: float) -> tuple[str, tuple]:

@@ -217,7 +217,8 @@ CUTOUT = Table(
 )
 
 
-# -- the forward outbox (internal: times are Unix seconds, as the outbox's clock gives them) --------------------
+# -- the forward outbox (internal: times are Unix seconds, as the outbox's clock gives them). Text primary keys
+# stay nullable as earlier versions created them (SQLite, unlike PostgreSQL, does not imply NOT NULL for them).
 
 def _seconds(name: str, description: str, nullable: bool = False) -> Column:
     return Column(name, "DOUBLE", description, "s", "time.epoch", nullable=nullable)
@@ -262,7 +263,7 @@ TNS_REPORT = Table(
     "tns_report",
     "Every object ever queued for a TNS report, whichever route queued it: an object is reported once.",
     (
-        _text("objectid", "Object key (diaobject.objectid)", nullable=False),
+        _text("objectid", "Object key (diaobject.objectid)"),
         _text("route", "Route that queued the report"),
         _text("ivorn", "IVORN of the event reported"),
         _text("report_id", "Report id TNS gave"),
@@ -280,7 +281,7 @@ FORWARD_PAYLOAD = Table(
     "forward_payload",
     "VOEvents of forwarded events missing from voevent, one copy however many routes queued them.",
     (
-        _text("ivorn", "IVORN of the event", nullable=False),
+        _text("ivorn", "IVORN of the event"),
         Column("xml", "BLOB", "The VOEvent XML", nullable=False),
         _seconds("created", "When it was copied"),
     ),

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 from gateway import sky
 from gateway.store import writers
-from gateway.store.backend import StoreError
+from gateway.store.backend import StoreError, insert_select_upsert
 from gateway.store.schema import ALERT_TABLES, SCHEMA, Table
 
 _TYPES = {"BIGINT": "INTEGER", "INTEGER": "INTEGER", "SMALLINT": "INTEGER", "DOUBLE": "REAL", "REAL": "REAL",
@@ -88,8 +88,7 @@ class SQLiteBackend:
     @staticmethod
     def upsert(table: str, columns: Sequence[str], select: str, key: Sequence[str], updates: str) -> str:
         # "WHERE true" tells SQLite's parser that ON CONFLICT belongs to the INSERT, not to a join in the SELECT
-        return (f"INSERT INTO {table} ({', '.join(columns)}) {select} WHERE true "
-                f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
+        return insert_select_upsert(table, columns, f"{select} WHERE true", key, updates)
 
     @staticmethod
     def cone(table: Table, ra: float, dec: float, radius: float) -> tuple[str, tuple]:

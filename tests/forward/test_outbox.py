@@ -6,16 +6,18 @@ import hashlib
 import hmac
 import json
 import sqlite3
+from types import SimpleNamespace
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
-
 from forward.kit import Scripted, events, serve, until
+from support import free_port
+from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
+
 from gateway import config as configuration
 from gateway.forward import outbox
 from gateway.forward.routes import forward_services
-from support import free_port
 
 
 def make_config(*routes, **forward):
@@ -129,44 +131,42 @@ def test_endpoint_down_then_back_is_probed_then_everything_delivered_once(databa
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_storm_of_429s_pauses_the_route_for_the_reset_time(database):
-    receiver = Scripted(reset=0.3)
-    receiver.script.extend(["429"] * 6)
+def deliver_through(database, script, n, **receiver_options):
+    """The first ``n`` ZTF events queued on a one-at-a-time webhook route whose endpoint answers by ``script``
+    first; fires with (receiver, events) once every one is sent and the route stopped."""
+    receiver = Scripted(**receiver_options)
+    receiver.script.extend(script)
     port, url = yield serve(receiver)
     sink, services = yield start(make_config(webhook(url, concurrency=1)), database)
     try:
-        ztf = events("ztf")[:3]
+        ztf = events("ztf")[:n]
         for event in ztf:
             yield sink.accept(event)
-        yield until(lambda: len(rows(database, status="sent")) == len(ztf), what="delivered after the storm")
-        times = [r["time"] for r in receiver.requests]
-        for i, request in enumerate(receiver.requests[:-1]):
-            if request["behaviour"] == "429":
-                assert times[i + 1] - times[i] >= 0.28, "the next request came before x-rate-limit-reset passed"
-        ok = [r["headers"]["idempotency-key"] for r in receiver.requests if r["behaviour"] == "ok"]
-        assert sorted(ok) == sorted(f"hook:{e.ivorn}" for e in ztf)
-        # a 429 is the endpoint's pacing, not the item's failure: attempts are given back
-        assert all(r["attempts"] <= 2 for r in rows(database))
+        yield until(lambda: len(rows(database, status="sent")) == len(ztf), what=f"delivered after {script}")
     finally:
         yield stop(services)
         yield port.stopListening()
+    return receiver, ztf
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_storm_of_429s_pauses_the_route_for_the_reset_time(database):
+    receiver, ztf = yield deliver_through(database, ["429"] * 6, 3, reset=0.3)
+    times = [r["time"] for r in receiver.requests]
+    for i, request in enumerate(receiver.requests[:-1]):
+        if request["behaviour"] == "429":
+            assert times[i + 1] - times[i] >= 0.28, "the next request came before x-rate-limit-reset passed"
+    ok = [r["headers"]["idempotency-key"] for r in receiver.requests if r["behaviour"] == "ok"]
+    assert sorted(ok) == sorted(f"hook:{e.ivorn}" for e in ztf)
+    # a 429 is the endpoint's pacing, not the item's failure: attempts are given back
+    assert all(r["attempts"] <= 2 for r in rows(database))
 
 
 @pytest_twisted.inlineCallbacks
 def test_errors_and_garbage_are_retried_and_permanent_failures_kept_for_the_operator(database):
-    receiver = Scripted()
-    receiver.script.extend(["500", "garbage", "503"])  # garbage with a 200 is a delivery for a webhook
-    port, url = yield serve(receiver)
-    sink, services = yield start(make_config(webhook(url, concurrency=1)), database)
-    try:
-        ztf = events("ztf")[:2]
-        for event in ztf:
-            yield sink.accept(event)
-        yield until(lambda: len(rows(database, status="sent")) == 2, what="delivered")
-        assert [r["behaviour"] for r in receiver.requests][:3] == ["500", "garbage", "503"]
-    finally:
-        yield stop(services)
-        yield port.stopListening()
+    # garbage with a 200 is a delivery for a webhook
+    receiver, _ = yield deliver_through(database, ["500", "garbage", "503"], 2)
+    assert [r["behaviour"] for r in receiver.requests][:3] == ["500", "garbage", "503"]
 
     # a receiver that refuses (400): failed at once, listed, then retried by the operator and delivered
     receiver = Scripted(default="400")
@@ -225,8 +225,7 @@ def test_rate_cap_spaces_deliveries(database):
 
 
 def test_route_config_errors_are_clear():
-    from gateway.config import ConfigError
-    from gateway.forward.routes import parse_routes
+    from gateway.forward.routes import RouteError, parse_routes
 
     cases = [
         ({"name": "x", "kind": "pigeon"}, "kind 'pigeon' is not one of"),
@@ -242,11 +241,11 @@ def test_route_config_errors_are_clear():
          "environment variable VOGATEWAY_NO_SUCH_VARIABLE"),
     ]
     for table, message in cases:
-        with pytest.raises(ConfigError) as raised:
+        with pytest.raises(RouteError) as raised:
             parse_routes(make_config(table), reactor)
         assert message in str(raised.value), (table, str(raised.value))
         assert "forward.routes #1" in str(raised.value)
-    with pytest.raises(ConfigError, match="two routes are named"):
+    with pytest.raises(RouteError, match="two routes are named"):
         parse_routes(make_config(webhook("http://h/"), webhook("http://h/")), reactor, build=False)
 
 
@@ -309,3 +308,111 @@ def test_payload_is_read_from_the_store_and_copied_only_for_events_not_stored(da
     finally:
         yield stop(services)
         yield port.stopListening()
+
+
+# -- the route worker's timers, on a Clock: no real time passes --------------------------------------------------
+
+
+class DueRows:
+    """An outbox with ``n`` rows due: claims hand them out in order, results are recorded at once."""
+
+    max_batch = 500
+
+    def __init__(self, n):
+        self.due = [outbox.Item(i, "r", f"r:{i}", f"ivo://x/y#{i}", None, b"", {}, 0, "send", "", False)
+                    for i in range(n)]
+        self.recorded = []
+
+    def claim(self, route, limit, lease):
+        claimed, self.due = self.due[:limit], self.due[limit:]
+        return defer.succeed((claimed, None))
+
+    def record(self, item, outcome, max_attempts, hook):
+        self.recorded.append((item.id, outcome.kind))
+        return defer.succeed(None)
+
+    @staticmethod
+    def backoff(attempts):
+        return 1.0
+
+
+class Instant:
+    kind = "test"
+
+    def deliver(self, item):
+        return defer.succeed(outbox.delivered())
+
+
+class Hanging:
+    kind = "test"
+
+    def __init__(self):
+        self.waiting = []
+
+    def deliver(self, item):
+        d = defer.Deferred()
+        self.waiting.append(d)
+        return d
+
+
+def worker_on(destination, rows, clock, **options):
+    route = SimpleNamespace(name="r", destination=destination)
+    return outbox.RouteWorker(route, rows, clock=clock, **options)
+
+
+def test_token_bucket_bursts_then_refills_at_its_rate():
+    clock = Clock()
+    bucket = outbox.TokenBucket(10.0, None, clock)
+    assert bucket.available() == 10
+    bucket.take(10)
+    assert bucket.available() == 0 and bucket.wait() == pytest.approx(0.1)
+    clock.advance(0.05)
+    assert bucket.available() == 0
+    clock.advance(0.05)
+    assert bucket.available() == 1
+    clock.advance(60)
+    assert bucket.available() == 10  # never more than the burst
+    assert outbox.TokenBucket(0.0, None, clock).available() >= 1 << 30  # rate 0: no cap
+
+
+def test_a_rate_capped_route_sends_its_burst_then_one_row_per_interval():
+    clock = Clock()
+    rows = DueRows(20)
+    worker = worker_on(Instant(), rows, clock, rate=8.0)  # 1/8 s: exact in binary, so the clock never drifts
+    worker.start()
+    clock.advance(0)
+    assert len(rows.recorded) == 8  # the bucket's burst
+    for sent in range(9, 21):
+        clock.advance(0.0625)
+        assert len(rows.recorded) == sent - 1  # not before the next token
+        clock.advance(0.0625)
+        assert len(rows.recorded) == sent
+    assert [kind for _, kind in rows.recorded] == ["delivered"] * 20
+
+
+def test_stop_waits_for_deliveries_in_flight_then_gives_up_after_the_grace():
+    clock = Clock()
+    destination = Hanging()
+    worker = worker_on(destination, DueRows(2), clock, concurrency=2)
+    worker.start()
+    clock.advance(0)
+    assert len(destination.waiting) == 2
+    stopped = worker.stop(grace=5.0)
+    destination.waiting[0].callback(outbox.delivered())  # one finishes and is recorded; the other hangs
+    clock.advance(4.9)
+    assert not stopped.called
+    clock.advance(0.2)
+    assert stopped.called and worker.in_flight == 1  # left leased in the outbox, sent again later
+    assert not clock.getDelayedCalls()  # no timer left behind
+
+
+def test_stop_fires_once_the_last_delivery_is_recorded():
+    clock = Clock()
+    destination = Hanging()
+    worker = worker_on(destination, DueRows(1), clock)
+    worker.start()
+    clock.advance(0)
+    stopped = worker.stop(grace=5.0)
+    assert not stopped.called
+    destination.waiting[0].callback(outbox.delivered())
+    assert stopped.called and not clock.getDelayedCalls()  # the grace timer is cancelled

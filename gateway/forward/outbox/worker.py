@@ -30,7 +30,9 @@ class TokenBucket:
         now = self.clock.seconds()
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        return int(self.tokens)
+        # tolerate rounding: 10 x 0.1 s at 10/s is one token, not 0.99999..., which would ask to wait ~1e-17 s
+        # and so pump again at once, over and over, until the clock moves
+        return int(self.tokens + 1e-9)
 
     def take(self, n: int) -> None:
         if self.rate:
