@@ -1,4 +1,5 @@
-"""Writing batches of rows, per backend, inside the transaction the caller opened (writer thread only).
+"""Writing batches of rows inside the transaction the caller opened (writer thread only): the backend-neutral half
+here, the backend's bulk writer (:mod:`gateway.store.sqlite`, :mod:`gateway.store.postgres`) for the rest.
 
 Rows already stored are skipped (alerts, events, detections and cutouts are immutable once written); the
 object row is an upsert that keeps the earliest first_mjd, the latest last_mjd and the IVORN of the latest alert.

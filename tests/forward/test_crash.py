@@ -3,6 +3,7 @@ the only webhook sent twice is the one whose reply the killed process never saw 
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -10,13 +11,14 @@ from pathlib import Path
 
 import pytest_twisted
 import tomli_w
-
 from forward.kit import FakeTNS, Scripted, events, serve, until
 from forward.test_outbox import make_config
 from forward.test_tns import API_KEY, reportable, tns_route
+
 from gateway.forward import outbox
 from gateway.resources import SAMPLES
 from gateway.store.db import Database
+
 
 def spawn(config_path, log_path):
     """`vogateway serve` as a user runs it, on the config; no listeners (the test needs none)."""
@@ -28,8 +30,6 @@ def spawn(config_path, log_path):
 
 
 def statuses(db_path):
-    import sqlite3
-
     conn = sqlite3.connect(db_path)
     try:
         return Counter(f"{route}:{status}" for route, status in

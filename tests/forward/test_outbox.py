@@ -13,11 +13,16 @@ import pytest_twisted
 from forward.kit import Scripted, events, serve, until
 from support import free_port
 from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
+from twisted.web import server
 
 from gateway import config as configuration
 from gateway.forward import outbox
-from gateway.forward.routes import forward_services
+from gateway.forward.routes import RouteError, forward_services, parse_routes
+from gateway.pipeline import Router
+from gateway.store import Store
+from gateway.store.db import Database
 
 
 def make_config(*routes, **forward):
@@ -117,9 +122,6 @@ def test_endpoint_down_then_back_is_probed_then_everything_delivered_once(databa
         errors = {r["last_error"] for r in rows(database) if r["attempts"] and r["status"] == "pending"}
         assert errors and all("cannot connect" in e for e in errors), errors
         receiver = Scripted()
-        from twisted.internet.endpoints import TCP4ServerEndpoint
-        from twisted.web import server
-
         port = yield TCP4ServerEndpoint(reactor, number, interface="127.0.0.1").listen(server.Site(receiver))
         yield until(lambda: len(rows(database, status="sent")) == len(ztf), what="all delivered after recovery")
         keys = [r["headers"]["idempotency-key"] for r in receiver.requests]
@@ -225,8 +227,6 @@ def test_rate_cap_spaces_deliveries(database):
 
 
 def test_route_config_errors_are_clear():
-    from gateway.forward.routes import RouteError, parse_routes
-
     cases = [
         ({"name": "x", "kind": "pigeon"}, "kind 'pigeon' is not one of"),
         ({"name": "x", "kind": "webhook"}, "missing 'url'"),
@@ -251,8 +251,6 @@ def test_route_config_errors_are_clear():
 
 @pytest_twisted.inlineCallbacks
 def test_outbox_on_postgresql(pg_url):
-    from gateway.store.db import Database
-
     database = Database(pg_url)
     receiver = Scripted()
     receiver.script.extend(["500"])
@@ -284,9 +282,6 @@ def test_outbox_on_postgresql(pg_url):
 def test_payload_is_read_from_the_store_and_copied_only_for_events_not_stored(database):
     """Behind the store (as in ``serve``) the outbox keeps no second copy of each VOEvent: deliveries read the
     store's ``voevent`` row. An event the store has not written gets its VOEvent copied, and is delivered too."""
-    from gateway.pipeline import Router
-    from gateway.store import Store
-
     receiver = Scripted()
     port, url = yield serve(receiver)
     sink, services = yield start(make_config(webhook(url)), database)

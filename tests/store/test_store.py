@@ -17,9 +17,10 @@ from gateway.convert import make_converter
 from gateway.resources import SAMPLES
 from gateway.sky import distance as sky_distance
 from gateway.store import Database, Store, StoreError, StoreHistory
-from gateway.store.db import parse_url
+from gateway.store.db import DatabaseClosed, parse_url
 from gateway.store.rows import MAX_CUTOUT_BYTES, fits_bytes
 from gateway.store.schema import DIASOURCE
+from gateway.voevent.parse import parse_event
 
 
 def sample_events(history=None):
@@ -83,8 +84,6 @@ def _latest_mjd(event):
 
 @pytest_twisted.inlineCallbacks
 def test_an_event_from_vtp_is_stored_with_its_wherewhen(database):
-    from gateway.voevent.parse import parse_event
-
     xml = EVENTS[0].xml.replace(EVENTS[0].ivorn.encode(), b"ivo://elsewhere.test/gcn#1")
     event = parse_event(xml, origin="vtp://127.0.0.1:1")
     yield Store(database).accept(event)
@@ -239,8 +238,6 @@ def test_write_item_batches_one_turn_and_answers_each_item(database):
 
 @pytest_twisted.inlineCallbacks
 def test_writes_after_stop_fail_clearly(tmp_path):
-    from gateway.store.db import DatabaseClosed
-
     db = Database(f"sqlite:///{tmp_path / 'alerts.db'}", reactor)
     yield db.write(lambda conn: None)
     db.stop()

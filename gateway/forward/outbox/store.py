@@ -187,7 +187,8 @@ class Outbox:
                 detail = outcome.detail
             if kind == "delivered":
                 conn.execute(f"UPDATE {t} SET status = 'sent', result = {p}, last_error = NULL, lease_until = NULL, "
-                             f"uncertain = 0, updated = {p} WHERE id = {p}", (outcome.result or item.result, now, item.id))
+                             f"uncertain = 0, updated = {p} WHERE id = {p}",
+                             (outcome.result or item.result, now, item.id))
             elif kind == "failed":
                 conn.execute(f"UPDATE {t} SET status = 'failed', last_error = {p}, lease_until = NULL, updated = {p} "
                              f"WHERE id = {p}", (detail, now, item.id))
@@ -290,7 +291,7 @@ def _set_status(database, ids, all_failed, route, status, allowed) -> int:
                              f"WHERE {' AND '.join(where)}", (status, now, now, *args)).rowcount
         if status == "pending":  # a TNS report the operator retries is queued again
             conn.execute(f"UPDATE {database.table(TNS_TABLE)} SET status = 'queued', updated = {p} WHERE objectid IN "
-                         f"(SELECT objectid FROM {t} WHERE kind = 'tns' AND status = 'pending' AND objectid IS NOT NULL)"
-                         f" AND status = 'failed'", (now,))
+                         f"(SELECT objectid FROM {t} WHERE kind = 'tns' AND status = 'pending' "
+                         f"AND objectid IS NOT NULL) AND status = 'failed'", (now,))
         return count
     return database.run_write(run)

@@ -132,7 +132,8 @@ class RouteWorker:
             return
         limit = min(free, tokens, self.outbox.max_batch)
         self._claiming = True
-        self.outbox.claim(self.name, limit, self.lease).addCallbacks(self._claimed, self._claim_failed, callbackArgs=(limit,))
+        claimed = self.outbox.claim(self.name, limit, self.lease)
+        claimed.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(limit,))
 
     def _claim_failed(self, failure):
         self._claiming = False
