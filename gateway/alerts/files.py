@@ -253,28 +253,28 @@ class DirectorySource(Service):
         while self._queue and self.running:
             path, signature = self._queue.popleft()
             simulated = is_simulated(path) if self.simulated is None else self.simulated
-            delivered: list[defer.Deferred] = []
+            progress = _FileProgress()
             # with a worker pool, the reactor only slices the file into blocks: decoding is the workers' job
             pooled = getattr(self.pipeline, "pool", None) is not None
             read = container_packets if pooled else read_container
-            items = read(path, str(path), simulated)
-            for item in items:
+            for item in read(path, str(path), simulated):
                 if isinstance(item, AlertError):
                     self.pipeline.reject(item)
                     continue
                 while self._in_flight >= self.max_in_flight:
                     self._slot = defer.Deferred()
                     yield self._slot
-                delivered.append(self._deliver(item))
+                self._deliver(item, progress)
                 yield None
                 if not self.running:
                     return
             self.files_read += 1
-            yield defer.DeferredList(delivered, consumeErrors=True).addCallback(self._file_done, path, signature)
+            yield progress.all_read().addCallback(self._file_done, path, signature)
 
-    def _deliver(self, item: Union[Alert, Packet]) -> defer.Deferred:
+    def _deliver(self, item: Union[Alert, Packet], progress: "_FileProgress") -> None:
         size = item.count if isinstance(item, Packet) else 1
         self._in_flight += size
+        progress.outstanding += 1
         ingest = self.pipeline.ingest_packet if isinstance(item, Packet) else self.pipeline.ingest_alert
         delivery = defer.maybeDeferred(ingest, item)
         self._pending.add(delivery)
@@ -285,21 +285,44 @@ class DirectorySource(Service):
             if self._slot is not None and self._in_flight < self.max_in_flight:
                 slot, self._slot = self._slot, None
                 slot.callback(None)
-            # keep only the outcome: the file's list of deliveries must not hold every Event (and its alert,
-            # cutouts included) until the whole file is done, or memory grows with the file
-            return None if not isinstance(result, Failure) else result
+            progress.delivered(result)
+            return None  # counted in the file's progress; nothing of the event is kept
 
-        return delivery.addBoth(release)
+        delivery.addBoth(release)
 
-    def _file_done(self, results, path: Path, signature):
+    def _file_done(self, progress: "_FileProgress", path: Path, signature):
         self._queued.discard(path)
-        failures = [outcome for ok, outcome in results if not ok]
-        if failures:
+        if progress.failures:
             # not marked finished: the file is read again at the next scan or restart (the dedup drops
             # what did get through)
             log.warn("{path}: {n} alerts not handled downstream ({error}); the file will be read again",
-                     path=str(path), n=len(failures), error=failures[0].getErrorMessage())
+                     path=str(path), n=progress.failures, error=progress.first_error)
             self._seen.pop(path, None)
             return
         self.checkpoints.mark(path, signature)
         log.debug("{path}: done", path=str(path))
+
+
+class _FileProgress:
+    """Deliveries of one file still out, and how many failed: counts, never the deliveries themselves (a file's
+    Events, cutouts and all, must not stay in memory until its last alert is handled)."""
+
+    def __init__(self):
+        self.outstanding = self.failures = 0
+        self.first_error = ""
+        self._done: Optional[defer.Deferred] = None
+
+    def delivered(self, result) -> None:
+        self.outstanding -= 1
+        if isinstance(result, Failure):
+            self.failures += 1
+            self.first_error = self.first_error or result.getErrorMessage()
+        if self._done is not None and not self.outstanding:
+            self._done.callback(self)
+
+    def all_read(self) -> defer.Deferred:
+        """Fires with this progress once every delivery of the (fully read) file has an outcome."""
+        self._done = defer.Deferred()
+        if not self.outstanding:
+            self._done.callback(self)
+        return self._done
