@@ -13,8 +13,8 @@ import copy
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Optional
 
 from gateway.forward.settings import ForwardSettings
@@ -49,6 +49,10 @@ watch_interval = 2.0
 schema_registry = ""
 # Largest Avro packet accepted, in bytes.
 max_packet_bytes = 4_000_000
+# Worker processes that decode alert files and build their VOEvents (the CPU part), fed in batches, while the
+# reactor process does the I/O: 0 means one per core; -1 none (everything in the reactor process). Alerts are
+# cited, deduplicated and routed in the order they arrived whatever the number (see docs/architecture.rst).
+workers = 0
 
 [kafka]
 # Consumer group shared by all gateway processes reading the same topics.
@@ -231,6 +235,7 @@ class SourcesSettings:
     watch_interval: float  # s
     schema_registry: str
     max_packet_bytes: int
+    workers: int  # 0: one per core; -1: none
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,10 @@ class Stats:
         self.duplicates = 0
         self.rejected: dict[str, int] = {}
 
+    def refuse(self, origin: str, reason: str) -> None:
+        """Count and log a packet a source refused itself (e.g. a VOEvent of an unknown role)."""
+        self.reject(AlertError(origin, None, reason))
+
     def reject(self, error: AlertError) -> None:
         """Count a rejection under its kind: the reason up to the first colon ("unknown schema id", ...)."""
         kind = error.reason.split(":")[0]

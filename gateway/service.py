@@ -16,16 +16,24 @@ from pathlib import Path
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer, task
-from twisted.logger import (FilteringLogObserver, Logger, LogLevel, LogLevelFilterPredicate, globalLogBeginner,
-                            formatEventAsClassicLogText)
+from twisted.logger import (
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEventAsClassicLogText,
+    globalLogBeginner,
+)
 
 from gateway.alerts.files import DirectorySource
 from gateway.alerts.kafka import KafkaSource, parse_kafka_url
 from gateway.config import Config, ConfigError
 from gateway.convert import make_converter, make_schema_library
 from gateway.endpoints import EndpointError, server_endpoint
+from gateway.filters import FIELDS, FilterError, compile_filter
 from gateway.forward.routes import RouteError, forward_services
 from gateway.pipeline import Pipeline, Router
+from gateway.pool import WorkerPool, WorkerSettings, default_workers
 from gateway.resources import SAMPLES
 from gateway.sinks import DirectorySink
 from gateway.store import Database, Store, StoreHistory
@@ -93,12 +101,14 @@ class Gateway(service.MultiService):
         self.router = Router()
         self._open_store()
         try:
-            self.pipeline = Pipeline(make_converter(config, history=self.history), self._parse, self.router)
+            converter = make_converter(config, history=self.history)
+            self.pipeline = Pipeline(converter, self._parse, self.router, link=converter.link)
             self._add_sinks()
             self._add_forward()
             self._add_sources()
             self._add_vtp()
             self._add_http()
+            self._add_pool()
         except BaseException:
             self.database.stop()  # its threads would keep the process alive after a ConfigError
             raise
@@ -151,6 +161,16 @@ class Gateway(service.MultiService):
         source.setServiceParent(self)
         self.sources.append(source)
 
+    def _add_pool(self):
+        """The worker pool, once the filters that decide which raw record fields must reach the sinks are known."""
+        workers = self.config.sources.workers
+        if workers < 0:
+            return
+        with _config_error(FilterError):  # checked already by the routes and rules that use them
+            settings = worker_settings(self.config)
+        self.pipeline.pool = WorkerPool(settings, workers or default_workers(), self.reactor)
+        PoolService(self.pipeline.pool).setServiceParent(self)
+
     def _add_vtp(self):
         with _config_error(VTPSettingsError):
             self._attach(*vtp_services(self.config.vtp, self.pipeline, self.reactor, has_ivorn=self.store.has_ivorn))
@@ -175,6 +195,21 @@ class Gateway(service.MultiService):
         http.setServiceParent(self)
 
 
+class PoolService(service.Service):
+    """Starts the worker processes with the gateway and stops them after the sources."""
+
+    def __init__(self, pool: WorkerPool):
+        self.pool = pool
+
+    def startService(self):
+        super().startService()
+        self.pool.start().addErrback(lambda failure: log.failure("the worker pool did not start", failure))
+
+    def stopService(self):
+        super().stopService()
+        return self.pool.stop()
+
+
 class StoreService(service.Service):
     """Closes the alert DB on stop, once the events being written have been committed."""
 
@@ -184,6 +219,19 @@ class StoreService(service.Service):
     def stopService(self):
         super().stopService()
         return self.store.close()
+
+
+def worker_settings(config: Config) -> WorkerSettings:
+    """What the workers need to build VOEvents as this process would, and which alert fields must come back: the
+    top-level record fields named by the filters of routes and subscriber rules (``diaSource.snr`` -> diaSource),
+    and the light curves when a TNS route reports them."""
+    texts = [route.get("filter", "") for route in config.forward.routes]
+    texts += [rule.get("expression", "") for rule in config.vtp.subscriber_rules]
+    raw = {name.split(".")[0] for text in texts for name in compile_filter(text).names if name not in FIELDS}
+    gateway = config.gateway
+    return WorkerSettings(gateway.authority, gateway.stream, gateway.public_url, gateway.role,
+                          schema_registry=config.sources.schema_registry or None, raw_fields=frozenset(raw),
+                          light_curves=any(route.get("kind") == "tns" for route in config.forward.routes))
 
 
 @contextmanager

@@ -26,13 +26,14 @@ ALLOWED = {
     "gateway.tap": {"gateway.store"},
     "gateway.forward": {"gateway.alerts", "gateway.voevent", "gateway.filters", "gateway.store", "gateway.vtp",
                         "gateway.endpoints"},
-    "gateway.pipeline": {"gateway.alerts"},
+    "gateway.pool": {"gateway.alerts", "gateway.voevent", "gateway.store"},
+    "gateway.pipeline": {"gateway.alerts", "gateway.pool"},
     "gateway.sinks": set(),
     "gateway.endpoints": set(),
 }
 #: the assembly layer: may import anything; nothing above may import it
 ASSEMBLY = {"gateway.cli", "gateway.config", "gateway.service", "gateway.twistd", "gateway.convert", "gateway.web",
-            "gateway.commands"}
+            "gateway.commands", "gateway.tap.server"}
 
 
 def module_name(path: Path) -> str:
@@ -48,8 +49,14 @@ def imports_of(name: str, path: Path) -> set[str]:
     """Every gateway module ``name`` imports (``from gateway.x import y`` counts as gateway.x and gateway.x.y)."""
     tree = ast.parse(path.read_text(), str(path))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    # imports for type annotations only (``if TYPE_CHECKING:``) are not dependencies at run time
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and getattr(block.test, "id", getattr(block.test, "attr", "")) == "TYPE_CHECKING"
+                   for n in ast.walk(block)}
     found = set()
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

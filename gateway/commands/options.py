@@ -16,7 +16,7 @@ FLAG_KEYS = {
     "public_url": ("gateway", "public_url"), "role": ("gateway", "role"),
     "state_dir": ("gateway", "state_dir"),
     "schema_registry": ("sources", "schema_registry"), "source": ("sources", "inputs"),
-    "watch": ("sources", "watch"), "output": ("output", "directory"),
+    "watch": ("sources", "watch"), "workers": ("sources", "workers"), "output": ("output", "directory"),
     "db": ("store", "db"), "http": ("http", "listen"),
     "broadcast": ("vtp", "broadcast"), "receive": ("vtp", "receive"),
     "remote": ("vtp", "remotes"), "filter": ("vtp", "filter"), "local_ivo": ("vtp", "local_ivo"),

@@ -14,6 +14,9 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--source", action="append", metavar="PATH|kafka://BROKERS/TOPIC",
                        help="alert input (repeatable): Avro file, directory, or Kafka topic")
     serve.add_argument("--watch", action="store_true", default=None, help="keep watching input directories")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="worker processes decoding alerts and building VOEvents (config sources.workers; "
+                            "default one per core; -1: none, all in the reactor process)")
     serve.add_argument("--db", metavar="URL", help="alert DB: sqlite:///PATH or postgresql://... "
                                                    "(default sqlite:///var/gateway.db)")
     serve.add_argument("--http", metavar="HOST:PORT", help="TAP and cutouts (default 127.0.0.1:8080)")

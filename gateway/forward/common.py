@@ -7,7 +7,8 @@ import math
 from functools import lru_cache
 from typing import Any, Optional
 
-from twisted.internet import defer, error as net_error, protocol
+from twisted.internet import defer, protocol
+from twisted.internet import error as net_error
 from twisted.web import client as web_client
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
@@ -136,6 +137,7 @@ def wait_seconds(headers, default: float = 60.0, cap: float = 3600.0) -> float:
             seconds = float(value.strip())
         except ValueError:
             from email.utils import parsedate_to_datetime
+
             from gateway.event import utcnow
 
             try:

@@ -20,7 +20,8 @@ import os
 from collections import deque
 from typing import Optional, Sequence
 
-from twisted.internet import defer, error as net_error, protocol
+from twisted.internet import defer, protocol
+from twisted.internet import error as net_error
 from twisted.logger import Logger
 
 from gateway.event import Event

@@ -8,6 +8,7 @@ configured filters read (``raw_fields``), its store rows made here.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, replace
 from typing import Optional, Union
 
@@ -17,6 +18,7 @@ from gateway.alerts.schemas import SchemaLibrary
 from gateway.event import Event
 from gateway.store.rows import alert_rows
 from gateway.voevent.build import Converter
+from gateway.voevent.history import MemoryHistory
 
 #: raw record fields a Detection keeps when it crosses to the reactor process (TNS reports read the exposure time)
 KEPT_EXTRA = ("exptime",)
@@ -40,12 +42,13 @@ class WorkerSettings:
 
 
 class Worker:
-    """One worker's state: a converter with no history (Citations are added in the reactor process)."""
+    """One worker's state: a converter whose history is never asked (Citations are added in the reactor process,
+    by ``Converter.link``; the worker only calls ``prepare``)."""
 
     def __init__(self, settings: WorkerSettings):
         self.settings = settings
         self.converter = Converter(settings.authority, settings.stream, settings.public_url, role=settings.role,
-                                   history=_NoHistory())
+                                   history=MemoryHistory(0))
         self.library = SchemaLibrary(registry_url=settings.schema_registry)
 
     def build(self, packets: list[Packet]) -> list[list[Union[Event, AlertError]]]:
@@ -83,20 +86,14 @@ def _kept(extra: dict) -> dict:
     return {key: extra[key] for key in KEPT_EXTRA if key in extra}
 
 
-class _NoHistory:
-    def previous(self, object_key):
-        return None
-
-    def remember(self, object_key, ivorn):
-        pass
-
-
 _worker: Optional[Worker] = None
 
 
 def start(settings: WorkerSettings) -> None:
     """Process initializer of the pool."""
     global _worker
+    # Ctrl-C reaches the whole process group: the reactor process stops the workers itself, in order
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker = Worker(settings)
 
 

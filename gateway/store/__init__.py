@@ -23,22 +23,13 @@ from twisted.python.failure import Failure
 from gateway.event import Event
 from gateway.store import writers
 from gateway.store.db import Database, DatabaseClosed, StoreError
+from gateway.store.history import StoreHistory
 from gateway.store.rows import Rows, fits_bytes, rows_for
 from gateway.store.schema import SCHEMA
 
 __all__ = ["Database", "Store", "StoreError", "StoreHistory"]
 
 log = Logger()
-
-
-def __getattr__(name: str):
-    # StoreHistory extends the VOEvent builder's MemoryHistory: loaded on first use, so that importing the store
-    # (TAP, the outbox tools) does not load the builder
-    if name == "StoreHistory":
-        from gateway.store.history import StoreHistory
-
-        return StoreHistory
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Store:

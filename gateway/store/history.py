@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.store.db import Database
 from gateway.store.schema import SCHEMA
-from gateway.voevent.build import MemoryHistory
+from gateway.voevent.history import MemoryHistory
 
 
 class StoreHistory(MemoryHistory):

@@ -30,10 +30,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional
 from xml.sax.saxutils import escape
 
 from lxml import etree
@@ -42,6 +41,7 @@ from gateway.alerts import Alert, AlertError, fields
 from gateway.event import ROLES, Event
 from gateway.times import format_iso
 from gateway.voevent import rubin, ztf
+from gateway.voevent.history import History, MemoryHistory
 from gateway.voevent.parse import IVORN_RE
 from gateway.voevent.spec import (
     BOOL,
@@ -89,43 +89,6 @@ _P_N_PREVIOUS = param_attrs("n_previous", "meta.number", None, INT)
 _P_N_LIMITS = param_attrs("n_upper_limits", "meta.number", None, INT)
 _P_SSO = param_attrs("solar_system", "meta.code", None, BOOL)
 _P_ISO = param_attrs("observation_time_utc", "time.epoch", None, None)
-
-
-class History(Protocol):
-    """Which VOEvent was last issued for an object, so a new alert on it can cite that one.
-
-    Implemented in memory here (:class:`MemoryHistory`) and over the alert DB by the store. Called from the
-    converting thread for every alert: ``previous`` must be quick.
-    """
-
-    def previous(self, object_key: str) -> Optional[str]:
-        """The IVORN of the latest VOEvent issued for ``object_key``, or None."""
-
-    def remember(self, object_key: str, ivorn: str) -> None:
-        """Record ``ivorn`` as the latest VOEvent issued for ``object_key``."""
-
-
-class MemoryHistory:
-    """:class:`History` in memory, bounded: the least recently used objects are forgotten first."""
-
-    def __init__(self, max_objects: int = 100_000):
-        self.max_objects = max_objects
-        self._latest: OrderedDict[str, str] = OrderedDict()
-
-    def previous(self, object_key: str) -> Optional[str]:
-        ivorn = self._latest.get(object_key)
-        if ivorn is not None:
-            self._latest.move_to_end(object_key)
-        return ivorn
-
-    def remember(self, object_key: str, ivorn: str) -> None:
-        self._latest[object_key] = ivorn
-        self._latest.move_to_end(object_key)
-        if len(self._latest) > self.max_objects:
-            self._latest.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._latest)
 
 
 class _DateCache:

@@ -58,9 +58,9 @@ def _trigger(scale: str):
         ("trail_length", "phys.angSize", "arcsec", FLOAT, fmt_float),
     ]
     out = []
-    for field, ucd, unit, data_type, fmt in rows:
-        name = f"mjd_{scale}" if field == "mjd" else field
-        out.append((param_attrs(name, ucd, unit, data_type), attrgetter(field), fmt))
+    for attribute, ucd, unit, data_type, fmt in rows:
+        name = f"mjd_{scale}" if attribute == "mjd" else attribute
+        out.append((param_attrs(name, ucd, unit, data_type), attrgetter(attribute), fmt))
     return tuple(out)
 
 

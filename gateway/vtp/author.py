@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from twisted.internet import defer, error as net_error, protocol
+from twisted.internet import defer, protocol
+from twisted.internet import error as net_error
 from twisted.internet.endpoints import connectProtocol
 from twisted.logger import Logger
 

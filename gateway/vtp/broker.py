@@ -44,8 +44,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gateway.event import Event
-from gateway.vtp import messages
 from gateway.filters import Facts
+from gateway.vtp import messages
 from gateway.vtp.access import Whitelist, admits, compile_xpath, rule_for
 from gateway.vtp.framing import COMET_MAX_FRAME_BYTES, DEFAULT_MAX_FRAME_BYTES, FrameProtocol, frame, unpack_length
 from gateway.vtp.tls import is_tls, peer_identity

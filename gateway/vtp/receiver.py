@@ -27,7 +27,6 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
-from gateway.alerts import AlertError
 from gateway.voevent.parse import event_from_tree
 from gateway.vtp import messages
 from gateway.vtp.access import Whitelist
@@ -202,7 +201,7 @@ class Receiver(protocol.ServerFactory):
         try:  # the frame was parsed once, safely, by messages.parse_message: build the Event from that tree
             event = event_from_tree(message.root, message.payload, origin)
         except ValueError as error:  # e.g. an unknown role: counted with the pipeline's rejects, and nak'd
-            self.pipeline.reject(AlertError(origin, None, str(error)))
+            self.pipeline.refuse(origin, str(error))
             return defer.fail(Rejected(str(error)))
         return self.pipeline.ingest_event(event).addCallback(self._routed, message)
 
