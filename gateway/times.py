@@ -121,13 +121,17 @@ def utc_mjd_to_utc_iso(mjd: float) -> str:
     return _format(day, ms_of_day)
 
 
+def _in_scale(functions: dict, mjd: float, scale: str):
+    try:
+        function = functions[scale]
+    except KeyError:
+        raise TimeError(f"unsupported time scale {scale!r} (tai or utc)") from None
+    return function(mjd)
+
+
 def mjd_to_utc_iso(mjd: float, scale: str) -> str:
     """UTC ISO-8601 of an MJD in ``scale`` ("tai" or "utc")."""
-    if scale == "tai":
-        return tai_mjd_to_utc_iso(mjd)
-    if scale == "utc":
-        return utc_mjd_to_utc_iso(mjd)
-    raise TimeError(f"unsupported time scale {scale!r} (tai or utc)")
+    return _in_scale(_ISO_FROM, mjd, scale)
 
 
 def tai_minus_utc(mjd_utc: float) -> float:
@@ -150,20 +154,17 @@ def utc_to_tai(mjd_utc: float) -> float:
 
 def to_utc(mjd: float, scale: str) -> float:
     """UTC MJD of an MJD in ``scale`` ("tai" or "utc")."""
-    if scale == "utc":
-        return check_mjd(mjd)
-    if scale == "tai":
-        return tai_to_utc(mjd)
-    raise TimeError(f"unsupported time scale {scale!r} (tai or utc)")
+    return _in_scale(_UTC_FROM, mjd, scale)
 
 
 def to_tai(mjd: float, scale: str) -> float:
     """TAI MJD of an MJD in ``scale`` ("tai" or "utc")."""
-    if scale == "tai":
-        return check_mjd(mjd)
-    if scale == "utc":
-        return utc_to_tai(mjd)
-    raise TimeError(f"unsupported time scale {scale!r} (tai or utc)")
+    return _in_scale(_TAI_FROM, mjd, scale)
+
+
+_ISO_FROM = {"tai": tai_mjd_to_utc_iso, "utc": utc_mjd_to_utc_iso}
+_UTC_FROM = {"tai": tai_to_utc, "utc": check_mjd}
+_TAI_FROM = {"tai": check_mjd, "utc": utc_to_tai}
 
 
 # ------------------------------------------------------------------------------------- datetimes and ISO-8601 text

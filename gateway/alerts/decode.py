@@ -57,15 +57,22 @@ def read_container(path_or_fileobj: Union[str, Path, BinaryIO], source: str = ""
     """
     if isinstance(path_or_fileobj, (str, Path)):
         source = source or str(path_or_fileobj)
-        try:
-            handle = open(path_or_fileobj, "rb")
-        except OSError as error:
-            yield AlertError(source, None, f"unreadable file: {error.strerror}")
+        handle = open_input(path_or_fileobj, source)
+        if isinstance(handle, AlertError):
+            yield handle
             return
         with handle:
             yield from _read_container(handle, source, simulated)
     else:
         yield from _read_container(path_or_fileobj, source or getattr(path_or_fileobj, "name", "<stream>"), simulated)
+
+
+def open_input(path: Union[str, Path], source: str) -> Union[BinaryIO, AlertError]:
+    """The file opened for reading, or the AlertError that says why it cannot be."""
+    try:
+        return open(path, "rb")
+    except OSError as error:
+        return AlertError(source, None, f"unreadable file: {error.strerror}")
 
 
 def _read_container(handle: BinaryIO, source: str, simulated: bool) -> Iterator[Union[Alert, AlertError]]:

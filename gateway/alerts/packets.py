@@ -24,7 +24,7 @@ from typing import BinaryIO, Iterator, Optional, Union
 import fastavro
 
 from gateway.alerts import Alert, AlertError
-from gateway.alerts.decode import CONTAINER_MAGIC, decode_message, reason_of, survey_of_header
+from gateway.alerts.decode import CONTAINER_MAGIC, decode_message, open_input, reason_of, survey_of_header
 from gateway.alerts.schemas import SchemaLibrary
 
 #: codecs whose blocks are split off and decoded in a worker
@@ -90,10 +90,9 @@ def container_packets(path: Union[str, Path], source: str = "", simulated: bool 
     alerts yielded as ``Alert`` items, so nothing is lost to the choice.
     """
     source = source or str(path)
-    try:
-        handle = open(path, "rb")
-    except OSError as error:
-        yield AlertError(source, None, f"unreadable file: {error.strerror}")
+    handle = open_input(path, source)
+    if isinstance(handle, AlertError):
+        yield handle
         return
     with handle:
         if handle.read(4) != CONTAINER_MAGIC:

@@ -188,17 +188,24 @@ def _limiting_mag(event, facts) -> Optional[float]:
     return facts.view.limiting_mag
 
 
-class GcnNotices:
-    """JSON notices to a Kafka topic."""
-
-    kind = "gcn-kafka"
+class _ToKafka:
+    """A destination on a Kafka topic: the outbox keeps only the event's key; the payload is made when sent."""
 
     def __init__(self, producer: KafkaProducer, topic: str):
         self.producer, self.topic = producer, topic
 
     def prepare(self, event: Event, facts, route: str) -> outbox.Prepared:
-        # the VOEvent is stored and the notice made from it when sent: the pipeline pays for a row, nothing more
+        # the VOEvent is stored and the payload made from it when sent: the pipeline pays for a row, nothing more
         return outbox.Prepared(f"{route}:{event.ivorn}", None)
+
+    def stop(self):
+        return self.producer.stop()
+
+
+class GcnNotices(_ToKafka):
+    """JSON notices to a Kafka topic."""
+
+    kind = "gcn-kafka"
 
     def deliver(self, item: outbox.Item) -> defer.Deferred:
         try:
@@ -221,9 +228,6 @@ class GcnNotices:
                                                + "; ".join(problems[:5])))
         return self.producer.send(self.topic, payload, item.key)
 
-    def stop(self):
-        return self.producer.stop()
-
 
 def stored_facts(item: outbox.Item) -> Facts:
     """Facts of the event an outbox row sends (its VOEvent, parsed once); ``.event`` is the Event."""
@@ -238,22 +242,13 @@ def notice_bytes(item: outbox.Item) -> bytes:
     return dumps(notice(facts.event, facts))
 
 
-class VOEventToKafka:
+class VOEventToKafka(_ToKafka):
     """The VOEvent, unchanged, to a Kafka topic (as GCN's ``gcn.classic.voevent.*`` topics carry them)."""
 
     kind = "voevent-kafka"
 
-    def __init__(self, producer: KafkaProducer, topic: str):
-        self.producer, self.topic = producer, topic
-
-    def prepare(self, event: Event, facts, route: str) -> outbox.Prepared:
-        return outbox.Prepared(f"{route}:{event.ivorn}", None)
-
     def deliver(self, item: outbox.Item) -> defer.Deferred:
         return self.producer.send(self.topic, item.payload, item.key)
-
-    def stop(self):
-        return self.producer.stop()
 
 
 class VOEventToVTP:

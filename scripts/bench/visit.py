@@ -32,6 +32,7 @@ import os
 import random
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -169,9 +170,10 @@ def subscriber_worker(port: int, connections: int, expected: int, out: str) -> N
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
     from gateway.vtp import messages
-    from gateway.vtp.framing import frame, unpack_length
+    from gateway.vtp.framing import frame
 
     local = "ivo://bench.test/visit-subscriber"
+    length_at = struct.Struct("!I").unpack_from
 
     class Subscriber(protocol.Protocol):
         def __init__(self):
@@ -182,7 +184,7 @@ def subscriber_worker(port: int, connections: int, expected: int, out: str) -> N
             offset, acks = 0, []
             now = time.time()
             while len(buffer) - offset >= 4:
-                end = offset + 4 + unpack_length(buffer, offset)
+                end = offset + 4 + length_at(buffer, offset)[0]
                 if end > len(buffer):
                     break
                 payload = buffer[offset + 4:end]
