@@ -18,6 +18,7 @@ reactor, so nothing here blocks it. ``settings`` go to librdkafka unchanged (SAS
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Optional
 
@@ -29,6 +30,9 @@ from gateway.filters import Facts
 from gateway.forward import outbox
 from gateway.forward.common import dumps, validation_errors
 from gateway.times import format_iso
+from gateway.voevent.parse import event_from_tree, safe_fromstring
+from gateway.vtp.author import send_events
+from gateway.vtp.tls import TLSFiles
 
 log = Logger()
 
@@ -216,8 +220,6 @@ class GcnNotices(_ToKafka):
 
     def send(self, item: outbox.Item, payload: bytes) -> defer.Deferred:
         """Check ``payload`` (a JSON notice) against the schema and send it."""
-        import json
-
         try:
             body = json.loads(payload)
         except ValueError as error:
@@ -231,8 +233,6 @@ class GcnNotices(_ToKafka):
 
 def stored_facts(item: outbox.Item) -> Facts:
     """Facts of the event an outbox row sends (its VOEvent, parsed once); ``.event`` is the Event."""
-    from gateway.voevent.parse import event_from_tree, safe_fromstring
-
     root = safe_fromstring(item.payload)
     return Facts(event_from_tree(root, item.payload, origin=item.meta.get("origin", "outbox")), root)
 
@@ -258,8 +258,6 @@ class VOEventToVTP:
     kind = "vtp"
 
     def __init__(self, remote: str, local_ivo: str, timeout: float, reactor=None, tls=None):
-        from gateway.vtp.tls import TLSFiles
-
         if reactor is None:
             from twisted.internet import reactor
         self.remote, self.local_ivo, self.timeout, self.reactor = remote, local_ivo, timeout, reactor
@@ -270,8 +268,6 @@ class VOEventToVTP:
 
     @defer.inlineCallbacks
     def deliver(self, item: outbox.Item):
-        from gateway.vtp.author import send_events
-
         [result] = yield send_events(self.remote, [item.payload], self.local_ivo, self.timeout, self.reactor,
                                      tls=self.tls)
         if result.accepted:

@@ -22,10 +22,12 @@ shipped. Detections with a non-positive flux are left out; times are UTC.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gateway.event import Event
 from gateway.forward import outbox
@@ -195,8 +197,6 @@ class TNS:
             code, headers, body = yield self._post(
                 "set/bulk-report", {"api_key": self._api_key, "data": item.payload.decode()})
         except Exception:
-            from twisted.python.failure import Failure
-
             return classify(Failure(), "TNS bulk-report")
         pause = _quota_pause(headers)
         if code == 429:
@@ -246,8 +246,6 @@ class TNS:
             code, headers, body = yield self._post(
                 "get/bulk-report-reply", {"api_key": self._api_key, "report_id": item.result})
         except Exception:
-            from twisted.python.failure import Failure
-
             outcome = classify(Failure(), "TNS bulk-report-reply")
             return outbox.poll_again(self.poll_interval, outcome.detail)  # polling again is always safe
         pause = _quota_pause(headers)
@@ -275,8 +273,6 @@ class TNS:
             return
         p = database.placeholder
         table = database.table(outbox.TNS_TABLE)
-        import time
-
         now = time.time()
         if outcome.kind == "delivered":
             conn.execute(f"UPDATE {table} SET status = 'named', tns_name = {p}, report_id = COALESCE({p}, report_id), "

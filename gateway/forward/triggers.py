@@ -23,10 +23,13 @@ from typing import Optional, Sequence
 from twisted.internet import defer, protocol
 from twisted.internet import error as net_error
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gateway.event import Event
 from gateway.forward import outbox
 from gateway.forward.common import HTTP, USER_AGENT, classify, dumps, short, summary, wait_seconds
+from gateway.forward.gcn import stored_facts
+from gateway.voevent.parse import VOEventError
 
 log = Logger()
 
@@ -56,9 +59,6 @@ class Webhook:
 
     @defer.inlineCallbacks
     def deliver(self, item: outbox.Item):
-        from gateway.forward.gcn import stored_facts
-        from gateway.voevent.parse import VOEventError
-
         try:
             facts = stored_facts(item)
         except VOEventError as error:
@@ -71,8 +71,6 @@ class Webhook:
         try:
             code, reply_headers, body = yield self.http.post(self.url, payload, headers)
         except Exception:
-            from twisted.python.failure import Failure
-
             return classify(Failure(), "webhook")
         if 200 <= code < 300:
             return outbox.delivered(f"HTTP {code}")
