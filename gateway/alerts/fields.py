@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from gateway import times
 from gateway.alerts import Alert, AlertError
@@ -364,37 +364,40 @@ def _with_object(det: Detection, object_id) -> Detection:
 # ------------------------------------------------------------------------------------------------------ the view
 
 
-def view(alert: Alert) -> View:
-    """The alert read once into the survey-neutral :class:`View` (``error_radius`` is left to the builder).
+def view(alert: Alert, author: Optional[str] = None,
+         error_radius: Optional[Callable[[Detection], Optional[float]]] = None) -> View:
+    """The alert read once into the survey-neutral :class:`View`. The VOEvent builder, which makes it, says who
+    the author is and how large the position error is that it publishes (``error_radius`` of the detection).
 
     Raises :class:`AlertError` with a reason for a person: a malformed record, no usable position, no usable time.
     """
     try:
         det = detection(alert)
+        ra, dec, mjd, scale = det.ra, det.dec, det.mjd, det.time_scale
+        if ra is None or dec is None:
+            raise AlertError(alert.source, alert.position, "no usable position: ra/dec missing or NaN")
+        if not (0.0 <= ra < 360.0 and -90.0 <= dec <= 90.0):
+            raise AlertError(alert.source, alert.position, f"position out of range: ra={ra!r}, dec={dec!r} deg")
+        if not isinstance(mjd, (int, float)) or isinstance(mjd, bool):
+            raise AlertError(alert.source, alert.position, f"no usable time: MJD {mjd!r}")
+        try:
+            mjd_tai, mjd_utc, iso = times.to_tai(mjd, scale), times.to_utc(mjd, scale), times.mjd_to_utc_iso(mjd, scale)
+        except times.TimeError as error:
+            raise AlertError(alert.source, alert.position, f"no usable time: {error}") from None
         summary = object_summary(alert)
-        view = View(
+        previous = tuple(previous_detections(alert))
+        return View(
             survey=alert.survey, schema=alert.schema, simulated=alert.simulated, alert_id=alert_id(alert),
-            object_key=object_key(alert), ra=det.ra, dec=det.dec, mjd=det.mjd, time_scale=det.time_scale,
-            time_ref=det.time_ref, band=det.band, mag=det.mag, mag_err=det.mag_err, flux=det.psf_flux,
-            flux_err=det.psf_flux_err, snr=det.snr, reliability=det.reliability, is_negative=det.is_negative,
-            is_dipole=det.is_dipole, trail_length=det.trail_length, limiting_mag=_limiting_mag(alert, det), solar_system=is_solar_system(alert),
-            n_detections=summary.get("n_detections"), detection=det, previous=tuple(previous_detections(alert)),
-            upper_limits=tuple(upper_limits(alert)), summary=summary, cutouts=cutouts(alert))
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
+            object_key=object_key(alert), ra=ra, dec=dec, mjd=mjd, time_scale=scale, mjd_tai=mjd_tai,
+            mjd_utc=mjd_utc, iso_utc=iso, time_ref=det.time_ref, band=det.band, mag=det.mag, mag_err=det.mag_err,
+            flux=det.psf_flux, flux_err=det.psf_flux_err, snr=det.snr, reliability=det.reliability,
+            is_negative=det.is_negative, is_dipole=det.is_dipole, trail_length=det.trail_length,
+            limiting_mag=_limiting_mag(alert, det), solar_system=is_solar_system(alert),
+            n_detections=summary.get("n_detections"), n_previous=len(previous), detection=det, previous=previous,
+            upper_limits=tuple(upper_limits(alert)), summary=summary, cutouts=cutouts(alert), author=author,
+            error_radius=None if error_radius is None else error_radius(det))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:  # AlertError is none of these: it passes
         raise AlertError(alert.source, alert.position, malformed(error)) from None
-    ra, dec = view.ra, view.dec
-    if ra is None or dec is None:
-        raise AlertError(alert.source, alert.position, "no usable position: ra/dec missing or NaN")
-    if not (0.0 <= ra < 360.0 and -90.0 <= dec <= 90.0):
-        raise AlertError(alert.source, alert.position, f"position out of range: ra={ra!r}, dec={dec!r} deg")
-    mjd = view.mjd
-    if not isinstance(mjd, (int, float)) or isinstance(mjd, bool):
-        raise AlertError(alert.source, alert.position, f"no usable time: MJD {mjd!r}")
-    try:
-        return replace(view, n_previous=len(view.previous), mjd_tai=times.to_tai(mjd, view.time_scale),
-                       mjd_utc=times.to_utc(mjd, view.time_scale), iso_utc=times.mjd_to_utc_iso(mjd, view.time_scale))
-    except times.TimeError as error:
-        raise AlertError(alert.source, alert.position, f"no usable time: {error}") from None
 
 
 def _limiting_mag(alert: Alert, det: Detection) -> Optional[float]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable, Optional
 from xml.sax.saxutils import escape
@@ -152,7 +151,9 @@ class Converter:
         profile = PROFILES.get(alert.survey)
         if profile is None:
             raise AlertError(alert.source, alert.position, f"unknown survey {alert.survey!r}")
-        view = fields.view(alert)  # AlertError: malformed, no usable position or time
+        # AlertError: malformed, no usable position or time. The radius as written (7 significant digits): the view
+        # says what the packet says
+        view = fields.view(alert, self.author_ivorn, lambda det: float(fmt_float(error_radius(det, profile))))
         ivorn = f"{self.prefix}{view.alert_id}"
         role = self.role if self.role != "auto" else ("test" if alert.simulated else "observation")
         try:
@@ -168,8 +169,6 @@ class Converter:
         if len(xml) + CITATION_ROOM >= MAX_EVENT_BYTES:
             raise AlertError(alert.source, alert.position,
                              f"VOEvent too large: {len(xml)} bytes >= {MAX_EVENT_BYTES} even without a light curve")
-        # the view says what the packet says: the radius as written (7 significant digits)
-        view = replace(view, error_radius=float(fmt_float(values.radius)), author=self.author_ivorn)
         return Event(ivorn=ivorn, role=role, received=datetime.fromtimestamp(values.now, timezone.utc),
                      xml=xml, alert=alert, origin=alert.source, view=view)
 
@@ -183,7 +182,9 @@ class Converter:
         self.history.remember(key, event.ivorn)
         if cited is None or cited == event.ivorn:  # the same alert again (a replay): never cite yourself
             return event
-        return replace(event, xml=cite(event.xml, key, cited))
+        # the constructor, not dataclasses.replace: this runs for most alerts, and replace costs several times more
+        return Event(event.ivorn, event.role, event.received, cite(event.xml, key, cited), event.alert, event.origin,
+                     event.view, event.rows)
 
     # ------------------------------------------------------------------------------------------- building
 
@@ -274,7 +275,7 @@ class _Values:
         self.alert, self.profile, self.det, self.alert_id, self.key = alert, profile, det, view.alert_id, view.object_key
         self.ivorn, self.role, self.iso = ivorn, role, view.iso_utc
         self.solar = view.solar_system
-        self.radius = error_radius(det, profile)
+        self.radius = view.error_radius
         # triggering detection: text or None (absent) per Param of the profile, in profile order
         self.trigger = [None if (value := get(det)) is None else fmt(value)
                         for _, get, fmt in profile.trigger_params]

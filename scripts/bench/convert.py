@@ -77,16 +77,12 @@ def build_with_voeventparse(alert, convert: Converter) -> bytes:
 
     from gateway.alerts import fields
 
-    det = fields.detection(alert)
-    alert_id = fields.alert_id(alert)
-    key = fields.object_key(alert)
+    view = fields.view(alert)
+    det, alert_id, key, iso = view.detection, view.alert_id, view.object_key, view.iso_utc
     profile = PROFILES[alert.survey]
-    from gateway.times import mjd_to_utc_iso
-
-    iso = mjd_to_utc_iso(det.mjd, det.time_scale)
     ivorn = f"{convert.prefix}{alert_id}"
     cited = convert.history.previous(key)
-    values = _Values(alert, profile, det, alert_id, key, ivorn, "test", iso, cited, convert.max_previous_rows)
+    values = _Values(alert, view, profile, ivorn, "test", convert.max_previous_rows)
 
     v = vp.Voevent(stream=f"{convert.author_ivorn[6:]}", stream_id=str(alert_id), role="test")
     vp.set_who(v, date=datetime.now(timezone.utc).replace(microsecond=0), author_ivorn=convert.author_ivorn[6:])
