@@ -5,6 +5,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from gateway.resources import SAMPLES
 from gateway.voevent.validate import validate
 
@@ -91,3 +93,18 @@ def test_config_prints_documented_parseable_defaults():
 def test_no_command_prints_help():
     result = run()
     assert result.returncode == 2 and b"serve" in result.stdout
+
+
+def test_upstream_fake_alerts_with_seconds_for_days_are_rejected_with_a_reason_and_the_rest_converted(tmp_path):
+    """lsst-alert-packet's own fakeAlert.avro of 3.0 ... 7.4 carries midpointMjdTai = 1480360995.0 (Unix seconds
+    where an MJD belongs): each such alert is one clear rejection, never a traceback, and later inputs still go."""
+    packet = pytest.importorskip("lsst.alert.packet")
+    root = Path(packet.__file__).parent / "schema"
+    inputs = [root / version / "sample_data" / "fakeAlert.avro" for version in ("3/0", "4/0", "7/4", "11/1")]
+    result = run("convert", *inputs, "-o", tmp_path, "-q")
+    errors = result.stderr.decode()
+    assert result.returncode == 1, errors
+    assert "Traceback" not in errors and "Error(" not in errors
+    assert errors.count("no usable time: time 1480360995.0 is not an MJD within the years 1 to 9999") == 3
+    assert "1 converted, 0 duplicates, 3 rejected (3 × no usable time)" in errors
+    assert len(list(tmp_path.glob("*.xml"))) == 1
