@@ -19,6 +19,10 @@ _TYPES = {"BIGINT": "bigint", "INTEGER": "integer", "SMALLINT": "smallint", "DOU
           "REAL": "real", "VARCHAR": "text", "TIMESTAMP": "timestamp", "BLOB": "bytea"}
 
 
+#: the advisory lock key DDL is serialized on (any fixed bigint; this one spells "vogw" in ASCII)
+DDL_LOCK = 0x766F6777
+
+
 class PostgresBackend:
     """``conninfo``: a PostgreSQL URL or conninfo string."""
 
@@ -92,7 +96,11 @@ class PostgresBackend:
         """CREATE statements in ``schema``: tables, plain indexes, and a q3c index on ``q3c_ang2ipix(ra, dec)``
         per positional table, which ``q3c_radial_query``/``q3c_poly_query`` use."""
         tables = list(tables)
-        out = ["CREATE EXTENSION IF NOT EXISTS q3c"] if any(t.position for t in tables) else []
+        # gateway processes sharing one DB start together (scale-out): "IF NOT EXISTS" is not safe against a
+        # concurrent CREATE, so the DDL transaction first takes a lock that the others wait for
+        out = [f"SELECT pg_advisory_xact_lock({DDL_LOCK})"]
+        if any(t.position for t in tables):
+            out.append("CREATE EXTENSION IF NOT EXISTS q3c")
         out.append(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         for t in tables:
             cols = [_column(c) for c in t.columns]
