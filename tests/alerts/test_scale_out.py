@@ -14,13 +14,12 @@ import time
 import uuid
 
 import psycopg
-
-from gateway.alerts.decode import encode_wire
-from gateway.alerts.schemas import rubin_schema_id
-
 from alertdata import LIBRARY, first_record, rubin_files
 from kafka_broker import FAST_GROUP, kafka_broker  # noqa: F401  (the fixture)
 from postgres import fresh_database
+
+from gateway.alerts.decode import encode_wire
+from gateway.alerts.schemas import rubin_schema_id
 
 PARTITIONS, FIRST, SECOND = 4, 300, 300
 
