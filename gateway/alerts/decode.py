@@ -16,7 +16,7 @@ import io
 import struct
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Union
+from typing import BinaryIO, Callable, Iterator, Optional, Union
 
 import fastavro
 import fastavro.schema
@@ -57,22 +57,20 @@ def read_container(path_or_fileobj: Union[str, Path, BinaryIO], source: str = ""
     """
     if isinstance(path_or_fileobj, (str, Path)):
         source = source or str(path_or_fileobj)
-        handle = open_input(path_or_fileobj, source)
-        if isinstance(handle, AlertError):
-            yield handle
-            return
-        with handle:
-            yield from _read_container(handle, source, simulated)
+        yield from over_file(path_or_fileobj, source, lambda handle: _read_container(handle, source, simulated))
     else:
         yield from _read_container(path_or_fileobj, source or getattr(path_or_fileobj, "name", "<stream>"), simulated)
 
 
-def open_input(path: Union[str, Path], source: str) -> Union[BinaryIO, AlertError]:
-    """The file opened for reading, or the AlertError that says why it cannot be."""
+def over_file(path: Union[str, Path], source: str, read: Callable[[BinaryIO], Iterator]) -> Iterator:
+    """The items ``read`` yields from the file opened for reading, or the AlertError that says why it cannot be."""
     try:
-        return open(path, "rb")
+        handle = open(path, "rb")
     except OSError as error:
-        return AlertError(source, None, f"unreadable file: {error.strerror}")
+        yield AlertError(source, None, f"unreadable file: {error.strerror}")
+        return
+    with handle:
+        yield from read(handle)
 
 
 def _read_container(handle: BinaryIO, source: str, simulated: bool) -> Iterator[Union[Alert, AlertError]]:

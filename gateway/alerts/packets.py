@@ -24,7 +24,7 @@ from typing import BinaryIO, Iterator, Optional, Union
 import fastavro
 
 from gateway.alerts import Alert, AlertError
-from gateway.alerts.decode import CONTAINER_MAGIC, decode_message, open_input, reason_of, survey_of_header
+from gateway.alerts.decode import CONTAINER_MAGIC, decode_message, over_file, reason_of, survey_of_header
 from gateway.alerts.schemas import SchemaLibrary
 
 #: codecs whose blocks are split off and decoded in a worker
@@ -90,51 +90,51 @@ def container_packets(path: Union[str, Path], source: str = "", simulated: bool 
     alerts yielded as ``Alert`` items, so nothing is lost to the choice.
     """
     source = source or str(path)
-    handle = open_input(path, source)
-    if isinstance(handle, AlertError):
-        yield handle
+    yield from over_file(path, source, lambda handle: _blocks(handle, path, source, simulated, max_block_bytes))
+
+
+def _blocks(handle: BinaryIO, path, source: str, simulated: bool, max_block_bytes: int
+            ) -> Iterator[Union[Packet, Alert, AlertError]]:
+    if handle.read(4) != CONTAINER_MAGIC:
+        yield from _whole(path, source, simulated)
         return
-    with handle:
-        if handle.read(4) != CONTAINER_MAGIC:
-            yield from _whole(path, source, simulated)
-            return
+    try:
+        meta, sync = _header(handle)
+        schema = meta["avro.schema"].decode("utf-8")
+        codec = meta.get("avro.codec", b"null").decode("ascii") or "null"
+    except (EOFError, ValueError, KeyError, UnicodeDecodeError):
+        yield from _whole(path, source, simulated)
+        return
+    if codec not in SPLIT_CODECS:
+        yield from _whole(path, source, simulated)
+        return
+    index = 0
+    while True:
         try:
-            meta, sync = _header(handle)
-            schema = meta["avro.schema"].decode("utf-8")
-            codec = meta.get("avro.codec", b"null").decode("ascii") or "null"
-        except (EOFError, ValueError, KeyError, UnicodeDecodeError):
-            yield from _whole(path, source, simulated)
+            count = _long(handle)
+        except EOFError:
+            break
+        try:
+            size = _long(handle)
+            data = handle.read(size) if size >= 0 else b""
+            marker = handle.read(16)
+        except (EOFError, ValueError) as error:
+            yield AlertError(source, index, f"truncated or corrupt Avro: {error}")
             return
-        if codec not in SPLIT_CODECS:
-            yield from _whole(path, source, simulated)
+        if count < 0 or size < 0:
+            yield AlertError(source, index, "truncated or corrupt Avro: a negative block count or size")
             return
-        index = 0
-        while True:
-            try:
-                count = _long(handle)
-            except EOFError:
-                break
-            try:
-                size = _long(handle)
-                data = handle.read(size) if size >= 0 else b""
-                marker = handle.read(16)
-            except (EOFError, ValueError) as error:
-                yield AlertError(source, index, f"truncated or corrupt Avro: {error}")
-                return
-            if count < 0 or size < 0:
-                yield AlertError(source, index, "truncated or corrupt Avro: a negative block count or size")
-                return
-            if len(data) != size or marker != sync:
-                yield Packet(data, source, index, simulated, (schema, codec), count,
-                             damage="truncated or corrupt Avro: a block does not end in the sync marker")
-                return
-            if max_block_bytes and size > max_block_bytes:
-                yield AlertError(source, index, f"oversized block: {size} bytes > limit {max_block_bytes}")
-            else:
-                yield Packet(data, source, index, simulated, (schema, codec), count)
-            index += count
-        if index == 0:
-            yield AlertError(source, 0, "empty file: Avro container holds no alerts")
+        if len(data) != size or marker != sync:
+            yield Packet(data, source, index, simulated, (schema, codec), count,
+                         damage="truncated or corrupt Avro: a block does not end in the sync marker")
+            return
+        if max_block_bytes and size > max_block_bytes:
+            yield AlertError(source, index, f"oversized block: {size} bytes > limit {max_block_bytes}")
+        else:
+            yield Packet(data, source, index, simulated, (schema, codec), count)
+        index += count
+    if index == 0:
+        yield AlertError(source, 0, "empty file: Avro container holds no alerts")
 
 
 def _whole(path, source: str, simulated: bool) -> Iterator[Union[Alert, AlertError]]:

@@ -64,10 +64,8 @@ class AuthorProtocol(FrameProtocol):
         return SendResult(self.ivorn, False, f"no reply within {timeout:g} s")
 
     def frameReceived(self, payload: bytes) -> None:
-        try:
-            message = messages.parse_message(payload, self.max_frame_bytes)
-        except messages.MessageError as error:
-            log.warn("unusable reply from {peer}: {error}", peer=self.peer(), error=str(error))
+        message = messages.parse_or_warn(payload, self.max_frame_bytes, "reply", self.peer())
+        if message is None:
             return
         if not isinstance(message, messages.Transport) or message.role not in ("ack", "nak"):
             log.debug("ignoring {what} from {peer}", what=getattr(message, "role", "VOEvent"), peer=self.peer())

@@ -272,10 +272,8 @@ class BrokerProtocol(FrameProtocol):
         self.frameReceived(payload)
 
     def frameReceived(self, payload: bytes) -> None:
-        try:
-            message = messages.parse_message(payload, self.max_frame_bytes)
-        except messages.MessageError as error:
-            log.warn("unusable message from subscriber {peer}: {error}", peer=self.peer(), error=str(error))
+        message = messages.parse_or_warn(payload, self.max_frame_bytes, "message", f"subscriber {self.peer()}")
+        if message is None:
             return
         if isinstance(message, messages.VOEventMessage):
             log.warn("subscriber {peer} sent a VOEvent ({ivorn}); subscribers don't publish, ignored",

@@ -16,10 +16,13 @@ from typing import Optional, Union
 from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
+from twisted.logger import Logger
 
 from gateway.times import TimeError, format_iso, parse_iso
 from gateway.voevent.parse import safe_fromstring
 from gateway.vtp.framing import DEFAULT_MAX_FRAME_BYTES
+
+log = Logger()
 
 TRANSPORT_NS = "http://www.telescope-networks.org/xml/Transport/v1.1"
 #: Namespaces Transport messages arrive in: the note's (Comet), pygcn's, and none.
@@ -173,6 +176,16 @@ _HEAD = ('<?xml version="1.0" encoding="UTF-8"?>\n'
          f'<trn:Transport xmlns:trn="{TRANSPORT_NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
          f'xsi:schemaLocation="{TRANSPORT_NS} http://www.telescope-networks.org/schema/Transport-v1.1.xsd" '
          'version="1.0" role="{role}">')
+
+
+def parse_or_warn(payload: bytes, max_bytes: int, what: str, peer: str) -> Optional[Message]:
+    """The message in ``payload``, or None after one warning that ``what`` from ``peer`` was unusable (a peer's
+    garbage is logged and ignored, never fatal to the connection)."""
+    try:
+        return parse_message(payload, max_bytes)
+    except MessageError as error:
+        log.warn("unusable {what} from {peer}: {error}", what=what, peer=peer, error=str(error))
+        return None
 
 
 def timestamp(now: float) -> str:
