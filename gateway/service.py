@@ -16,6 +16,7 @@ from pathlib import Path
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer, task
+from twisted.internet.error import CannotListenError
 from twisted.logger import (
     FilteringLogObserver,
     Logger,
@@ -262,12 +263,43 @@ def start_logging(verbose: bool = False, stream=None) -> None:
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(write, [predicate])], redirectStandardIO=False)
 
 
+#: listener service -> the flag and config key a person changes when it cannot listen
+LISTENERS = {"http": ("--http", "http.listen"), "vtp-broadcast": ("--broadcast", "vtp.broadcast"),
+             "vtp-receive": ("--receive", "vtp.receive")}
+
+
+def bind_listeners(gateway: Gateway) -> str:
+    """Bind every listening socket before anything starts; "" if all are bound, else one sentence on the first
+    that is not (a gateway must not run on without its TAP or VTP ports)."""
+    for name, (flag, key) in LISTENERS.items():
+        try:
+            listener = gateway.getServiceNamed(name)
+        except KeyError:
+            continue  # that listener is off
+        listener._raiseSynchronously = True  # Twisted's switch (twistd sets it too): a failed listen raises here
+        try:
+            listener.privilegedStartService()  # startService later finds the port bound and does not bind again
+        except CannotListenError as error:
+            reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+            return (f"cannot listen on {error.interface or '*'}:{error.port} for {flag} (config {key}): "
+                    f"{reason.lower()}")
+    return ""
+
+
 def run(config: Config, verbose: bool = False) -> int:
     """Run the gateway until SIGINT/SIGTERM."""
     from twisted.internet import reactor  # here, not at the top: importing it installs the default reactor
 
     start_logging(verbose)
     gateway = Gateway(config, reactor)
+    problem = bind_listeners(gateway)
+    if problem:
+        print(f"vogateway: {problem}", file=sys.stderr)
+        gateway.database.stop()
+        # a reactor turn and its shutdown: the thread pools the parts registered (TAP's) stop with it
+        reactor.callWhenRunning(reactor.stop)
+        reactor.run()
+        return 2
     tune_gc()
     gateway.startService()
     reactor.addSystemEventTrigger("before", "shutdown", gateway.stopService)

@@ -90,3 +90,20 @@ def test_serve_with_a_bad_listener_is_a_one_line_config_error(tmp_path):
         assert result.returncode == 2
         assert result.stderr.endswith(f"vogateway: config error: {message}\n"), result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_one_line_naming_the_flag_and_a_non_zero_exit(tmp_path):
+    import socket
+
+    for flag in ("--http", "--broadcast", "--receive"):
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            process, _ = start(tmp_path, flag, f"127.0.0.1:{port}")  # the later flag wins over start()'s own
+            assert process.wait(timeout=60) == 2
+        log = (tmp_path / "serve.log").read_text()
+        line = f"vogateway: cannot listen on 127.0.0.1:{port} for {flag} (config "
+        assert line in log and "address already in use" in log, log
+        assert "Traceback" not in log and "Unhandled Error" not in log and "vogateway running" not in log, log
+        (tmp_path / "serve.log").unlink()
