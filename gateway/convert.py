@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Iterable, Iterator, Optional, Union
 
 from tqdm import tqdm
 
@@ -38,8 +38,12 @@ def make_schema_library(config: configuration.Config) -> SchemaLibrary:
     return SchemaLibrary(registry_url=_typed(config).sources.schema_registry or None)
 
 
-def read_inputs(config: configuration.Config, inputs: Iterable[str], stdin=None) -> Iterator[Union[Alert, AlertError]]:
-    """Alerts and rejections from every input, in order; ``-`` is one wire-format packet on stdin."""
+def read_inputs(config: configuration.Config, inputs: Iterable[str], stdin=None, not_avro: Optional[list] = None,
+                ) -> Iterator[Union[Alert, AlertError]]:
+    """Alerts and rejections from every input, in order; ``-`` is one wire-format packet on stdin.
+
+    ``not_avro`` receives the files of input directories left out because they are not Avro (a README, notes).
+    """
     config = _typed(config)
     paths = []
     for name in inputs:
@@ -47,7 +51,7 @@ def read_inputs(config: configuration.Config, inputs: Iterable[str], stdin=None)
             paths.append(name)
             continue
         if paths:
-            yield from iter_inputs(paths)
+            yield from iter_inputs(paths, not_avro=not_avro)
             paths = []
         data = (stdin or sys.stdin.buffer).read(config.sources.max_packet_bytes + 1)
         try:
@@ -55,15 +59,26 @@ def read_inputs(config: configuration.Config, inputs: Iterable[str], stdin=None)
         except AlertError as error:
             yield error
     if paths:
-        yield from iter_inputs(paths)
+        yield from iter_inputs(paths, not_avro=not_avro)
 
 
-def convert_inputs(config: configuration.Config, inputs: Iterable[str], output_dir: Path, quiet: bool = False, stdin=None) -> int:
+def convert_inputs(config: configuration.Config, inputs: Iterable[str], output_dir: Path, quiet: bool = False,
+                   stdin=None) -> int:
+    """Exit status: 0 all converted, 1 something rejected or nothing found, 2 the output cannot be written."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        print(f"vogateway convert: -o {output_dir} is a file, not a directory", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"vogateway convert: cannot make the output directory {output_dir}: {error.strerror}", file=sys.stderr)
+        return 2
     convert = make_converter(config)
     stats = Stats()
-    with tqdm(read_inputs(config, inputs, stdin), unit=" alerts", disable=quiet or None, file=sys.stderr) as bar:
+    not_avro: list[Path] = []
+    items = read_inputs(config, inputs, stdin, not_avro)
+    with tqdm(items, unit=" alerts", disable=quiet or None, file=sys.stderr) as bar:
         for item in bar:
             if isinstance(item, AlertError):
                 stats.reject(item)
@@ -75,7 +90,17 @@ def convert_inputs(config: configuration.Config, inputs: Iterable[str], output_d
                 stats.reject(error)
                 bar.write(f"rejected: {error}", file=sys.stderr)
                 continue
-            (output_dir / file_name(event)).write_bytes(event.xml)
+            try:
+                (output_dir / file_name(event)).write_bytes(event.xml)
+            except OSError as error:
+                print(f"vogateway convert: cannot write into {output_dir}: {error.strerror}", file=sys.stderr)
+                return 2
             stats.converted += 1
-    print(f"vogateway convert: {stats.summary()}; wrote {output_dir}", file=sys.stderr)
+    for path in not_avro:
+        print(f"left out: {path} (not an Avro container file)", file=sys.stderr)
+    if not stats.converted and not stats.rejected_total:
+        print(f"vogateway convert: no alerts found in {', '.join(map(str, inputs))}", file=sys.stderr)
+        return 1
+    left = f"; {len(not_avro)} non-Avro file{'s' if len(not_avro) != 1 else ''} left out" if not_avro else ""
+    print(f"vogateway convert: {stats.summary()}{left}; wrote {output_dir}", file=sys.stderr)
     return 1 if stats.rejected_total else 0

@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.alerts import Alert, AlertError
-from gateway.alerts.decode import read_container
+from gateway.alerts.decode import CONTAINER_MAGIC, read_container
 from gateway.alerts.packets import Packet, container_packets
 
 log = Logger()
@@ -43,12 +43,32 @@ def _skipped(path: Path) -> bool:
     return name.startswith(".") or name.startswith("README") or name == MANIFEST
 
 
-def _files(path: Path) -> list[Path]:
-    """The files of one input: itself, or everything below a directory, sorted."""
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and not _skipped(p)
-                      and not any(part.startswith(".") for part in p.relative_to(path).parts))
-    return [path]
+def _files(path: Path, not_avro: Optional[list] = None) -> list[Path]:
+    """The files of one input: itself, or the Avro files below a directory, sorted.
+
+    In a directory, a file that does not start like an Avro container (notes, a README, a stray download) is left
+    out and appended to ``not_avro``; a file named explicitly is always read (and rejected if it is not Avro).
+    """
+    if not path.is_dir():
+        return [path]
+    found = []
+    for p in sorted(path.rglob("*")):
+        if not p.is_file() or _skipped(p) or any(part.startswith(".") for part in p.relative_to(path).parts):
+            continue
+        if _looks_like_avro(p):
+            found.append(p)
+        elif not_avro is not None:
+            not_avro.append(p)
+    return found
+
+
+def _looks_like_avro(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(4)
+    except OSError:
+        return True  # unreadable: read it, and say so as a rejection
+    return start == CONTAINER_MAGIC or len(start) < 4  # a file still being written: not ours to judge yet
 
 
 @lru_cache(maxsize=256)
@@ -78,17 +98,18 @@ def is_simulated(path: Union[str, Path]) -> bool:
 
 
 def iter_inputs(paths: Iterable[Union[str, Path]], simulated: Optional[bool] = None,
-                ) -> Iterator[Union[Alert, AlertError]]:
+                not_avro: Optional[list] = None) -> Iterator[Union[Alert, AlertError]]:
     """Every alert of every file and directory in ``paths``, in order, and an AlertError for each problem.
 
     ``simulated``: force the flag on every alert; None: take it from a manifest.json (see module doc).
+    ``not_avro``: receives the files of directories that were left out as not Avro.
     """
     for name in paths:
         path = Path(name)
         if not path.exists():
             yield AlertError(str(path), None, "no such file or directory")
             continue
-        for file in _files(path):
+        for file in _files(path, not_avro):
             flag = is_simulated(file) if simulated is None else simulated
             yield from read_container(file, str(file), flag)
 
@@ -176,6 +197,7 @@ class DirectorySource(Service):
         self._queued: set[Path] = set()
         self._seen: dict[Path, tuple] = {}  # watch mode: signature at the previous scan
         self._reported_missing: set[Path] = set()
+        self._not_avro: set[Path] = set()  # files of the input directories left out, each logged once
         self._in_flight = 0
         self._pending: set[defer.Deferred] = set()
         self._slot: Optional[defer.Deferred] = None
@@ -221,7 +243,8 @@ class DirectorySource(Service):
                     self._reported_missing.add(root)
                     self.pipeline.reject(AlertError(str(root), None, "no such file or directory"))
                 continue
-            for path in _files(root):
+            not_avro: list[Path] = []
+            for path in _files(root, not_avro):
                 signature = _signature(path)
                 if signature is None or path in self._queued or self.checkpoints.done(path, signature):
                     continue
@@ -231,6 +254,10 @@ class DirectorySource(Service):
                         continue  # new or still growing: take it at the next scan if unchanged
                 self._queue.append((path, signature))
                 self._queued.add(path)
+            for path in not_avro:
+                if path not in self._not_avro:
+                    self._not_avro.add(path)
+                    log.info("{path}: not an Avro container file, left out", path=str(path))
         if self._queue and self._task is None:
             self._task = self._cooperator.cooperate(self._work())
             self._task.whenDone().addBoth(self._work_done)

@@ -60,13 +60,19 @@ def test_directory_with_non_avro_files(tmp_path):
     (tmp_path / "README.rst").write_text("documentation is skipped\n")
     (tmp_path / ".hidden").write_bytes(b"\x00")
     many(tmp_path / "z.avro", 3)
-    items = list(iter_inputs([tmp_path]))
+    (tmp_path / "broken.avro").write_bytes(b"Obj\x01 but nothing after the magic")
+    left_out = []
+    items = list(iter_inputs([tmp_path], not_avro=left_out))
     errors = [i for i in items if isinstance(i, AlertError)]
     assert len([i for i in items if isinstance(i, Alert)]) == 5
-    assert len(errors) == 1 and errors[0].source == str(tmp_path / "notes.txt")
-    assert errors[0].reason.startswith("not an Avro container file")
-    # sorted: a.avro, notes.txt, z.avro
-    assert [os.path.basename(i.source) for i in items] == ["a.avro"] * 2 + ["notes.txt"] + ["z.avro"] * 3
+    # notes beside the data are left out by their content, and said so; a file that claims to be Avro and is not
+    # is still a rejection, as is any file named explicitly
+    assert left_out == [tmp_path / "notes.txt"]
+    assert len(errors) == 1 and errors[0].source == str(tmp_path / "broken.avro")
+    # sorted: a.avro, broken.avro, z.avro
+    assert [os.path.basename(i.source) for i in items] == ["a.avro"] * 2 + ["broken.avro"] + ["z.avro"] * 3
+    [named] = list(iter_inputs([tmp_path / "notes.txt"]))
+    assert named.reason.startswith("not an Avro container file")
 
 
 def test_missing_input(tmp_path):
@@ -261,3 +267,19 @@ def test_checkpoint_log_survives_a_damaged_line_and_compacts(tmp_path):
     assert again.finished() == {str(tmp_path / "a.avro"): (299, 299)}
     assert len((tmp_path / CHECKPOINTS).read_text().splitlines()) == 1  # compacted
     assert again.done(tmp_path / "a.avro", (299, 299)) and not again.done(tmp_path / "a.avro", (298, 298))
+
+
+def test_the_source_leaves_notes_in_its_directory_out_without_rejecting_them(tmp_path):
+    inputs, state = tmp_path / "in", tmp_path / "state"
+    inputs.mkdir()
+    many(inputs / "a.avro", 2)
+    (inputs / "notes.txt").write_text("what this directory holds\n")
+    clock = task.Clock()
+    pipeline = Recorder()
+    source = DirectorySource([inputs], pipeline, state, watch=True, interval=1.0, clock=clock)
+    source.startService()
+    for _ in range(5):
+        clock.advance(1.0)
+    assert len(pipeline.alerts) == 2 and pipeline.rejected == []
+    assert source._not_avro == {inputs / "notes.txt"}  # logged once, however many scans see it
+    source.stopService()

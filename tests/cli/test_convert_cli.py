@@ -46,9 +46,28 @@ def test_a_bad_file_is_reported_and_the_rest_still_converted(tmp_path):
     result = run("convert", inputs, "-o", tmp_path / "out", "-q")
     assert result.returncode == 1
     err = result.stderr.decode()
-    assert "truncated.avro" in err and "notes.txt" in err
-    assert "1 converted" in err and "2 rejected" in err
+    assert "truncated.avro" in err and f"left out: {inputs / 'notes.txt'} (not an Avro container file)" in err
+    assert "1 converted" in err and "1 rejected" in err and "1 non-Avro file left out" in err
     assert len(list((tmp_path / "out").glob("*.xml"))) == 1
+
+
+def test_output_that_is_a_file_an_empty_input_and_notes_beside_the_data(tmp_path):
+    existing = tmp_path / "existing.txt"
+    existing.write_text("a file")
+    result = run("convert", sample_files("ztf")[0], "-o", existing, "-q")
+    assert result.returncode == 2 and b"Traceback" not in result.stderr
+    assert f"vogateway convert: -o {existing} is a file, not a directory".encode() in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run("convert", empty, "-o", tmp_path / "out", "-q")
+    assert result.returncode == 1 and f"no alerts found in {empty}".encode() in result.stderr
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "alert.avro").write_bytes(sample_files("ztf")[0].read_bytes())
+    (data / "NOTES.md").write_text("# what these alerts are\n")
+    result = run("convert", data, "-o", tmp_path / "out2", "-q")
+    assert result.returncode == 0, result.stderr.decode()  # notes beside the data do not fail the run
+    assert b"left out" in result.stderr and b"1 converted" in result.stderr
 
 
 def test_one_wire_format_packet_on_stdin(tmp_path):
