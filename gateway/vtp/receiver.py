@@ -188,28 +188,32 @@ class Receiver(protocol.ServerFactory):
             raise Rejected(f"invalid VOEvent 2.0: {problems[0]}" + (f" (and {len(problems) - 1} more)"
                                                                     if len(problems) > 1 else ""))
         if message.ivorn in self.pipeline.seen:
-            self.duplicates += 1
-            return defer.succeed("duplicate, not routed again")
+            return defer.succeed(self._duplicate(message, origin))
         if self.has_ivorn is None:
             return self._route(False, message, origin)
         return defer.maybeDeferred(self.has_ivorn, message.ivorn).addCallback(self._route, message, origin)
 
     def _route(self, stored: bool, message: messages.VOEventMessage, origin: str) -> defer.Deferred:
         if stored:
-            self.duplicates += 1
-            return defer.succeed("duplicate, not routed again")
+            return defer.succeed(self._duplicate(message, origin, "already in the alert DB"))
         try:  # the frame was parsed once, safely, by messages.parse_message: build the Event from that tree
             event = event_from_tree(message.root, message.payload, origin)
         except ValueError as error:  # e.g. an unknown role: counted with the pipeline's rejects, and nak'd
             self.pipeline.refuse(origin, str(error))
             return defer.fail(Rejected(str(error)))
-        return self.pipeline.ingest_event(event).addCallback(self._routed, message)
+        return self.pipeline.ingest_event(event).addCallback(self._routed, message, origin)
 
-    def _routed(self, event, message: messages.VOEventMessage) -> str:
+    def _duplicate(self, message: messages.VOEventMessage, origin: str, why: str = "seen already") -> str:
+        """Count and log a submission acked but not routed again (the author may not know it sent it twice)."""
+        self.duplicates += 1
+        log.info("duplicate {ivorn} from {origin} ({why}): acked, not routed again", ivorn=message.ivorn,
+                 origin=origin, why=why)
+        return "duplicate, not routed again"
+
+    def _routed(self, event, message: messages.VOEventMessage, origin: str) -> str:
         if event is None:
             if message.ivorn in self.pipeline.seen:  # routed meanwhile by another connection: a duplicate
-                self.duplicates += 1
-                return "duplicate, not routed again"
+                return self._duplicate(message, origin, "routed meanwhile from another connection")
             raise Rejected("rejected by the VOEvent parser (see the gateway log)")
         self.accepted += 1
         return "accepted"

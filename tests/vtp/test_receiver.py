@@ -7,11 +7,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from twisted.internet import defer, task
+from twisted.logger import formatEvent, globalLogPublisher
+from vtp.vtpkit import DATA, Recorder, connect, framed, ivorn, make_pipeline, voevent, written
 
 from gateway.vtp import messages
 from gateway.vtp.access import Whitelist
 from gateway.vtp.receiver import Receiver
-from vtp.vtpkit import DATA, Recorder, connect, framed, ivorn, make_pipeline, voevent, written
 
 
 def synchronous(function, *args):
@@ -70,14 +71,21 @@ def test_many_submissions_on_one_connection_are_answered_in_order(clock):
     assert sink.ivorns == [ivorn(f"m{n}") for n in range(5)]
 
 
-def test_duplicate_is_acked_and_not_routed_again(clock):
+def test_duplicate_is_acked_and_not_routed_again_and_logged(clock):
     sink = Recorder()
     receiver, _ = make_receiver(clock, sink)
     proto, transport = connect(receiver)
-    submit(proto, voevent("d1"))
-    submit(proto, voevent("d1"))
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        submit(proto, voevent("d1"))
+        submit(proto, voevent("d1"))
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
     assert [r.role for r in replies(transport)] == ["ack", "ack"]
     assert sink.ivorns == [ivorn("d1")] and receiver.duplicates == 1
+    lines = [formatEvent(e) for e in logged if "duplicate" in (e.get("log_format") or "")]
+    assert len(lines) == 1 and ivorn("d1") in lines[0] and "acked, not routed again" in lines[0]
 
 
 def test_duplicate_known_to_the_store_is_acked_and_not_routed(clock):
