@@ -24,6 +24,14 @@ from gateway.times import utcnow
 USER_AGENT = "vogateway"
 
 
+class _QuietFactory(web_client._HTTP11ClientFactory):
+    noisy = False  # "Starting factory ..." for every new connection is Twisted's chatter, not what happened
+
+
+class _QuietPool(web_client.HTTPConnectionPool):
+    _factory = _QuietFactory
+
+
 class HTTP:
     """POSTs through twisted.web's Agent with its own pool of persistent connections (closed on ``stop``), a
     timeout on each request, and a cap on the reply read. (Not treq: its per-request wrapping, URL and cookie
@@ -32,7 +40,7 @@ class HTTP:
 
     def __init__(self, reactor, timeout: float, persistent: bool = True):
         self.reactor, self.timeout = reactor, timeout
-        self.pool = web_client.HTTPConnectionPool(reactor, persistent=persistent)
+        self.pool = _QuietPool(reactor, persistent=persistent)
         self.pool.maxPersistentPerHost = 8
         self.agent = web_client.Agent(reactor, pool=self.pool, connectTimeout=timeout)
 
