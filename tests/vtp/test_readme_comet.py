@@ -3,6 +3,7 @@
 import re
 import shlex
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest_twisted
@@ -36,12 +37,15 @@ def test_the_readme_comet_command_subscribes_and_saves_our_events(tmp_path):
         yield until(lambda: comet.poll() is not None or any(s.remote_ivo for s in node.broker.subscribers),
                     timeout=30, what="Comet, started from README's command, subscribing")
         assert comet.poll() is None, comet.stdout.read().decode(errors="replace")[-2000:]
-        results = yield send_events(node.receive, [voevent("readme-comet")], timeout=10)
+        # README's command gives Comet no --eventdb: its default one is shared across runs, and Comet saves an
+        # IVORN it has seen before never again, so every run sends a new one
+        local = f"readme-comet-{uuid.uuid4().hex[:8]}"
+        results = yield send_events(node.receive, [voevent(local)], timeout=10)
         assert all(r.accepted for r in results), results
-        target = saved / comet_file_name(ivorn("readme-comet"))
+        target = saved / comet_file_name(ivorn(local))
         yield until(lambda: target.exists() and target.stat().st_size > 0, timeout=30, what="Comet saving it")
         yield task.deferLater(reactor, 0, lambda: None)
-        assert b"readme-comet" in target.read_bytes()
+        assert local.encode() in target.read_bytes()
     finally:
         comet.terminate()
         try:
