@@ -7,13 +7,14 @@ import sys
 
 import pytest
 import pytest_twisted
+from lxml import etree
 from twisted.internet import defer, reactor, utils
-
-from gateway.vtp.author import send_events
-from gateway.vtp.subscriber import subscriber_service
 from vtp.cometkit import Comet, comet_file_name, require_comet, sendvo
 from vtp.test_loopback import Node, until
 from vtp.vtpkit import Recorder, c14n, ivorn, make_pipeline, voevent
+
+from gateway.vtp.author import send_events
+from gateway.vtp.subscriber import subscriber_service
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +45,24 @@ def comet_subscriber(workdir, our_node):
     comet.stop()
 
 
+def _whole_xml(data: bytes) -> bool:
+    try:
+        c14n(data)
+    except etree.XMLSyntaxError:
+        return False
+    return True
+
+
 @defer.inlineCallbacks
 def saved_by(comet, ivorns, timeout=30.0):
     names = {comet_file_name(i): i for i in ivorns}
-    yield until(lambda: set(names) <= set(comet.saved()), timeout=timeout,
-                what=f"Comet saving {len(names)} events; log: {comet.output()}")
+
+    def all_written():
+        # Comet writes each file in place, not by rename: one that exists may still be empty or half written
+        saved = comet.saved()
+        return set(names) <= set(saved) and all(_whole_xml(saved[name]) for name in names)
+
+    yield until(all_written, timeout=timeout, what=f"Comet saving {len(names)} events; log: {comet.output()}")
     saved = comet.saved()
     return {names[name]: saved[name] for name in names}
 
