@@ -1,9 +1,10 @@
 """The VTP subscriber client: connect to a remote broker, take its events into the pipeline, ack each.
 
 Answers ``authenticate`` with our IVO and the XPath filters we want applied upstream (Comet's ``--filter``),
-echoes ``iamalive``, and acks each event by IVORN once ``pipeline.ingest_voevent`` fired (the pipeline deduplicates
-by IVORN, so the gateway can subscribe to several brokers carrying the same events). We never nak upstream: per
-the VTP note a nak gets a subscriber removed, and an event we cannot use is logged and counted by the pipeline.
+echoes ``iamalive``, and acks each event by IVORN once ``pipeline.ingest_voevent`` fired, i.e. once every sink
+took it (the pipeline deduplicates by IVORN, so the gateway can subscribe to several brokers carrying the same
+events; an event we cannot use is logged and counted by the pipeline, and acked: it is handled). When a sink
+failed (the alert DB is down) the event is *not* safe here, and we nak it with the reason instead of claiming it.
 A broker silent for ``alive_timeout`` seconds (Comet: 120) is dropped; :func:`subscriber_service` reconnects with
 exponential backoff and jitter.
 """
@@ -16,6 +17,7 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
 
 from gateway.vtp import messages
 from gateway.vtp.framing import DEFAULT_MAX_FRAME_BYTES, FrameProtocol, frame
@@ -34,7 +36,7 @@ class SubscriberProtocol(FrameProtocol, TimeoutMixin):
         self.callLater = factory.clock.callLater
         self.pending = 0
         self.lost = False
-        self.received = 0
+        self.received = self.naked = 0
 
     def connectionMade(self):
         log.info("subscribed to {remote} ({peer})", remote=self.factory.remote, peer=self.peer())
@@ -58,10 +60,8 @@ class SubscriberProtocol(FrameProtocol, TimeoutMixin):
     def frameReceived(self, payload: bytes) -> None:
         self.resetTimeout()
         factory = self.factory
-        try:
-            message = messages.parse_message(payload, self.max_frame_bytes)
-        except messages.MessageError as error:
-            log.warn("unusable message from {remote}: {error}", remote=factory.remote, error=str(error))
+        message = messages.parse_or_warn(payload, self.max_frame_bytes, "message", factory.remote)
+        if message is None:
             return
         now = factory.clock.seconds()
         if isinstance(message, messages.VOEventMessage):
@@ -79,17 +79,22 @@ class SubscriberProtocol(FrameProtocol, TimeoutMixin):
         if self.pending == self.factory.max_pending:
             self.transport.pauseProducing()  # the pipeline is slow: let the broker's buffer take the strain
 
-        def done(result):
+        def answer(result):
             self.pending -= 1
             if self.pending == self.factory.max_pending - 1 and not self.lost:
                 self.transport.resumeProducing()
-            self._send(messages.ack(self.factory.local_ivo, message.ivorn, self.factory.clock.seconds()))
+            now = self.factory.clock.seconds()
+            if isinstance(result, Failure):
+                # not safe here (a sink failed): say so, rather than let the broker believe we have it
+                self.naked += 1
+                log.warn("event {ivorn} from {remote} not accepted ({why}): nak'd", ivorn=message.ivorn,
+                         remote=self.factory.remote, why=result.getErrorMessage())
+                self._send(messages.nak(self.factory.local_ivo, message.ivorn,
+                                        f"not accepted: {result.getErrorMessage()}", now))
+            else:
+                self._send(messages.ack(self.factory.local_ivo, message.ivorn, now))
 
-        def failed(failure):
-            log.failure("event {ivorn} from {remote} was not taken by the pipeline", failure,
-                        ivorn=message.ivorn, remote=self.factory.remote)
-
-        self.factory.pipeline.ingest_voevent(message.payload, self.factory.origin).addErrback(failed).addBoth(done)
+        self.factory.pipeline.ingest_voevent(message.payload, self.factory.origin).addBoth(answer)
 
 
 class SubscriberFactory(protocol.Factory):
