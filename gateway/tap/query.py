@@ -88,6 +88,13 @@ def parse_maxrec(value, settings: TapSettings) -> int:
 
 # -- uploads -----------------------------------------------------------------------------------------------------
 
+def _declares_a_dtd(data: bytes) -> bool:
+    """Whether an uploaded document declares a DTD (internal entities expand: billion laughs), in UTF-8 or UTF-16."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        data = data.decode("utf-16", "replace").encode("utf-8")
+    return b"<!DOCTYPE" in data or b"<!ENTITY" in data
+
+
 def parse_upload(name: str, data: bytes, settings: TapSettings) -> tuple[tuple[ColumnMeta, ...], list[tuple]]:
     """A VOTable upload -> (columns, rows). Raises QueryError with what is wrong."""
     from astropy.io.votable import parse_single_table  # astropy is slow to import; only uploads need it
@@ -96,6 +103,9 @@ def parse_upload(name: str, data: bytes, settings: TapSettings) -> tuple[tuple[C
         raise QueryError(f"upload table name {name!r} is not valid: use letters, digits and _ (starting with a letter)")
     if len(data) > settings.upload_max_bytes:
         raise QueryError(f"upload {name!r} is {len(data)} bytes; the limit is {settings.upload_max_bytes}")
+    if _declares_a_dtd(data):
+        raise QueryError(f"upload {name!r} has a DOCTYPE: refused (no DTDs or entity declarations are accepted, as on "
+                         "the VTP side)")
     try:
         table = parse_single_table(io.BytesIO(data), verify="ignore")
     except Exception as e:  # noqa: BLE001 - astropy raises many kinds for bad VOTables
