@@ -37,7 +37,7 @@ from gateway.pipeline import Pipeline, Router
 from gateway.pool import WorkerPool, WorkerSettings, default_workers
 from gateway.resources import SAMPLES
 from gateway.sinks import DirectorySink
-from gateway.store import Database, Store, StoreHistory
+from gateway.store import Database, Store, StoreError, StoreHistory
 from gateway.voevent.parse import parse_event
 from gateway.vtp.service import vtp_services
 from gateway.vtp.settings import VTPSettingsError
@@ -291,7 +291,11 @@ def run(config: Config, verbose: bool = False) -> int:
     from twisted.internet import reactor  # here, not at the top: importing it installs the default reactor
 
     start_logging(verbose)
-    gateway = Gateway(config, reactor)
+    try:
+        gateway = Gateway(config, reactor)
+    except StoreError as error:  # the alert DB cannot be opened: nothing can run
+        print(f"vogateway: {error}", file=sys.stderr)
+        return 2
     problem = bind_listeners(gateway)
     if problem:
         print(f"vogateway: {problem}", file=sys.stderr)

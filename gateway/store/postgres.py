@@ -8,6 +8,7 @@ operator @> is already the commutator of operator <@"), and q3c's cone search is
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Iterable, Optional
 
@@ -21,6 +22,16 @@ _TYPES = {"BIGINT": "bigint", "INTEGER": "integer", "SMALLINT": "smallint", "DOU
 
 #: the advisory lock key DDL is serialized on (any fixed bigint; this one spells "vogw" in ASCII)
 DDL_LOCK = 0x766F6777
+
+
+def _one_line(error: Exception) -> str:
+    """A server's (multi-line) message as one line for a person."""
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def _safe(conninfo: str) -> str:
+    """The conninfo without a password, quoted, for messages."""
+    return repr(re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", conninfo))
 
 
 class PostgresBackend:
@@ -45,7 +56,12 @@ class PostgresBackend:
                 for statement in self.ddl(ALERT_TABLES):
                     conn.execute(statement)
         except Exception as e:
-            raise StoreError(f"cannot create the alert DB schema in {self.conninfo!r}: {e}") from e
+            conn.close()
+            if "q3c" in str(e) and ("not available" in str(e) or "control file" in str(e)):
+                raise StoreError(f"PostgreSQL at {_safe(self.conninfo)} has no q3c extension, which the alert DB's "
+                                 "sky index needs: install it on the server (Debian: apt-get install "
+                                 "postgresql-15-q3c)") from e
+            raise StoreError(f"cannot create the alert DB schema in {_safe(self.conninfo)}: {_one_line(e)}") from e
         return conn
 
     def connect_reader(self, timeout: Optional[float] = None):
@@ -64,7 +80,7 @@ class PostgresBackend:
         try:
             return psycopg.connect(self.conninfo, options=" ".join(options), autocommit=read_only)
         except psycopg.Error as e:
-            raise StoreError(f"cannot connect to PostgreSQL {self.conninfo!r}: {e}".strip()) from e
+            raise StoreError(f"cannot connect to PostgreSQL {_safe(self.conninfo)}: {_one_line(e)}") from e
 
     @staticmethod
     def transaction(conn):

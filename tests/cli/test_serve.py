@@ -107,3 +107,12 @@ def test_a_port_in_use_is_one_line_naming_the_flag_and_a_non_zero_exit(tmp_path)
         assert line in log and "address already in use" in log, log
         assert "Traceback" not in log and "Unhandled Error" not in log and "vogateway running" not in log, log
         (tmp_path / "serve.log").unlink()
+
+
+def test_an_alert_db_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--state-dir", str(tmp_path / "var"),
+                             "--db", "postgresql://postgres:secret@127.0.0.1:1/test", "--http", "", "--broadcast", "",
+                             "--receive", ""], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "vogateway: cannot connect to PostgreSQL 'postgresql://postgres:***@127.0.0.1:1/test'" in result.stderr
+    assert "Traceback" not in result.stderr and "secret" not in result.stderr
