@@ -1,6 +1,7 @@
-"""Helpers shared by test modules: free loopback ports, waiting for a condition."""
+"""Helpers shared by test modules: free loopback ports, waiting for a condition, stopping a child process."""
 
 import socket
+import subprocess
 import time
 
 
@@ -18,6 +19,18 @@ def wait_for(condition, timeout: float = 30.0, interval: float = 0.1, what: str 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def stop_process(process, timeout: float = 10.0) -> None:
+    """End a child process: SIGTERM, then SIGKILL if it has not exited within ``timeout`` s."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def skip_or_fail(reason: str):

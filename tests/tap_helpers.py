@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import requests
 from postgres import fresh_database
-from support import free_port, wait_for
+from support import free_port, stop_process, wait_for
 
 from gateway.store.db import Database
 
@@ -119,12 +119,7 @@ def serve(backend: str, db_url: str, tmp_path, *extra):
         wait_for(up, timeout=30, what="the TAP server to answer")
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()
 
 

@@ -6,7 +6,6 @@ the end every alert is stored exactly once (no alert missing, none twice), whate
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import psycopg
 from alertdata import LIBRARY, first_record, rubin_files
 from kafka_broker import FAST_GROUP, kafka_broker  # noqa: F401  (the fixture)
 from postgres import fresh_database
+from support import stop_process, wait_for
 
 from gateway.alerts.decode import encode_wire
 from gateway.alerts.schemas import rubin_schema_id
@@ -61,16 +61,6 @@ def stored(db: str) -> tuple[int, int]:
             return 0, 0
 
 
-def wait_for(condition, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def assigned(tmp_path, name: str) -> str:
     text = (tmp_path / f"{name}.log").read_text()
     return text if "kafka: assigned" in text else ""
@@ -83,13 +73,13 @@ def test_two_gateways_share_a_topic_and_one_takes_over_when_the_other_is_killed(
         first = gateway(tmp_path, "a", kafka_broker, topic, group, db)
         second = gateway(tmp_path, "b", kafka_broker, topic, group, db)
         try:
-            wait_for(lambda: assigned(tmp_path, "a") and assigned(tmp_path, "b"), "both gateways to join the group")
+            wait_for(lambda: assigned(tmp_path, "a") and assigned(tmp_path, "b"), 60, what="both gateways to join the group")
             produce(kafka_broker, topic, packets(0, FIRST))
-            wait_for(lambda: stored(db)[0] >= FIRST // 3, "the first alerts to be stored")
+            wait_for(lambda: stored(db)[0] >= FIRST // 3, 60, what="the first alerts to be stored")
             first.send_signal(signal.SIGKILL)  # mid-stream: whatever it had in flight is not committed
             first.wait(10)
             produce(kafka_broker, topic, packets(FIRST, SECOND))
-            total, distinct = wait_for(lambda: (n := stored(db))[0] >= FIRST + SECOND and n, "every alert", 90)
+            wait_for(lambda: stored(db)[0] >= FIRST + SECOND, 90, what="every alert")
             time.sleep(1.0)  # anything stored twice would show now: the survivor has caught up
             total, distinct = stored(db)
             assert total == distinct == FIRST + SECOND
@@ -100,10 +90,4 @@ def test_two_gateways_share_a_topic_and_one_takes_over_when_the_other_is_killed(
             assert all(f"{topic}[{p}]" in last for p in range(PARTITIONS)), last
         finally:
             for process in (first, second):
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-                    try:
-                        process.wait(20)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
-        assert os.path.exists(tmp_path / "b.log")
+                stop_process(process, 20)

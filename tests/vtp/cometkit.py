@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from support import free_port, skip_or_fail
+from support import free_port, skip_or_fail, stop_process
 
 BIN = Path(sys.executable).parent
 
@@ -77,13 +76,7 @@ class Comet:
         return text[-3000:]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
 
 
 def comet_file_name(ivorn: str) -> str:

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest_twisted
-from twisted.internet import reactor, task
+from support import stop_process
 from vtp.cometkit import BIN, comet_file_name, require_comet
 from vtp.test_loopback import Node, until
 from vtp.vtpkit import ivorn, voevent
@@ -44,12 +44,7 @@ def test_the_readme_comet_command_subscribes_and_saves_our_events(tmp_path):
         assert all(r.accepted for r in results), results
         target = saved / comet_file_name(ivorn(local))
         yield until(lambda: target.exists() and target.stat().st_size > 0, timeout=30, what="Comet saving it")
-        yield task.deferLater(reactor, 0, lambda: None)
         assert local.encode() in target.read_bytes()
     finally:
-        comet.terminate()
-        try:
-            comet.wait(10)
-        except subprocess.TimeoutExpired:
-            comet.kill()
+        stop_process(comet)
         yield node.close()
