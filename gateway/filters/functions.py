@@ -23,7 +23,7 @@ def _constant(arg, what: str, kind=(int, float)):
     except Exception:
         raise ValueError(f"{what} must be a literal") from None
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"{what} must be a {'number' if kind != str else 'string'} literal, got {value!r}")
+        raise ValueError(f"{what} must be a {'string' if kind is str else 'number'} literal, got {value!r}")
     return value
 
 

@@ -2,9 +2,7 @@
 
 import json
 import os
-import shutil
 
-import pytest
 import pytest_twisted
 from twisted.internet import defer, task
 

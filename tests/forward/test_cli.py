@@ -2,7 +2,6 @@
 
 import re
 
-import pytest
 
 from forward.kit import sample_events
 from gateway.cli import main
