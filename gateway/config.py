@@ -30,8 +30,10 @@ DEFAULTS = """\
 # IVORNs are ivo://<authority>/<stream>#<alertId>
 authority = "vogateway.local"
 stream = "alerts"
-# Base URL of this gateway's HTTP service; VOEvents reference cutouts at <public_url>/cutouts/<alertId>/<kind>.fits
-public_url = "http://127.0.0.1:8080"
+# Base URL of this gateway's HTTP service as others reach it; VOEvents reference cutouts at
+# <public_url>/cutouts/<alertId>/<kind>.fits. Empty: the address [http] listen is bound to (its host's name when
+# bound to every interface), and TAP's links follow each request's Host header.
+public_url = ""
 # Where the gateway keeps its state (SQLite DB, file checkpoints, UWS job files).
 state_dir = "var"
 # Role of VOEvents built from alerts: "auto" means "test" for simulated alerts, "observation" otherwise.

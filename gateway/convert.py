@@ -18,6 +18,7 @@ from gateway.alerts import Alert, AlertError
 from gateway.alerts.decode import decode_wire
 from gateway.alerts.files import iter_inputs
 from gateway.alerts.schemas import SchemaLibrary
+from gateway.endpoints import configured_host_port, http_url
 from gateway.pipeline import Stats
 from gateway.sinks import file_name
 from gateway.voevent.build import Converter
@@ -30,8 +31,18 @@ def _typed(config: Union[configuration.Config, Mapping]) -> configuration.Config
 
 def make_converter(config: configuration.Config, history=None) -> Converter:
     """The Alert -> Event converter named by ``[gateway]``; ``history`` remembers each object's latest IVORN."""
-    gateway = _typed(config).gateway
-    return Converter(gateway.authority, gateway.stream, gateway.public_url, role=gateway.role, history=history)
+    config = _typed(config)
+    gateway = config.gateway
+    return Converter(gateway.authority, gateway.stream, advertised_url(config), role=gateway.role, history=history)
+
+
+def advertised_url(config: configuration.Config) -> str:
+    """Where cutouts are served, from the config: ``public_url``, else the address ``http.listen`` names (serve
+    replaces it with the address actually bound)."""
+    if config.gateway.public_url:
+        return config.gateway.public_url
+    named = configured_host_port(config.http.listen) if config.http.listen else None
+    return http_url(config.http.listen, *named) if named else ""
 
 
 def make_schema_library(config: configuration.Config) -> SchemaLibrary:

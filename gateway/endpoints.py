@@ -8,11 +8,17 @@ A description that is neither raises :class:`EndpointError` (``expected HOST:POR
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 
 from twisted.internet.endpoints import clientFromString, serverFromString
 
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d{1,5})$")
+
+
+#: Twisted endpoint types that ``TYPE:NUMBER`` could be mistaken for ``HOST:PORT`` with
+_ENDPOINT_TYPES = {"tcp", "tcp6", "ssl", "tls", "unix", "systemd", "tor", "onion"}
 
 
 class EndpointError(ValueError):
@@ -24,6 +30,8 @@ def _split(description: str):
     if not match:
         return None
     host = match.group("v6") or match.group("host")
+    if host in _ENDPOINT_TYPES:  # "tcp:8080" is Twisted's syntax for a port, not a host called tcp
+        return None
     return host, int(match.group("port")), bool(match.group("v6"))
 
 
@@ -58,3 +66,38 @@ def client_endpoint(reactor, description: str):
         return clientFromString(reactor, client_description(description))
     except (ValueError, TypeError) as error:
         raise EndpointError(f"expected HOST:PORT, got {description!r}") from error
+
+
+def configured_host_port(description: str):
+    """(host, port) a server description names: ``HOST:PORT``, or ``tcp:PORT:interface=HOST`` and the like (no
+    interface: every one, ``0.0.0.0``); None when it names no TCP port (``unix:``...)."""
+    parts = _split(description)
+    if parts is not None:
+        return parts[0], parts[1]
+    match = re.match(r"^(?:tcp6?|ssl|tls):(\d{1,5})((?::[^:]*)*)$", description.strip())
+    if not match:
+        return None
+    interface = re.search(r":interface=((?:\\:|[^:])+)", match.group(2) or "")
+    return (interface.group(1).replace("\\:", ":") if interface else "0.0.0.0"), int(match.group(1))
+
+
+def http_url(description: str, host: str, port: int) -> str:
+    """The URL a web listener on ``description``, bound to ``host``:``port``, is reached at (https for ``ssl:``).
+    Bound to every interface, that is this machine's name: the best guess without ``public_url``."""
+    scheme = "https" if description.strip().startswith(("ssl:", "tls:")) else "http"
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.getfqdn()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``: an address other machines cannot reach."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

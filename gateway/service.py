@@ -7,6 +7,7 @@ the key here.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import re
 import sys
@@ -29,8 +30,8 @@ from twisted.logger import (
 from gateway.alerts.files import DirectorySource
 from gateway.alerts.kafka import KafkaSource, parse_kafka_url
 from gateway.config import Config, ConfigError
-from gateway.convert import make_converter, make_schema_library
-from gateway.endpoints import EndpointError, server_endpoint
+from gateway.convert import advertised_url, make_converter, make_schema_library
+from gateway.endpoints import EndpointError, http_url, is_loopback, server_endpoint
 from gateway.filters import FIELDS, FilterError, compile_filter
 from gateway.forward.routes import RouteError, forward_services
 from gateway.pipeline import Pipeline, Router
@@ -102,7 +103,7 @@ class Gateway(service.MultiService):
         self.router = Router()
         self._open_store()
         try:
-            converter = make_converter(config, history=self.history)
+            self.converter = converter = make_converter(config, history=self.history)
             self.pipeline = Pipeline(converter, self._parse, self.router, link=converter.link)
             self._add_sinks()
             self._add_forward()
@@ -189,11 +190,56 @@ class Gateway(service.MultiService):
             return
         with _config_error(EndpointError, key="http.listen"):
             endpoint = server_endpoint(self.reactor, listen)  # before the site, which starts TAP's threads
-        site = http_site(self.store, self.database, self.reactor, self.config.gateway.public_url, self.config.tap,
-                         str(self.state_dir / "tap-jobs"))
+        # without public_url, TAP's links follow each request's Host header: right for every name the host has
+        site = http_site(self.store, self.database, self.reactor, self.config.gateway.public_url or None,
+                         self.config.tap, str(self.state_dir / "tap-jobs"))
         http = StreamServerEndpointService(endpoint, site)
         http.setName("http")
         http.setServiceParent(self)
+
+
+    # -- what the gateway advertises -------------------------------------------------------------------------
+
+    def startService(self):
+        self._advertise_bound_address()
+        super().startService()
+        self._warn_if_cutouts_unreachable()
+
+    def _bound(self, name: str):
+        """The address listener ``name`` is bound to (binding it now if nothing did yet), or None."""
+        try:
+            listener = self.getServiceNamed(name)
+        except KeyError:
+            return None
+        if listener._waitingForPort is None:
+            listener.privilegedStartService()
+        ports = []
+        listener._waitingForPort.addCallback(lambda port: ports.append(port) or port)
+        return ports[0].getHost() if ports else None
+
+    def _advertise_bound_address(self) -> None:
+        """Without ``public_url``, cutout References name the address ``http.listen`` is actually bound to (its
+        port may have been 0), never a default of another listener."""
+        if self.config.gateway.public_url:
+            return
+        address = self._bound("http")
+        if address is None:
+            return
+        url = http_url(self.config.http.listen, address.host, address.port)
+        self.converter.public_url = url
+        if self.pipeline.pool is not None:
+            self.pipeline.pool.settings = dataclasses.replace(self.pipeline.pool.settings, public_url=url)
+        log.info("cutouts and TAP at {url} (set [gateway] public_url to advertise another address)", url=url)
+
+    def _warn_if_cutouts_unreachable(self) -> None:
+        base = self.converter.public_url
+        host = re.sub(r"^\w+://(\[[^\]]+\]|[^/:]+).*$", r"\1", base)
+        public = [name for name in LISTENERS if (address := self._bound(name)) is not None
+                  and not is_loopback(address.host)]
+        if base and is_loopback(host) and public:
+            log.warn("VOEvents reference cutouts at {base}, a loopback address, while {names} listen beyond this "
+                     "machine: subscribers elsewhere cannot fetch them; set [gateway] public_url",
+                     base=base, names=", ".join(LISTENERS[name][0] for name in public))
 
 
 class PoolService(service.Service):
@@ -230,7 +276,7 @@ def worker_settings(config: Config) -> WorkerSettings:
     texts += [rule.get("expression", "") for rule in config.vtp.subscriber_rules]
     raw = {name.split(".")[0] for text in texts for name in compile_filter(text).names if name not in FIELDS}
     gateway = config.gateway
-    return WorkerSettings(gateway.authority, gateway.stream, gateway.public_url, gateway.role,
+    return WorkerSettings(gateway.authority, gateway.stream, advertised_url(config), gateway.role,
                           schema_registry=config.sources.schema_registry or None, raw_fields=frozenset(raw),
                           light_curves=any(route.get("kind") == "tns" for route in config.forward.routes))
 
