@@ -10,9 +10,22 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-#: degrees added to every index box and bounding cap so that rounding never loses a row on the edge (R*Tree bounds
-#: are 32-bit floats, rounded outwards by SQLite; the margin guards the box arithmetic anyway)
+#: degrees added to every index box and bounding cap so that rounding never loses a row on the edge
 BOX_MARGIN = 1e-6
+
+#: declination zones per degree of SQLite's sky index (zones of 3 arcmin: a cross-match radius fits in one)
+ZONES_PER_DEGREE = 20
+ZONE_HEIGHT = 1.0 / ZONES_PER_DEGREE
+
+
+def zone(dec: float) -> int:
+    """The declination zone of ``dec`` (deg), as SQL's ``CAST((dec + 90) * 20 AS INTEGER)`` computes it."""
+    return int((min(90.0, max(-90.0, dec)) + 90.0) * ZONES_PER_DEGREE)
+
+
+def zones(dec_lo: float, dec_hi: float) -> range:
+    """The zones a declination band (deg) meets."""
+    return range(zone(dec_lo), zone(dec_hi) + 1)
 
 
 def distance(ra1, dec1, ra2, dec2) -> Optional[float]:

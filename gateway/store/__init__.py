@@ -132,10 +132,7 @@ class Store:
 
     def cutout(self, alert_id: int, kind: str) -> defer.Deferred:
         """Deferred[bytes | None]: the FITS bytes of one cutout."""
-        p = self.database.placeholder
-        sql = f"SELECT content FROM {SCHEMA}.cutout WHERE alertid = {p} AND kind = {p}"
-
         def fetch(conn):
-            row = conn.execute(sql, (alert_id, kind)).fetchone()
-            return None if row is None else fits_bytes(bytes(row[0]))
+            content = self.database.backend.read_cutout(conn, alert_id, kind)
+            return None if content is None else fits_bytes(content)
         return self.database.read(fetch)

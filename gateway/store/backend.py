@@ -75,6 +75,9 @@ class Backend(Protocol):
     def bulk_writer(self) -> BulkWriter:
         """A new writer of alert-row batches, for one :class:`gateway.store.writers.Writer`."""
 
+    def read_cutout(self, conn, alert_id: int, kind: str) -> Optional[bytes]:
+        """The bytes of one cutout as shipped (None: there is none), on a reader connection."""
+
 
 def insert_select_upsert(table: str, columns: Sequence[str], select: str, key: Sequence[str], updates: str) -> str:
     """The upsert both backends spell alike (SQLite once its parser is told where the SELECT ends)."""

@@ -134,6 +134,12 @@ class PostgresBackend:
     # -- bulk writes --------------------------------------------------------------------------------------------
 
     @staticmethod
+    def read_cutout(conn, alert_id: int, kind: str) -> Optional[bytes]:
+        row = conn.execute(f"SELECT content FROM {SCHEMA}.cutout WHERE alertid = %s AND kind = %s",
+                           (alert_id, kind)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    @staticmethod
     def bulk_writer() -> PostgresBulkWriter:
         return PostgresBulkWriter()
 

@@ -216,6 +216,21 @@ CUTOUT = Table(
     public=False,
 )
 
+CUTOUT_PACK = Table(
+    "cutout_pack",
+    "Where cutouts kept beside the DB are (SQLite: pack files in <db>.cutouts/, see gateway.store.packs).",
+    (
+        Column("alertid", "BIGINT", "Alert that carried the cutout", ucd="meta.id", nullable=False),
+        Column("kind", "VARCHAR", "difference, science or template", ucd="meta.code", nullable=False),
+        Column("pack", "VARCHAR", "Pack file name", ucd="meta.file", nullable=False),
+        Column("byte_offset", "BIGINT", "Where the FITS bytes start in the pack", "byte", "meta.number",
+               nullable=False),
+        Column("byte_length", "BIGINT", "How many bytes", "byte", "meta.number", nullable=False),
+    ),
+    primary_key=("alertid", "kind"),
+    public=False,
+)
+
 
 # -- the forward outbox (internal: times are Unix seconds, as the outbox's clock gives them). Text primary keys
 # stay nullable as earlier versions created them (SQLite, unlike PostgreSQL, does not imply NOT NULL for them).
@@ -290,7 +305,7 @@ FORWARD_PAYLOAD = Table(
 )
 
 #: created by the store
-ALERT_TABLES: tuple[Table, ...] = (DIAOBJECT, DIASOURCE, ALERT, VOEVENT, CUTOUT)
+ALERT_TABLES: tuple[Table, ...] = (DIAOBJECT, DIASOURCE, ALERT, VOEVENT, CUTOUT, CUTOUT_PACK)
 #: created by the forward outbox
 OUTBOX_TABLES: tuple[Table, ...] = (FORWARD_OUTBOX, TNS_REPORT, FORWARD_PAYLOAD)
 TABLES: tuple[Table, ...] = ALERT_TABLES + OUTBOX_TABLES

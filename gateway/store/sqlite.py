@@ -17,7 +17,8 @@ from typing import Iterable, Iterator, Optional, Sequence
 from gateway import sky
 from gateway.store import writers
 from gateway.store.backend import StoreError, insert_select_upsert
-from gateway.store.schema import ALERT_TABLES, SCHEMA, Table
+from gateway.store.packs import CutoutPacks
+from gateway.store.schema import ALERT_TABLES, CUTOUT_PACK, SCHEMA, Table
 
 _TYPES = {"BIGINT": "INTEGER", "INTEGER": "INTEGER", "SMALLINT": "INTEGER", "DOUBLE": "REAL", "REAL": "REAL",
           "VARCHAR": "TEXT", "TIMESTAMP": "TEXT", "BLOB": "BLOB"}
@@ -34,6 +35,8 @@ class SQLiteBackend:
         self.path = path
         # a shared in-memory DB for tests: readers and the writer see the same tables
         self.memory_uri = f"file:gateway-{id(self)}?mode=memory&cache=shared" if path == ":memory:" else None
+        #: cutouts in pack files beside a DB file (in the DB when it is in memory)
+        self.packs = None if self.memory_uri else CutoutPacks(f"{path}.cutouts")
 
     def __str__(self) -> str:
         return self.name
@@ -92,16 +95,20 @@ class SQLiteBackend:
 
     @staticmethod
     def cone(table: Table, ra: float, dec: float, radius: float) -> tuple[str, tuple]:
-        """The R*Tree pre-selects the rows whose box meets the cone's bounding boxes (two across RA 0), then
-        ``sky_distance`` checks exactly."""
+        """The zone index seeks each declination zone's RA interval (two across RA 0), then ``sky_distance``
+        checks exactly."""
         ra_column, dec_column = table.position
+        lo, hi = dec - radius - sky.BOX_MARGIN, dec + radius + sky.BOX_MARGIN
+        band = sky.zones(lo, hi)
+        in_zones = (f"{zone_sql(dec_column)} IN ({', '.join(map(str, band))})" if len(band) <= MAX_ZONE_LIST
+                    else f"{zone_sql(dec_column)} BETWEEN {band[0]} AND {band[-1]}")
         boxes, params = [], []
         for ra_lo, ra_hi in sky.ra_ranges(ra, dec, radius):
-            boxes.append("ra_max >= ? AND ra_min <= ? AND dec_max >= ? AND dec_min <= ?")
-            params += [ra_lo, ra_hi, dec - radius - sky.BOX_MARGIN, dec + radius + sky.BOX_MARGIN]
-        condition = (f"rowid IN (SELECT id FROM {SCHEMA}.{table.name}_sky WHERE ({') OR ('.join(boxes)})) "
+            boxes.append(f"{in_zones} AND {ra_column} BETWEEN ? AND ?")
+            params += [ra_lo, ra_hi]
+        condition = (f"(({') OR ('.join(boxes)})) AND {dec_column} BETWEEN ? AND ? "
                      f"AND sky_distance({ra_column}, {dec_column}, ?, ?) <= ?")
-        return condition, (*params, ra, dec, radius)
+        return condition, (*params, lo, hi, ra, dec, radius)
 
     @staticmethod
     def row_lock(alias: str) -> str:
@@ -109,13 +116,15 @@ class SQLiteBackend:
 
     @staticmethod
     def ddl(tables: Iterable[Table]) -> list[str]:
-        """CREATE statements: tables, plain indexes, and an R*Tree ``<table>_sky`` per positional table.
+        """CREATE statements: tables, plain indexes, and a zone index ``<table>_zones`` per positional table.
 
-        The R*Tree holds (id = the table's rowid, ra_min, ra_max, dec_min, dec_max); for points min = max.
+        The zone index is on (declination zone, ra): a cone is a seek per zone of its RA interval. It replaced an
+        R*Tree kept by triggers, which cost half of each alert's write (31 positions per Rubin alert); databases
+        made with the R*Tree lose it here.
         """
         out = []
         for t in tables:
-            # a single INTEGER primary key becomes the rowid: the R*Tree and joins key on it for free
+            # a single INTEGER primary key becomes the rowid: joins key on it for free
             rowid = len(t.primary_key) == 1 and _TYPES[t.column(t.primary_key[0]).datatype] == "INTEGER"
             cols = [_column(c, rowid and c.name == t.primary_key[0]) for c in t.columns]
             if not rowid:
@@ -129,13 +138,24 @@ class SQLiteBackend:
 
     # -- bulk writes --------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def bulk_writer() -> SQLiteBulkWriter:
-        return SQLiteBulkWriter()
+    def bulk_writer(self) -> SQLiteBulkWriter:
+        return SQLiteBulkWriter(self.packs)
+
+    def read_cutout(self, conn, alert_id: int, kind: str) -> Optional[bytes]:
+        where = (alert_id, kind)
+        row = conn.execute(f"SELECT content FROM {SCHEMA}.cutout WHERE alertid = ? AND kind = ?", where).fetchone()
+        if row is not None:  # in the DB: a DB in memory, or written before cutouts moved to packs
+            return bytes(row[0])
+        row = conn.execute(f"SELECT pack, byte_offset, byte_length FROM {SCHEMA}.cutout_pack "
+                           "WHERE alertid = ? AND kind = ?", where).fetchone()
+        if row is None or self.packs is None:
+            return None
+        return self.packs.read(*row)
 
 
 _INSERTS = {name: f"INSERT OR IGNORE INTO {name} VALUES ({', '.join('?' * len(t.columns))})"
             for name, t in writers.IMMUTABLE}
+_PACKED_INSERT = f"INSERT OR IGNORE INTO cutout_pack VALUES ({', '.join('?' * len(CUTOUT_PACK.columns))})"
 # each object's detections are counted in SQL (an indexed count per object, cheap in-process)
 _OBJECT_UPSERT = writers.object_upsert(
     SQLiteBackend, "diaobject",
@@ -144,11 +164,17 @@ _OBJECT_UPSERT = writers.object_upsert(
 
 
 class SQLiteBulkWriter:
-    """``INSERT OR IGNORE`` per immutable table, then the object upsert counting each object's detections."""
+    """``INSERT OR IGNORE`` per immutable table, then the object upsert counting each object's detections;
+    cutouts go to ``packs`` (when given) and their locations to ``cutout_pack``."""
+
+    def __init__(self, packs: Optional[CutoutPacks] = None):
+        self.packs = packs
 
     def write(self, conn, tables: dict[str, list[tuple]], objects: list[tuple]) -> None:
         for name, batch in tables.items():
-            if batch:
+            if batch and name == "cutout" and self.packs is not None:
+                conn.executemany(_PACKED_INSERT, self.packs.append(batch))
+            elif batch:
                 conn.executemany(_INSERTS[name], batch)
         if objects:
             conn.executemany(_OBJECT_UPSERT, [(*row, row[0]) for row in objects])
@@ -165,20 +191,20 @@ def _column(c, rowid: bool) -> str:
 
 
 def _sky_index(t: Table) -> list[str]:
-    # triggers keep the R*Tree in step with the table, whoever writes it
     ra, dec = t.position
-    box = f"new.rowid, new.{ra}, new.{ra}, new.{dec}, new.{dec}"
-    return [
-        f"CREATE VIRTUAL TABLE IF NOT EXISTS {t.name}_sky USING rtree(id, ra_min, ra_max, dec_min, dec_max)",
-        f"CREATE TRIGGER IF NOT EXISTS {t.name}_sky_insert AFTER INSERT ON {t.name} "
-        f"WHEN new.{ra} IS NOT NULL AND new.{dec} IS NOT NULL "
-        f"BEGIN INSERT INTO {t.name}_sky VALUES ({box}); END",
-        f"CREATE TRIGGER IF NOT EXISTS {t.name}_sky_update AFTER UPDATE OF {ra}, {dec} ON {t.name} "
-        f"BEGIN DELETE FROM {t.name}_sky WHERE id = old.rowid; "
-        f"INSERT INTO {t.name}_sky SELECT {box} WHERE new.{ra} IS NOT NULL AND new.{dec} IS NOT NULL; END",
-        f"CREATE TRIGGER IF NOT EXISTS {t.name}_sky_delete AFTER DELETE ON {t.name} "
-        f"BEGIN DELETE FROM {t.name}_sky WHERE id = old.rowid; END",
-    ]
+    legacy = [f"DROP TRIGGER IF EXISTS {t.name}_sky_{event}" for event in ("insert", "update", "delete")]
+    return [*legacy, f"DROP TABLE IF EXISTS {t.name}_sky",
+            f"CREATE INDEX IF NOT EXISTS {t.name}_zones ON {t.name} ({zone_sql(dec)}, {ra})"]
+
+
+#: zones listed one by one up to this many (a seek each); a wider band is one range of zones
+MAX_ZONE_LIST = 64
+
+
+def zone_sql(dec_column: str) -> str:
+    """SQL for the declination zone of ``dec_column``, exactly as the zone index has it (SQLite uses an index on an
+    expression only for the same expression); :func:`gateway.sky.zone` in Python."""
+    return f"CAST(({dec_column} + 90) * {sky.ZONES_PER_DEGREE} AS INTEGER)"
 
 
 def _file_writer(path: str) -> sqlite3.Connection:

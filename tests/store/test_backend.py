@@ -19,8 +19,8 @@ def columns_of_every_table(database) -> dict[str, list[str]]:
     try:
         if database.kind == "sqlite":
             names = [n for (n,) in conn.execute("SELECT name FROM gateway.sqlite_master WHERE type = 'table'")]
-            # the R*Tree's own tables and SQLite's AUTOINCREMENT counter are the backend's index machinery
-            names = [n for n in names if "_sky" not in n and not n.startswith("sqlite_")]
+            # SQLite's AUTOINCREMENT counter is the backend's machinery
+            names = [n for n in names if not n.startswith("sqlite_")]
             return {n: [row[1] for row in conn.execute(f"PRAGMA gateway.table_info({n})")] for n in names}
         rows = conn.execute("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = "
                             "'gateway' ORDER BY table_name, ordinal_position").fetchall()

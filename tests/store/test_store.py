@@ -60,7 +60,10 @@ def test_samples_are_stored_once_with_objects_and_detections(database):
                   if d.source_id is not None}
     assert count(database, "diasource") == len(detections)
     assert count(database, "diaobject") == len({fields.object_key(a) for a in alerts})
-    assert count(database, "cutout") == sum(len(fields.cutouts(a)) for a in alerts)
+    # SQLite keeps the bytes in pack files beside the DB (cutout_pack says where), PostgreSQL in the cutout table
+    packed, inside = count(database, "cutout_pack"), count(database, "cutout")
+    n_cutouts = sum(len(fields.cutouts(a)) for a in alerts)
+    assert (packed, inside) == ((n_cutouts, 0) if database.kind == "sqlite" else (0, n_cutouts))
     # every object row counts its stored detections and points at its latest alert
     for objectid, ndet, first, last, last_ivorn in query(
             database, "SELECT objectid, ndetections, first_mjd, last_mjd, last_ivorn FROM gateway.diaobject"):
@@ -169,8 +172,11 @@ def test_cone_search_uses_the_sky_index_and_matches_brute_force(database):
         sql = f"SELECT diasourceid FROM gateway.diasource WHERE {condition} ORDER BY diasourceid"
         found = [r[0] for r in query(database, sql, params)]
         plan = " ".join(str(r) for r in query(database, explain + sql, params))
-        # SQLite names the R*Tree; PostgreSQL's q3c plan is an index or bitmap scan of diasource_sky
-        assert "diasource_sky" in plan or (database.kind == "postgresql" and ("Bitmap" in plan or "Index" in plan))
+        if database.kind == "sqlite":  # the zone index, never a scan of the table; away from the pole, a seek
+            assert "USING INDEX diasource_zones" in plan and "SCAN" not in plan, plan  # per zone of the RA interval
+            assert dec0 > 89 or radius > 1 or "diasource_zones (<expr>=? AND ra>? AND ra<?)" in plan, plan
+        else:  # q3c: an index or bitmap scan of diasource_sky
+            assert "diasource_sky" in plan and ("Bitmap" in plan or "Index" in plan), plan
         assert found == expected and found, (ra0, dec0, radius)
 
 
@@ -263,7 +269,38 @@ def test_a_failing_neighbour_write_loses_no_detection(database, tmp_path):
     reference = Database(f"sqlite:///{tmp_path / 'reference.db'}", reactor)
     try:
         yield defer.gatherResults([Store(reference).accept(event) for event in EVENTS])
-        for table in ("alert", "diasource", "diaobject", "voevent", "cutout"):
+        for table in ("alert", "diasource", "diaobject", "voevent"):
             assert count(database, table) == count(reference, table), table
+        cutouts = lambda db: count(db, "cutout") + count(db, "cutout_pack")  # noqa: E731  (in the DB or in packs)
+        assert cutouts(database) == cutouts(reference) > 0
     finally:
         reference.stop()
+
+
+def test_an_alert_db_made_with_the_rtree_loses_it_and_keeps_its_rows(tmp_path):
+    """DBs of earlier versions kept an R*Tree ``diasource_sky`` by triggers; opening one drops it (its upkeep was
+    half of each write) and the zone index answers cones over the old rows and the new alike."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    Database(f"sqlite:///{path}", reactor).stop()
+    old = sqlite3.connect(path)  # as earlier versions left it: an R*Tree kept by a trigger, no zone index
+    old.execute("DROP INDEX diasource_zones")
+    old.execute("CREATE VIRTUAL TABLE diasource_sky USING rtree(id, ra_min, ra_max, dec_min, dec_max)")
+    old.execute("CREATE TRIGGER diasource_sky_insert AFTER INSERT ON diasource BEGIN "
+                "INSERT INTO diasource_sky VALUES (new.rowid, new.ra, new.ra, new.dec, new.dec); END")
+    old.execute("INSERT INTO diasource (diasourceid, objectid, survey, ra, dec) VALUES (1, 'a', 'rubin', 10.0, -20.0)")
+    old.commit()
+    old.close()
+
+    database = Database(f"sqlite:///{path}", reactor)
+    try:
+        database.run_write(lambda conn: conn.execute(
+            "INSERT INTO diasource (diasourceid, objectid, survey, ra, dec) VALUES (2, 'b', 'rubin', 10.001, -20.0)"))
+        condition, params = database.backend.cone(DIASOURCE, 10.0, -20.0, 0.01)
+        found = query(database, f"SELECT diasourceid FROM gateway.diasource WHERE {condition} ORDER BY 1", params)
+        assert [r[0] for r in found] == [1, 2]
+        names = {n for (n,) in query(database, "SELECT name FROM gateway.sqlite_master", ())}
+        assert "diasource_sky" not in names and "diasource_sky_insert" not in names and "diasource_zones" in names
+    finally:
+        database.stop()

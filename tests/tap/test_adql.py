@@ -184,12 +184,32 @@ def test_cone_uses_the_sky_index(reader):
                   "CIRCLE('ICRS', 10, 20, 0.01))", dialect, CATALOG)
     if dialect is SQLITE:
         plan = " ".join(str(r) for r in conn.execute("EXPLAIN QUERY PLAN " + t.sql))
-        assert "diasource_sky VIRTUAL TABLE INDEX" in plan and "SCAN diasource" not in plan.replace("_sky", "")
+        assert "diasource USING INDEX diasource_zones (<expr>=? AND ra>? AND ra<?)" in plan and "SCAN" not in plan
     else:
         with conn.transaction():
             conn.execute("SET LOCAL enable_seqscan = off")  # a tiny table: show the index is usable at all
             plan = " ".join(r[0] for r in conn.execute("EXPLAIN " + t.sql))
         assert "diasource_sky" in plan and "q3c_ang2ipix" in plan
+
+
+@pytest.mark.parametrize("radius", [2.0 / 3600, 0.2, 3.0])  # within one zone's height (3'), and beyond it
+def test_crossmatch_seeks_the_zone_index_and_matches_brute_force(reader, radius):
+    conn, dialect = reader
+    columns = (ColumnMeta("id", "long"), ColumnMeta("ra", "double"), ColumnMeta("dec", "double"))
+    targets = [(i, *object_position(i)) for i in (0, 1, 2, 50, 51, 150)] + [(98, 0.0, 10.0), (99, 200.0, -85.0)]
+    name = f"targets_{int(radius * 3600)}"  # one upload per case on the module's connection
+    if dialect is SQLITE and any(row[1] == "tap_upload" for row in conn.execute("PRAGMA database_list")):
+        conn.execute("DETACH DATABASE tap_upload")
+    dialect.create_uploads(conn, {name: (columns, targets)})
+    catalog = CATALOG.with_uploads({name: columns})
+    query = (f"SELECT t.id, d.diasourceid FROM TAP_UPLOAD.{name} AS t JOIN gateway.diasource AS d ON "
+             f"1 = CONTAINS(POINT('ICRS', d.ra, d.dec), CIRCLE('ICRS', t.ra, t.dec, {radius}))")
+    _, sources, _ = rows()
+    want = sorted((t[0], s[0]) for t in targets for s in sources if sky_distance(s[3], s[4], t[1], t[2]) <= radius)
+    assert want and sorted(run(reader, query, catalog)) == want
+    if dialect is SQLITE:
+        plan = " ".join(str(r) for r in conn.execute("EXPLAIN QUERY PLAN " + translate(query, dialect, catalog).sql))
+        assert "d USING INDEX diasource_zones (<expr>" in plan and "SCAN d" not in plan, plan
 
 
 def test_ra_ranges():

@@ -1,9 +1,12 @@
-"""SQLite: the R*Tree ``<table>_sky`` pre-selects, ``sky_distance``/``tap_in_polygon`` decide exactly; uploads go to
-an in-memory ``tap_upload`` schema; ``conn.interrupt()`` stops a query.
+"""SQLite: the zone index ``<table>_zones`` pre-selects, ``sky_distance``/``tap_in_polygon`` decide exactly; uploads
+go to an in-memory ``tap_upload`` schema; ``conn.interrupt()`` stops a query.
 
-Cone: ``rowid IN (SELECT id FROM <table>_sky WHERE <bounding box>) AND sky_distance(...) <= r``. The box comes from
-:func:`gateway.sky.ra_ranges` for a constant centre, and is computed in SQL (three copies shifted by -360, 0,
-+360 deg of RA, so boxes across RA 0 are covered) when the centre comes from another table, as in a cross-match.
+Cone: ``zone IN (<zones of the band>) AND ra BETWEEN <RA interval> AND dec BETWEEN <band> AND sky_distance(...) <= r``
+with ``zone`` the index's own expression (:func:`gateway.store.sqlite.zone_sql`): a seek per zone. The interval comes
+from :func:`gateway.sky.ra_ranges` for a constant centre, and is computed in SQL (three copies shifted by -360, 0,
++360 deg of RA, so intervals across RA 0 are covered) when the centre comes from another table, as in a cross-match;
+there the zones are those of the centre and the band's two edges, which cover the band while the radius is at most
+a zone's height, and a range of zones otherwise.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Optional
 from sqlglot import exp
 
 from gateway import sky
-from gateway.sky import BOX_MARGIN, bounding_cap, ra_ranges
+from gateway.sky import BOX_MARGIN, ZONE_HEIGHT, ZONES_PER_DEGREE, bounding_cap, ra_ranges, zones
+from gateway.store.sqlite import MAX_ZONE_LIST
 from gateway.tap.adql.dialect import SqlDialect
 from gateway.tap.adql.geometry import Circle, Point, Polygon, call, constant_value, number
 
@@ -64,6 +68,14 @@ def _sql_ra_half_width(dec: exp.Expression, radius: exp.Expression) -> exp.Expre
     return exp.paren(exp.Case(ifs=[exp.If(this=near_pole, true=exp.Literal.number(360))], default=width))
 
 
+def _zone_of(dec: exp.Expression) -> exp.Expression:
+    """The zone index's expression (:func:`gateway.store.sqlite.zone_sql`) of ``dec`` (deg)."""
+    value = dec.copy() if isinstance(dec, (exp.Column, exp.Literal)) else exp.paren(dec.copy())
+    shifted = exp.paren(exp.Add(this=value, expression=exp.Literal.number(90)))
+    return exp.Cast(this=exp.Mul(this=shifted, expression=exp.Literal.number(ZONES_PER_DEGREE)),
+                    to=exp.DataType.build("INTEGER"))
+
+
 class SqliteDialect(SqlDialect):
     kind = "sqlite"
     sqlglot_name = "sqlite"
@@ -77,7 +89,7 @@ class SqliteDialect(SqlDialect):
         exact = exp.LTE(this=self.distance(p, Point(c.ra, c.dec)), expression=exp.paren(c.radius.copy()))
         if sky_table is None:
             return exact
-        return exp.and_(self._rtree(p, sky_table, c.ra, c.dec, c.radius), exact)
+        return exp.and_(self._zones(p, sky_table, c.ra, c.dec, c.radius), exact)
 
     def polygon(self, p: Point, poly: Polygon, sky_table) -> exp.Expression:
         flat = [number(v) for vertex in poly.vertices for v in vertex]
@@ -85,37 +97,39 @@ class SqliteDialect(SqlDialect):
         if sky_table is None:
             return exact
         (cra, cdec), radius = bounding_cap(poly.vertices)
-        return exp.and_(self._rtree(p, sky_table, number(cra), number(cdec), number(radius)), exact)
+        return exp.and_(self._zones(p, sky_table, number(cra), number(cdec), number(radius)), exact)
 
-    def _rtree(self, p: Point, sky_table, cra, cdec, radius) -> exp.Expression:
-        """``alias.rowid IN (SELECT id FROM gateway.<table>_sky WHERE <boxes around the cone>)``."""
+    def _zones(self, p: Point, sky_table, cra, cdec, radius) -> exp.Expression:
+        """``((zone IN (...) AND ra BETWEEN lo AND hi) OR ...) AND dec BETWEEN ...`` around the cone, on the zone
+        index of ``sky_table`` (``p`` is its position)."""
         ra0, dec0, r = constant_value(cra), constant_value(cdec), constant_value(radius)
+        zone = _zone_of(p.dec)
         if None in (ra0, dec0, r):
-            # e.g. a cross-match, correlated with the outer row: the box is computed in SQL, in three copies
-            # shifted by -360, 0, +360 deg of RA so that boxes across RA 0 are covered (each copy an R*Tree probe)
+            # e.g. a cross-match, correlated with the outer row: the intervals are computed in SQL
             lo = exp.Sub(this=exp.paren(cdec.copy()), expression=exp.paren(radius.copy()))
             hi = exp.Add(this=exp.paren(cdec.copy()), expression=exp.paren(radius.copy()))
             half = _sql_ra_half_width(cdec, radius)
-            boxes = []
+            intervals = []
             for shift in (-360, 0, 360):
                 centre = exp.Add(this=exp.paren(cra.copy()), expression=exp.Literal.number(shift))
-                boxes.append((exp.Sub(this=centre, expression=half.copy()),
-                              exp.Add(this=centre.copy(), expression=half.copy()), lo, hi))
+                intervals.append((exp.Sub(this=centre, expression=half.copy()),
+                                  exp.Add(this=centre.copy(), expression=half.copy())))
+            if r is not None and r + BOX_MARGIN <= ZONE_HEIGHT:
+                in_zones = exp.In(this=zone, expressions=[_zone_of(lo), _zone_of(cdec), _zone_of(hi)])
+            else:
+                in_zones = exp.Between(this=zone, low=_zone_of(lo), high=_zone_of(hi))
+            lo = exp.Sub(this=lo, expression=number(BOX_MARGIN))
+            hi = exp.Add(this=hi, expression=number(BOX_MARGIN))
         else:
-            boxes = [(number(a), number(b), number(dec0 - r - BOX_MARGIN), number(dec0 + r + BOX_MARGIN))
-                     for a, b in ra_ranges(ra0, dec0, r)]
-        selects = []
-        sky_index = exp.Table(this=exp.to_identifier(f"{sky_table.name}_sky"), db=exp.to_identifier(sky_table.schema))
-        for ra_lo, ra_hi, dec_lo, dec_hi in boxes:
-            cond = exp.and_(exp.GTE(this=exp.column("dec_max"), expression=dec_lo),
-                            exp.LTE(this=exp.column("dec_min"), expression=dec_hi),
-                            exp.GTE(this=exp.column("ra_max"), expression=ra_lo),
-                            exp.LTE(this=exp.column("ra_min"), expression=ra_hi))
-            selects.append(exp.select("id").from_(sky_index.copy()).where(cond))
-        query = selects[0]
-        for s in selects[1:]:
-            query = exp.union(query, s, distinct=False)
-        return exp.In(this=exp.column("rowid", table=p.ra.table), query=exp.Subquery(this=query))
+            lo, hi = number(dec0 - r - BOX_MARGIN), number(dec0 + r + BOX_MARGIN)
+            intervals = [(number(a), number(b)) for a, b in ra_ranges(ra0, dec0, r)]
+            band = zones(dec0 - r - BOX_MARGIN, dec0 + r + BOX_MARGIN)
+            in_zones = (exp.In(this=zone, expressions=[exp.Literal.number(z) for z in band])
+                        if len(band) <= MAX_ZONE_LIST else
+                        exp.Between(this=zone, low=exp.Literal.number(band[0]), high=exp.Literal.number(band[-1])))
+        seeks = [exp.paren(exp.and_(in_zones.copy(), exp.Between(this=p.ra.copy(), low=a, high=b)))
+                 for a, b in intervals]
+        return exp.and_(exp.paren(exp.or_(*seeks)), exp.Between(this=p.dec.copy(), low=lo, high=hi))
 
     def truncate(self, value: exp.Expression, decimals: Optional[exp.Expression]) -> exp.Expression:
         return call("tap_truncate", value, *([decimals] if decimals is not None else []))
