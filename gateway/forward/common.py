@@ -28,8 +28,31 @@ class _QuietFactory(web_client._HTTP11ClientFactory):
     noisy = False  # "Starting factory ..." for every new connection is Twisted's chatter, not what happened
 
 
+class _RetryReused(web_client._RetryingHTTP11ClientProtocol):
+    """A pooled connection that, when it dies before any response, sends the request once more on a new one.
+
+    Twisted does that for idempotent methods only. But an endpoint that closes each connection after its reply
+    without saying ``Connection: close`` (HTTP/1.0 style) leaves closed connections in the pool, and a POST written
+    to one is lost with ``ResponseNeverReceived`` before the server read it; sent again on the same kind of
+    connection, every retry would meet the same fate. Our bodies are in memory, so they can be written again;
+    a cancelled request (our timeout) is not retried."""
+
+    def _shouldRetry(self, method, exception, bodyProducer):
+        if not isinstance(bodyProducer, (_Body, type(None))):
+            return False
+        return super()._shouldRetry(b"GET", exception, None)
+
+
 class _QuietPool(web_client.HTTPConnectionPool):
     _factory = _QuietFactory
+
+    def getConnection(self, key, endpoint):
+        # a cached connection comes wrapped for Twisted's own retry (idempotent methods); ours retries our POSTs
+        def rewrap(connection):
+            if isinstance(connection, web_client._RetryingHTTP11ClientProtocol):
+                return _RetryReused(connection._clientProtocol, connection._newConnection)
+            return connection
+        return super().getConnection(key, endpoint).addCallback(rewrap)
 
 
 class HTTP:
