@@ -179,6 +179,8 @@ keep_days = 7.0
 #   gcn-kafka, voevent-kafka:  brokers = "HOST:PORT[,HOST:PORT]", topic = "...",
 #                              settings = {"security.protocol" = "SASL_SSL", "sasl.mechanisms" = "OAUTHBEARER",
 #                              "sasl.oauthbearer.method" = "oidc", ...}   (librdkafka properties, passed on)
+#   gcn-kafka also:            data_archive_page = "" (URL template of the object's data page: {internal_name},
+#                              {object_key}, {alert_id}, {ivorn}; empty: no data_archive_page in the notice)
 #   vtp:                       remote = "HOST:PORT" (or tls:HOST:PORT, an endpoint string), local_ivo = ""
 #   tns:                       url = "https://sandbox.wis-tns.org/api", api_key_env = "TNS_API_KEY" (or api_key),
 #                              bot_id = 0, bot_name = "", reporting_group_id = "", discovery_data_source_id = "",

@@ -37,6 +37,7 @@ from gateway.forward.common import (
     dumps,
     form,
     header,
+    internal_name,
     short,
     validation_errors,
     wait_seconds,
@@ -58,12 +59,6 @@ ZTF_INSTRUMENT = "196"
 def tns_time(mjd: float, scale: str) -> str:
     """'YYYY-MM-DD HH:MM:SS.fff' (UTC), the TNS date format."""
     return mjd_to_utc_iso(mjd, scale).replace("T", " ")
-
-
-def internal_name(view: View) -> str:
-    """The name the survey gives the object: the ZTF objectId, or Rubin's object key without its prefix."""
-    key = view.object_key
-    return key if view.survey == "ztf" else key.replace("diaObject:", "LSST-").replace(":", "-")
 
 
 class ReportError(ValueError):

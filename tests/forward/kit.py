@@ -250,3 +250,19 @@ def serve_one_reply(res: resource.Resource, close: str = "on-next-request"):
     site = OneReplySite(res, close)
     port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
     return port, f"http://127.0.0.1:{port.getHost().port}", site
+
+
+def rubin_event(schema: str = "11.1", index: int = 0, **changes):
+    """A bundled Rubin alert of ``schema`` with top-level record fields replaced (``diaSource`` and ``diaObject``
+    are updated rather than replaced), converted afresh."""
+    import copy
+    from dataclasses import replace
+
+    alert = events("rubin", schema)[index].alert
+    record = copy.deepcopy(alert.record)
+    for name, value in changes.items():
+        if name in ("diaSource", "diaObject") and isinstance(value, dict):
+            record[name] = {**(record.get(name) or {}), **value}
+        else:
+            record[name] = value
+    return make_converter(configuration.defaults())(replace(alert, record=record))
