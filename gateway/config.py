@@ -181,11 +181,14 @@ keep_days = 7.0
 #   gcn-kafka, voevent-kafka:  brokers = "HOST:PORT[,HOST:PORT]", topic = "...",
 #                              settings = {"security.protocol" = "SASL_SSL", "sasl.mechanisms" = "OAUTHBEARER",
 #                              "sasl.oauthbearer.method" = "oidc", ...}   (librdkafka properties, passed on)
+#   gcn-kafka also:            data_archive_page = "" (URL template of the object's data page: {internal_name},
+#                              {object_key}, {alert_id}, {ivorn}; empty: no data_archive_page in the notice)
 #   vtp:                       remote = "HOST:PORT" (or tls:HOST:PORT, an endpoint string), local_ivo = ""
 #   tns:                       url = "https://sandbox.wis-tns.org/api", api_key_env = "TNS_API_KEY" (or api_key),
 #                              bot_id = 0, bot_name = "", reporting_group_id = "", discovery_data_source_id = "",
-#                              reporter = "", at_type = "1", instrument = "" (TNS id; ZTF default 196),
-#                              filters = {g = "110", r = "111", i = "112"} (band -> TNS filter id; ZTF default),
+#                              reporter = "", at_type = "1", instrument = "" (TNS id; defaults ZTF 196, Rubin 287),
+#                              filters = {g = "110", r = "111", i = "112"} (band -> TNS filter id; defaults ZTF
+#                              g r i 110-112, Rubin u g r i z y 160-165),
 #                              remarks = "", poll_interval = 30.0
 #   webhook:                   url = "https://...", secret_env = "" (or secret: HMAC-SHA256 signature header)
 #   command:                   command = ["/path/to/program", "arg"], kill_grace = 5.0

@@ -44,7 +44,8 @@ from gateway.alerts import Alert, AlertError
 from gateway.view import Detection, UpperLimit, View, finite, flux_to_mag, mag_to_flux
 
 __all__ = ["Detection", "UpperLimit", "flux_to_mag", "mag_to_flux", "view", "detection", "previous_detections",
-           "upper_limits", "object_summary", "cutouts", "is_solar_system", "alert_id", "object_key", "n_previous"]
+           "upper_limits", "object_summary", "cutouts", "is_solar_system", "alert_id", "object_key", "n_previous",
+           "exposure_time", "limiting_mag"]
 
 #: ZTF filter ids
 ZTF_BANDS = {1: "g", 2: "r", 3: "i"}
@@ -55,6 +56,8 @@ MJD_OFFSET = 2400000.5
 ZTF_SSO_RADIUS_ARCSEC = 5.0
 #: Rubin bands, in the order used by the per-band diaObject summary columns
 RUBIN_BANDS = ("u", "g", "r", "i", "z", "y")
+#: signal-to-noise of a detection (Rubin's DIA threshold; the limits ZTF ships are 5 sigma too)
+DETECTION_SIGMA = 5.0
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
@@ -169,7 +172,8 @@ def upper_limits(alert: Alert) -> list[UpperLimit]:
     """Earlier non-detections shipped in the alert.
 
     ZTF: ``prv_candidates`` without ``candid`` (``diffmaglim``, 5 sigma). Rubin (until 7.x):
-    ``prvDiaNondetectionLimits``, limiting magnitude from ``diaNoise`` (nJy) as 5 sigma. Rubin 8.0+ ships none.
+    ``prvDiaNondetectionLimits``, limiting magnitude from ``diaNoise`` (nJy) as 5 sigma; and (every version)
+    ``prvDiaForcedSources`` below 5 sigma, limiting magnitude from ``psfFluxErr`` as 5 sigma.
     """
     record = alert.record
     if alert.survey == "ztf":
@@ -182,7 +186,28 @@ def upper_limits(alert: Alert) -> list[UpperLimit]:
         noise = finite(row.get("diaNoise"))
         mag = flux_to_mag(5.0 * noise)[0] if noise is not None else None
         limits.append(UpperLimit(row[names.mjd], "tai", row.get(names.band), mag))
+    # forced photometry below the detection threshold is a non-detection too: its 5-sigma limit
+    for row in record.get("prvDiaForcedSources") or ():
+        flux, error = finite(row.get(names.flux)), finite(row.get(names.flux_err))
+        if flux is not None and error is not None and error > 0 and flux < DETECTION_SIGMA * error:
+            limits.append(UpperLimit(row[names.mjd], "tai", row.get(names.band),
+                                     flux_to_mag(DETECTION_SIGMA * error)[0]))
     return limits
+
+
+def exposure_time(det: Detection) -> Optional[float]:
+    """Exposure time of a detection's image, s: ZTF ``exptime``, Rubin ``exposureTime`` (11.1+); else None."""
+    value = det.extra.get("exptime", det.extra.get("exposureTime"))
+    value = finite(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return value if value is not None and value > 0 else None
+
+
+def limiting_mag(det: Detection) -> Optional[float]:
+    """The 5-sigma limit (AB) at a detection: ZTF ``diffmaglim`` of its image; Rubin from ``psfFluxErr``."""
+    if det.time_scale == "utc":  # ZTF
+        return finite(det.extra.get("diffmaglim"))
+    error = det.psf_flux_err
+    return flux_to_mag(DETECTION_SIGMA * error)[0] if error is not None and error > 0 else None
 
 
 def n_previous(alert: Alert) -> int:

@@ -28,8 +28,31 @@ class _QuietFactory(web_client._HTTP11ClientFactory):
     noisy = False  # "Starting factory ..." for every new connection is Twisted's chatter, not what happened
 
 
+class _RetryReused(web_client._RetryingHTTP11ClientProtocol):
+    """A pooled connection that, when it dies before any response, sends the request once more on a new one.
+
+    Twisted does that for idempotent methods only. But an endpoint that closes each connection after its reply
+    without saying ``Connection: close`` (HTTP/1.0 style) leaves closed connections in the pool, and a POST written
+    to one is lost with ``ResponseNeverReceived`` before the server read it; sent again on the same kind of
+    connection, every retry would meet the same fate. Our bodies are in memory, so they can be written again;
+    a cancelled request (our timeout) is not retried."""
+
+    def _shouldRetry(self, method, exception, bodyProducer):
+        if not isinstance(bodyProducer, (_Body, type(None))):
+            return False
+        return super()._shouldRetry(b"GET", exception, None)
+
+
 class _QuietPool(web_client.HTTPConnectionPool):
     _factory = _QuietFactory
+
+    def getConnection(self, key, endpoint):
+        # a cached connection comes wrapped for Twisted's own retry (idempotent methods); ours retries our POSTs
+        def rewrap(connection):
+            if isinstance(connection, web_client._RetryingHTTP11ClientProtocol):
+                return _RetryReused(connection._clientProtocol, connection._newConnection)
+            return connection
+        return super().getConnection(key, endpoint).addCallback(rewrap)
 
 
 class HTTP:
@@ -164,18 +187,33 @@ def short(body: bytes, limit: int = 200) -> str:
 
 @lru_cache(maxsize=None)
 def validator(*parts: str):
-    """A jsonschema validator for ``schemas/<parts>``, loaded once."""
+    """A jsonschema validator for ``schemas/<parts>``, loaded once. Its ``$ref`` s resolve against the schemas
+    in the same folder of ``schemas/`` (and below it), by their ``$id``: never over the network."""
     import jsonschema  # here: it takes ~0.2 s to import, and only routes that validate what they send need it
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
 
     schema = json.loads(resource("schemas", *parts).read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    known = []
+    for path in sorted(resource("schemas", parts[0]).rglob("*.json")):
+        contents = json.loads(path.read_text())
+        if isinstance(contents, dict) and isinstance(contents.get("$id"), str):
+            known.append((contents["$id"], Resource.from_contents(contents, default_specification=DRAFT202012)))
+    # no ``retrieve``: a $ref to a schema we do not ship is an error, not a download
+    return jsonschema.Draft202012Validator(schema, registry=Registry().with_resources(known))
 
 
 def validation_errors(value: Any, *parts: str) -> list[str]:
     """What is wrong with ``value`` against ``schemas/<parts>``: one line per error, naming the place."""
     errors = sorted(validator(*parts).iter_errors(value), key=lambda e: list(e.absolute_path))
     return [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}" for e in errors]
+
+
+def internal_name(view) -> str:
+    """The name the survey gives the object: the ZTF objectId, or Rubin's object key without its prefix."""
+    key = view.object_key
+    return key if view.survey == "ztf" else key.replace("diaObject:", "LSST-").replace(":", "-")
 
 
 def summary(event, facts, route: str) -> dict[str, Any]:

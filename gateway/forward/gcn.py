@@ -3,10 +3,14 @@
 GCN distributes over Kafka now (``gcn.notices.<mission>...`` JSON, ``gcn.classic.voevent.*`` XML); brokers that
 still speak VTP get the VOEvent as an author would send it.
 
-- :class:`GcnNotices`: one JSON notice per event following the core blocks of GCN's unified schema (Alert,
-  Reporter, Event, Localization, DateTime, Photometry; ``$schema`` set), checked against
-  ``schemas/gcn/notice-core.schema.json`` before it is sent; a VOEvent that cites another as ``retraction``
-  becomes ``alert_type: retraction``.
+- :class:`GcnNotices`: one JSON notice per event made of the core blocks of GCN's unified schema only (Alert,
+  Reporter, Event, Localization, DateTime, Photometry, AdditionalInfo; no ``$schema``: there is no published one
+  for ours), checked before it is sent against ``schemas/gcn/vogateway-notice.schema.json``: GCN's current core
+  schemas (vendored in ``schemas/gcn/core``), closed to other properties as strict mission schemas are, so our
+  own fields (IVORN, object key, survey, reliability, SNR) travel as JSON text in ``additional_info``.
+  ``alert_type`` (:func:`alert_type`): initial, subsequent (a repeat detection), update (supersedes),
+  retraction; a test event is ``alert_tense: test``. ``ra_dec_error`` is our 1-sigma radius, with its
+  ``containment_probability`` for a 2-D Gaussian (1 - exp(-1/2) = 0.393; GCN assumes 0.9 without one).
 - :class:`VOEventToKafka`: the VOEvent bytes unchanged.
 - :class:`VOEventToVTP`: the VOEvent submitted to a VTP receiver (:func:`gateway.vtp.author.send_events`).
 
@@ -19,8 +23,10 @@ reactor, so nothing here blocks it. ``settings`` go to librdkafka unchanged (SAS
 from __future__ import annotations
 
 import json
+import math
 import threading
 from typing import Optional
+from urllib.parse import quote
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -28,17 +34,16 @@ from twisted.logger import Logger
 from gateway.event import Event
 from gateway.filters import Facts
 from gateway.forward import outbox
-from gateway.forward.common import dumps, validation_errors
-from gateway.times import format_iso
+from gateway.forward.common import dumps, internal_name, validation_errors
+from gateway.times import format_iso, utc_mjd_to_utc_iso
 from gateway.voevent.parse import event_from_tree, safe_fromstring
 from gateway.vtp.author import send_events
 from gateway.vtp.tls import TLSFiles
 
 log = Logger()
 
-NOTICE_SCHEMA = ("gcn", "notice-core.schema.json")
-#: ``$schema`` of our notices: the ``$id`` of schemas/gcn/notice-core.schema.json
-NOTICE_SCHEMA_URL = "https://vogateway.local/schemas/gcn/notice-core.schema.json"
+#: what every notice is checked against: the core blocks of GCN's unified schema, closed to other properties
+NOTICE_SCHEMA = ("gcn", "vogateway-notice.schema.json")
 MISSIONS = {"rubin": ("Rubin", "LSSTCam"), "ztf": ("ZTF", "ZTF camera")}
 
 
@@ -96,7 +101,14 @@ class KafkaProducer:
         return threads.deferToThread(close)
 
 
-def _iso(value: Optional[str]) -> Optional[str]:
+#: probability that a circular 2-D Gaussian puts the source within its 1-sigma radius: 1 - exp(-1/2). Our
+#: Error2Radius (and so ``ra_dec_error``) is that 1-sigma radius; GCN reads 0.9 when none is given.
+ONE_SIGMA_CONTAINMENT = 1.0 - math.exp(-0.5)
+#: what instant a survey's detection time is: ZTF ``jd`` is the start of the exposure, Rubin's the midpoint
+TIME_REF = {"ztf": "start", "rubin": "mid"}
+
+
+def _iso_z(value: Optional[str]) -> Optional[str]:
     """Our VOEvent times (UTC, no zone) as ISO 8601 with ``Z``."""
     if not value:
         return None
@@ -104,92 +116,106 @@ def _iso(value: Optional[str]) -> Optional[str]:
     return value if value.endswith("Z") or "+" in value[10:] else value + "Z"
 
 
-def is_retraction(facts) -> bool:
+def _cites(facts) -> set[str]:
     root = facts.root()
-    return root is not None and root.find("Citations/EventIVORN[@cite='retraction']") is not None
+    return set() if root is None else {e.get("cite") for e in root.findall("Citations/EventIVORN")}
 
 
-def notice(event: Event, facts) -> dict:
-    """A GCN-style JSON notice for one event (alert or incoming VOEvent)."""
-    survey = facts.get("survey") if isinstance(facts.get("survey"), str) else None
+def is_retraction(facts) -> bool:
+    return "retraction" in _cites(facts)
+
+
+def alert_type(facts) -> str:
+    """GCN's place in the sequence: a retraction; an update (the VOEvent supersedes another); subsequent for a
+    repeat detection of the object (earlier detections shipped or counted, or a followup Citation); else initial."""
+    cites = _cites(facts)
+    if "retraction" in cites:
+        return "retraction"
+    if "supersedes" in cites:
+        return "update"
+    view = facts.view
+    repeat = (view.n_previous or 0) > 0 or (view.n_detections or 0) > 1 or "followup" in cites
+    return "subsequent" if repeat else "initial"
+
+
+def notice(event: Event, facts, archive_page: str = "") -> dict:
+    """A JSON notice (GCN unified schema, core blocks only) for one event (alert or incoming VOEvent).
+
+    ``archive_page``: a template for ``data_archive_page`` (``{internal_name}``, ``{object_key}``, ``{alert_id}``,
+    ``{ivorn}``); empty: none. Test events are ``alert_tense: test``."""
+    view = facts.view
+    survey = view.survey if isinstance(view.survey, str) else None
     mission, instrument = MISSIONS.get(survey or "", (None, None))
     if mission is None:
-        mission = (facts.view.author or event.ivorn).split("//", 1)[-1].split("/", 1)[0] or "unknown"
-    retraction = is_retraction(facts)
-    previous = facts.get("n_previous")
-    if retraction:
-        alert_type = "retraction"
-    elif event.role == "test":
-        alert_type = "test"
-    elif isinstance(previous, (int, float)) and previous > 0:
-        alert_type = "update"
-    else:
-        alert_type = "initial"
+        mission = (view.author or event.ivorn).split("//", 1)[-1].split("/", 1)[0] or "unknown"
     body: dict = {
-        "$schema": NOTICE_SCHEMA_URL,
         "alert_datetime": format_iso(event.received),
-        "alert_tense": "current",
-        "alert_type": alert_type,
+        "alert_tense": "test" if event.role == "test" else "current",
+        "alert_type": alert_type(facts),
         "mission": mission,
         "messenger": "EM",
         "id": [event.ivorn],
-        "ivorn": event.ivorn,
-        "survey": survey or "other",
     }
     if instrument:
         body["instrument"] = instrument
-    obj = facts.get("object")
-    if isinstance(obj, str):
+    obj = view.object_key
+    if isinstance(obj, str) and obj:
         body["id"].append(obj)
-        body["object_key"] = obj
-    ra, dec = facts.get("ra"), facts.get("dec")
-    if isinstance(ra, float) and isinstance(dec, float):
-        body["ra"], body["dec"] = ra, dec
-        error = _error_radius(event, facts)
-        if error is not None:
+        if survey in MISSIONS:
+            body["event_name"] = internal_name(view)
+    alert_id = _param_text(facts, "alert_id")
+    if archive_page and isinstance(obj, str) and obj:
+        body["data_archive_page"] = archive_page.format(
+            internal_name=quote(body.get("event_name", obj)), object_key=quote(obj), alert_id=quote(alert_id or ""),
+            ivorn=quote(event.ivorn, safe=""))
+    if isinstance(view.ra, float) and isinstance(view.dec, float):
+        body["ra"], body["dec"] = view.ra, view.dec
+        error = view.error_radius
+        if error is not None and error >= 0:
             body["ra_dec_error"] = error
-    trigger = _trigger_time(event, facts)
+            body["containment_probability"] = round(ONE_SIGMA_CONTAINMENT, 4)
+    trigger = _iso_z(view.iso_utc)
     if trigger:
         body["trigger_time"] = trigger
-    band, mag, mag_err = facts.get("band"), facts.get("mag"), facts.get("mag_err")
-    if isinstance(band, str):
-        body["filter"] = band
-    if isinstance(mag, float):
-        body["mag"] = mag
+        body.update(_exposure(view, survey))
+    if isinstance(view.band, str):
+        body["filter"] = view.band
+    if isinstance(view.mag, float):
+        body["mag"] = view.mag
         body["mag_system"] = "AB"
-        if isinstance(mag_err, float) and mag_err >= 0:
-            body["mag_error"] = mag_err
-    limit = _limiting_mag(event, facts)
-    if limit is not None:
-        body["limiting_mag"] = limit
+        if isinstance(view.mag_err, float) and view.mag_err >= 0:
+            body["mag_error"] = view.mag_err
+    # ZTF ships the 5-sigma limit of the image (``diffmaglim``, also a Param of its VOEvent); Rubin none
+    if view.limiting_mag is not None:
+        body["limiting_mag"] = view.limiting_mag
         body["limiting_mag_sigma"] = 5
-    for name in ("reliability", "snr"):
-        value = facts.get(name)
-        if isinstance(value, float):
-            body[name] = value
-    n = facts.get("n_detections")
-    if isinstance(n, (int, float)) and not isinstance(n, bool) and n > 0:
-        body["record_number"] = int(n)
+    n = view.n_detections
+    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        body["record_number"] = n
+    ours = {"ivorn": event.ivorn, "object_key": obj, "alert_id": alert_id, "survey": survey or "other",
+            "reliability": view.reliability, "snr": view.snr}
+    body["additional_info"] = json.dumps({k: v for k, v in ours.items() if v is not None}, sort_keys=True,
+                                         allow_nan=False)
     return body
 
 
-def _error_radius(event, facts) -> Optional[float]:
-    """The alert's own position error (deg; none for ZTF, which publishes none), or the VOEvent's Error2Radius."""
-    view = facts.view
-    if view.detection is not None:
-        errors = [e for e in (view.detection.ra_err, view.detection.dec_err) if e is not None]
-        return max(errors) if errors else None
-    error = view.error_radius
-    return error if error is not None and error >= 0 else None
+def _param_text(facts, name: str) -> Optional[str]:
+    """A What Param's value as written: ids are 64-bit, more digits than the view's floats keep."""
+    root = facts.root()
+    element = None if root is None else root.find(f"What/Param[@name='{name}']")
+    value = None if element is None else (element.get("value") or "").strip()
+    return value or None
 
 
-def _trigger_time(event, facts) -> Optional[str]:
-    return _iso(facts.view.iso_utc)
-
-
-def _limiting_mag(event, facts) -> Optional[float]:
-    """ZTF ships the 5-sigma limit of the image (``diffmaglim``, also a Param of its VOEvent); Rubin none."""
-    return facts.view.limiting_mag
+def _exposure(view, survey: Optional[str]) -> dict:
+    """``observation_start``/``_stop`` (UTC) from the exposure time the VOEvent gives (``exptime`` Param, s)."""
+    exptime, ref, mjd = view.params.get("exptime"), TIME_REF.get(survey or ""), view.mjd_utc
+    if not isinstance(exptime, (int, float)) or isinstance(exptime, bool) or exptime <= 0 or ref is None \
+            or mjd is None:
+        return {}
+    start = mjd if ref == "start" else mjd - exptime / 2 / 86400.0
+    stop = start + exptime / 86400.0
+    return {"observation_start": utc_mjd_to_utc_iso(start) + "Z", "observation_stop": utc_mjd_to_utc_iso(stop) + "Z"}
 
 
 class _ToKafka:
@@ -207,13 +233,17 @@ class _ToKafka:
 
 
 class GcnNotices(_ToKafka):
-    """JSON notices to a Kafka topic."""
+    """JSON notices to a Kafka topic (``archive_page``: see :func:`notice`)."""
 
     kind = "gcn-kafka"
 
+    def __init__(self, producer: KafkaProducer, topic: str, archive_page: str = ""):
+        super().__init__(producer, topic)
+        self.archive_page = archive_page
+
     def deliver(self, item: outbox.Item) -> defer.Deferred:
         try:
-            payload = notice_bytes(item)
+            payload = notice_bytes(item, self.archive_page)
         except ValueError as error:
             return defer.succeed(outbox.failed(f"cannot make a notice of the stored VOEvent: {error}"))
         return self.send(item, payload)
@@ -226,7 +256,7 @@ class GcnNotices(_ToKafka):
             return defer.succeed(outbox.failed(f"notice is not JSON: {error}"))
         problems = validation_errors(body, *NOTICE_SCHEMA)
         if problems:
-            return defer.succeed(outbox.failed("notice does not follow schemas/gcn/notice-core.schema.json: "
+            return defer.succeed(outbox.failed("notice does not follow schemas/gcn/vogateway-notice.schema.json: "
                                                + "; ".join(problems[:5])))
         return self.producer.send(self.topic, payload, item.key)
 
@@ -237,9 +267,9 @@ def stored_facts(item: outbox.Item) -> Facts:
     return Facts(event_from_tree(root, item.payload, origin=item.meta.get("origin", "outbox")), root)
 
 
-def notice_bytes(item: outbox.Item) -> bytes:
+def notice_bytes(item: outbox.Item, archive_page: str = "") -> bytes:
     facts = stored_facts(item)
-    return dumps(notice(facts.event, facts))
+    return dumps(notice(facts.event, facts, archive_page))
 
 
 class VOEventToKafka(_ToKafka):

@@ -99,7 +99,8 @@ class Kind:
     build: Callable[[RouteTable, Any, Optional[VTPSettings]], Any]
 
 
-def _kafka_destination(wrapper):
+def _kafka_destination(wrapper, *keys: str):
+    """``keys``: the kind's own keys, handed to ``wrapper`` after the producer and topic."""
     def build(route: RouteTable, reactor, vtp):
         if not all(isinstance(k, str) for k in route["settings"]):
             raise route.error("settings: librdkafka properties, e.g. \"security.protocol\" = \"SASL_SSL\"")
@@ -107,7 +108,7 @@ def _kafka_destination(wrapper):
             producer = KafkaProducer(route["brokers"], dict(route["settings"]), reactor, route["timeout"])
         except Exception as error:  # librdkafka refuses unknown or malformed properties here
             raise route.error(f"Kafka producer: {error}") from None
-        return wrapper(producer, route["topic"])
+        return wrapper(producer, route["topic"], *(route[key] for key in keys))
     return build
 
 
@@ -139,7 +140,7 @@ _KAFKA_KEYS = {"brokers": Required(str), "topic": Required(str), "settings": {}}
 
 #: every destination kind, by the name routes give in ``kind``
 KINDS: dict[str, Kind] = {
-    "gcn-kafka": Kind(_KAFKA_KEYS, _kafka_destination(GcnNotices)),
+    "gcn-kafka": Kind({**_KAFKA_KEYS, "data_archive_page": ""}, _kafka_destination(GcnNotices, "data_archive_page")),
     "voevent-kafka": Kind(_KAFKA_KEYS, _kafka_destination(VOEventToKafka)),
     "vtp": Kind({"remote": Required(str), "local_ivo": ""}, _vtp_destination),
     "tns": Kind({"url": Required(str), "api_key": "", "api_key_env": "", "bot_id": Required(int),

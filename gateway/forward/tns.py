@@ -15,8 +15,14 @@
   ``x-rate-limit-remaining: 0`` pauses it too, before the next request is refused.
 - The API key is sent in the form body only and is never logged nor stored in the outbox.
 
-Photometry: Rubin difference fluxes (nJy) become AB magnitudes (31.4 - 2.5 log10 f); ZTF ``magpsf`` is used as
-shipped. Detections with a non-positive flux are left out; times are UTC.
+The report: ``discovery_datetime`` is the object's first detection as the survey counts it (Rubin
+``diaObject.firstDiaSourceMjdTai`` from 8.0, ZTF ``jdstarthist``), not the earliest point the packet happens to
+carry (that only when the survey gives none). Photometry: Rubin difference fluxes (nJy) become AB magnitudes
+(31.4 - 2.5 log10 f); ZTF ``magpsf`` is used as shipped; each point with its 5-sigma ``limiting_flux`` and its
+``exptime`` where known. Detections with a non-positive flux are left out; times are UTC. ``non_detection`` is
+the last upper limit before discovery (ZTF's, Rubin's forced photometry below 5 sigma or its non-detection
+limits), else an archival remark. Filter and instrument ids default per survey (ZTF, Rubin: :data:`FILTERS`,
+:data:`INSTRUMENTS`); a route's ``filters`` and ``instrument`` replace them.
 """
 
 from __future__ import annotations
@@ -37,11 +43,13 @@ from gateway.forward.common import (
     dumps,
     form,
     header,
+    internal_name,
     short,
     validation_errors,
     wait_seconds,
 )
-from gateway.times import mjd_to_utc_iso
+from gateway.alerts import fields
+from gateway.times import mjd_to_utc_iso, to_tai
 from gateway.view import View
 
 log = Logger()
@@ -49,10 +57,18 @@ log = Logger()
 REPORT_SCHEMA = ("tns", "at-report.schema.json")
 #: TNS flux unit id of AB magnitudes
 AB_MAG = "1"
-#: TNS filter ids of ZTF's g, r, i (TNS values list); other surveys' ids come from the route's ``filters``
+#: TNS filter ids of ZTF's g, r, i (TNS values list)
 ZTF_FILTERS = {"g": "110", "r": "111", "i": "112"}
 #: TNS instrument id of the ZTF camera
 ZTF_INSTRUMENT = "196"
+#: TNS filter ids of LSSTCam's u g r i z y and the instrument id of Rubin/LSSTCam, as Lasair's TNS reporting
+#: notes give them (lasairvras.github.io/lvra-doc/tns.html, 2025): check against the TNS values list, and set a
+#: route's ``filters``/``instrument`` if TNS changes them
+RUBIN_FILTERS = {"u": "160", "g": "161", "r": "162", "i": "163", "z": "164", "y": "165"}
+RUBIN_INSTRUMENT = "287"
+#: default filter ids and instrument id per survey
+FILTERS = {"ztf": ZTF_FILTERS, "rubin": RUBIN_FILTERS}
+INSTRUMENTS = {"ztf": ZTF_INSTRUMENT, "rubin": RUBIN_INSTRUMENT}
 
 
 def tns_time(mjd: float, scale: str) -> str:
@@ -60,10 +76,14 @@ def tns_time(mjd: float, scale: str) -> str:
     return mjd_to_utc_iso(mjd, scale).replace("T", " ")
 
 
-def internal_name(view: View) -> str:
-    """The name the survey gives the object: the ZTF objectId, or Rubin's object key without its prefix."""
-    key = view.object_key
-    return key if view.survey == "ztf" else key.replace("diaObject:", "LSST-").replace(":", "-")
+def _discovery(view: View, earliest) -> tuple[float, str]:
+    """(MJD, scale) of the object's first detection: the survey's own count (``first_mjd`` of the object summary)
+    when it gives one no later than the earliest detection shipped, else that earliest detection."""
+    first, scale = view.summary.get("first_mjd"), view.summary.get("time_scale")
+    if isinstance(first, (int, float)) and scale in ("tai", "utc") \
+            and to_tai(first, scale) <= to_tai(earliest.mjd, earliest.time_scale):
+        return float(first), scale
+    return earliest.mjd, earliest.time_scale
 
 
 class ReportError(ValueError):
@@ -98,19 +118,19 @@ class TNS:
     # -- the report -----------------------------------------------------------------------------------------
 
     def _filter_id(self, survey: str, band: Optional[str]) -> str:
-        table = self.filters or (ZTF_FILTERS if survey == "ztf" else {})
+        table = self.filters or FILTERS.get(survey, {})
         if band is None or band not in table:
             raise ReportError(f"no TNS filter id for band {band!r} of {survey} (set the route's filters table)")
         return table[band]
 
     def _instrument_id(self, survey: str) -> str:
-        value = self.instrument or (ZTF_INSTRUMENT if survey == "ztf" else "")
+        value = self.instrument or INSTRUMENTS.get(survey, "")
         if not value:
             raise ReportError(f"no TNS instrument id for {survey} (set the route's instrument)")
         return value
 
     def report(self, view: View) -> dict[str, Any]:
-        """The bulk-report ``data`` for one alert's view: discovery = the earliest positive detection it carries."""
+        """The bulk-report ``data`` for one alert's view."""
         survey = view.survey
         trigger = view.detection
         detections = [d for d in (*view.previous, trigger) if d.mag is not None and not d.is_negative]
@@ -126,11 +146,12 @@ class TNS:
                      "comments": "difference-image PSF photometry" + (" from flux in nJy" if survey == "rubin" else "")}
             if det.mag_err is not None:
                 point["flux_error"] = round(det.mag_err, 3)
-            exptime = det.extra.get("exptime") if det.extra else None
-            if isinstance(exptime, (int, float)):
-                point["exptime"] = exptime
+            limit, exptime = fields.limiting_mag(det), fields.exposure_time(det)
+            if limit is not None:
+                point["limiting_flux"] = round(limit, 3)
+            if exptime is not None:
+                point["exptime"] = round(exptime, 3)
             points[str(index)] = point
-        first = detections[0]
         if trigger.ra is None or trigger.dec is None:
             raise ReportError("the alert has no position")
         err_arcsec = max([e for e in (trigger.ra_err, trigger.dec_err) if e is not None], default=None)
@@ -139,22 +160,26 @@ class TNS:
         dec = {"value": round(trigger.dec, 7), **coordinate}
         if err_arcsec is not None:
             ra["error"] = dec["error"] = round(err_arcsec * 3600.0, 3)
-        limits = [u for u in view.upper_limits if u.mjd < first.mjd and u.limiting_mag is not None]
-        if limits:
-            last = max(limits, key=lambda u: u.mjd)
-            non_detection = {"obsdate": tns_time(last.mjd, last.scale), "limiting_flux": round(last.limiting_mag, 3),
-                             "flux_units": AB_MAG, "filter_value": self._filter_id(survey, last.band),
-                             "instrument_value": instrument}
-        else:
-            non_detection = {"archiveid": "0", "archival_remarks": "no earlier non-detection in the alert"}
+        discovery, scale = _discovery(view, detections[0])
         entry = {
             "ra": ra, "dec": dec, "reporting_group_id": self.group, "discovery_data_source_id": self.source,
-            "reporter": self.reporter, "discovery_datetime": tns_time(first.mjd, first.time_scale),
+            "reporter": self.reporter, "discovery_datetime": tns_time(discovery, scale),
             "at_type": self.at_type, "internal_name": internal_name(view),
             "remarks": self.remarks or f"reported by vogateway from {survey} alert {view.alert_id}",
-            "non_detection": non_detection, "photometry": {"photometry_group": points},
+            "non_detection": self._non_detection(view, to_tai(discovery, scale), instrument),
+            "photometry": {"photometry_group": points},
         }
         return {"at_report": {"0": entry}}
+
+    def _non_detection(self, view: View, discovery_tai: float, instrument: str) -> dict[str, Any]:
+        """The last upper limit before discovery, or the archival remark TNS takes when there is none."""
+        limits = [u for u in view.upper_limits if u.limiting_mag is not None and to_tai(u.mjd, u.scale) < discovery_tai]
+        if not limits:
+            return {"archiveid": "0", "archival_remarks": "no earlier non-detection in the alert"}
+        last = max(limits, key=lambda u: to_tai(u.mjd, u.scale))
+        return {"obsdate": tns_time(last.mjd, last.scale), "limiting_flux": round(last.limiting_mag, 3),
+                "flux_units": AB_MAG, "filter_value": self._filter_id(view.survey, last.band),
+                "instrument_value": instrument}
 
     def prepare(self, event: Event, facts, route: str) -> Optional[outbox.Prepared]:
         if event.alert is None or facts.view.detection is None:

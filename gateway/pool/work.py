@@ -20,8 +20,9 @@ from gateway.store.rows import alert_rows
 from gateway.voevent.build import Converter
 from gateway.voevent.history import MemoryHistory
 
-#: raw record fields a Detection keeps when it crosses to the reactor process (TNS reports read the exposure time)
-KEPT_EXTRA = ("exptime",)
+#: raw record fields a Detection keeps when it crosses to the reactor process (TNS reports read the exposure time
+#: and ZTF's limiting magnitude: alerts.fields.exposure_time, limiting_mag)
+KEPT_EXTRA = ("exptime", "exposureTime", "diffmaglim")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ EXTRA_PARAMS = (
     ("apFlux", param_attrs("ap_flux", "phot.flux.density;em.opt", "nJy", FLOAT), fmt_float),
     ("apFluxErr", param_attrs("ap_flux_err", "stat.error;phot.flux.density;em.opt", "nJy", FLOAT), fmt_float),
     ("extendedness", param_attrs("extendedness", "src.class.starGalaxy", None, FLOAT), fmt_float),
+    # 11.1+: the GCN notice's observation start/stop come from it (the time is mid-exposure)
+    ("exposureTime", param_attrs("exptime", "time.duration;obs.exposure", "s", FLOAT), fmt_float),
 )
 
 PROFILE = SurveyProfile(

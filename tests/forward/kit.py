@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from gateway import config as configuration
 from gateway.convert import make_converter, read_inputs
@@ -209,3 +209,60 @@ def serve(res: resource.Resource):
     site.noisy = False
     port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
     return port, f"http://127.0.0.1:{port.getHost().port}"
+
+
+class _OneReplyChannel(http.HTTPChannel):
+    """Serves one request per connection, as an HTTP/1.0 server does, but answers ``HTTP/1.1`` without
+    ``Connection: close``, so the client pools the connection. ``close="after-reply"``: hangs up as soon as the
+    reply is written; ``"on-next-request"``: when the client sends more on it (what a client sees when the
+    server's close crossed its next request, made certain rather than left to timing)."""
+
+    served = False
+
+    def requestDone(self, request):
+        super().requestDone(request)
+        self.served = True
+        if self.factory.close == "after-reply":
+            self.transport.loseConnection()
+
+    def dataReceived(self, data):
+        if self.served:
+            self.factory.hangups += 1
+            self.transport.loseConnection()
+            return
+        super().dataReceived(data)
+
+
+class OneReplySite(server.Site):
+    """A Site whose connections each carry one reply (see :class:`_OneReplyChannel`); ``hangups`` counts the
+    requests it hung up on."""
+
+    protocol = _OneReplyChannel
+
+    def __init__(self, res, close: str = "on-next-request"):
+        super().__init__(res)
+        self.close, self.hangups, self.noisy = close, 0, False
+
+
+@defer.inlineCallbacks
+def serve_one_reply(res: resource.Resource, close: str = "on-next-request"):
+    """Like :func:`serve`, each connection closed after one reply; fires with (port, base URL, site)."""
+    site = OneReplySite(res, close)
+    port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+    return port, f"http://127.0.0.1:{port.getHost().port}", site
+
+
+def rubin_event(schema: str = "11.1", index: int = 0, **changes):
+    """A bundled Rubin alert of ``schema`` with top-level record fields replaced (``diaSource`` and ``diaObject``
+    are updated rather than replaced), converted afresh."""
+    import copy
+    from dataclasses import replace
+
+    alert = events("rubin", schema)[index].alert
+    record = copy.deepcopy(alert.record)
+    for name, value in changes.items():
+        if name in ("diaSource", "diaObject") and isinstance(value, dict):
+            record[name] = {**(record.get(name) or {}), **value}
+        else:
+            record[name] = value
+    return make_converter(configuration.defaults())(replace(alert, record=record))

@@ -8,12 +8,14 @@ import pytest
 import pytest_twisted
 from twisted.logger import formatEvent, globalLogPublisher
 
-from forward.kit import FakeTNS, events, serve, until
+from forward.kit import FakeTNS, events, rubin_event, serve, until
 from forward.test_outbox import make_config, rows, start, stop
 from gateway.alerts import fields
 from gateway.forward import outbox
 from gateway.forward.common import validation_errors
-from gateway.forward.tns import TNS, ReportError, internal_name
+from gateway.forward.tns import RUBIN_FILTERS as TNS_RUBIN_FILTERS
+from gateway.forward.tns import RUBIN_INSTRUMENT, TNS, ReportError, internal_name, tns_time
+from gateway.pool.work import slim
 
 API_KEY = "tns-api-key-0123456789abcdef-never-logged"
 RUBIN_FILTERS = {"u": "20", "g": "21", "r": "22", "i": "23", "z": "24", "y": "25"}
@@ -148,12 +150,96 @@ def test_photometry_is_converted_from_rubin_nJy_and_taken_from_ztf_magpsf():
 
 
 def test_an_alert_without_a_filter_id_is_a_clear_report_error():
-    tns = TNS("http://unused", "k", 1, "b", "1", "1", "r")
+    tns = TNS("http://unused", "k", 1, "b", "1", "1", "r", filters={"g": "21"})  # the route's table replaces ours
+    event = next(e for e in events("rubin", "11.1") if e.view.band != "g" and e.view.mag is not None)
     try:
-        with pytest.raises(ReportError, match="no TNS instrument id for rubin"):
-            tns.report(events("rubin", "11.1")[0].view)
+        with pytest.raises(ReportError, match=f"no TNS filter id for band '{event.view.band}' of rubin"):
+            tns.report(event.view)
     finally:
         tns.http.pool.closeCachedConnections()
+
+
+def report_of(event, **settings):
+    tns = TNS("http://unused", "k", 1, "b", "1", "1", "r", **settings)
+    try:
+        report = tns.report(event.view)
+    finally:
+        tns.http.pool.closeCachedConnections()
+    assert validation_errors(report, "tns", "at-report.schema.json") == []
+    return report["at_report"]["0"]
+
+
+def test_rubin_filter_and_instrument_ids_by_default():
+    event = next(e for e in events("rubin", "11.1") if e.view.mag is not None)
+    report = report_of(event)
+    for point in report["photometry"]["photometry_group"].values():
+        assert point["instrument_value"] == RUBIN_INSTRUMENT == "287"
+    assert {p["filter_value"] for p in report["photometry"]["photometry_group"].values()} <= set(TNS_RUBIN_FILTERS.values())
+    assert report["photometry"]["photometry_group"]["0"]["filter_value"] == TNS_RUBIN_FILTERS[event.view.previous[0].band
+                                                                                          if event.view.previous
+                                                                                          else event.view.band]
+    configured = report_of(event, filters={b: "9" + v for b, v in TNS_RUBIN_FILTERS.items()}, instrument="42")
+    assert {p["instrument_value"] for p in configured["photometry"]["photometry_group"].values()} == {"42"}
+    assert all(p["filter_value"].startswith("9") for p in configured["photometry"]["photometry_group"].values())
+
+
+def test_discovery_is_the_objects_first_detection_not_the_packets_earliest_point():
+    base = next(e for e in events("rubin", "11.1") if e.view.n_previous >= 2)
+    first = min(s["midpointMjdTai"] for s in base.alert.record["prvDiaSources"]) - 12.5
+    rubin = rubin_event(diaObject={"firstDiaSourceMjdTai": first}, diaSource={"diaSourceId": 77})
+    report = report_of(rubin)
+    earliest = min(p["obsdate"] for p in report["photometry"]["photometry_group"].values())
+    assert report["discovery_datetime"] == tns_time(first, "tai") < earliest
+    ztf = next(e for e in events("ztf") if e.view.detection.is_negative is False and e.alert.record["candidate"][
+        "jdstarthist"] < min([d.mjd for d in (*e.view.previous, e.view.detection)]) + 2400000.5 - 1)
+    report = report_of(ztf)
+    assert report["discovery_datetime"] == tns_time(ztf.alert.record["candidate"]["jdstarthist"] - 2400000.5, "utc")
+    # a schema without the object's first detection (Rubin 7.x): the earliest point shipped
+    old = next(e for e in events("rubin", "7.4") if e.view.mag is not None and e.view.n_previous)
+    report = report_of(old)
+    assert report["discovery_datetime"] == min(p["obsdate"] for p in report["photometry"]["photometry_group"].values())
+
+
+def test_photometry_limits_exposure_and_forced_photometry_non_detection():
+    base = next(e for e in events("rubin", "11.1") if e.view.n_previous >= 2)
+    first = base.alert.record["diaObject"]["firstDiaSourceMjdTai"]
+    prv = [{**s, "exposureTime": 30.0} for s in base.alert.record["prvDiaSources"]]
+    forced = [forced_source(first - 9.0, 10.0, 20.0, "g"),    # below 5 sigma: a non-detection
+              forced_source(first - 3.0, -5.0, 15.0, "r"),    # the last one before discovery
+              forced_source(first - 1.0, 500.0, 10.0, "i"),   # 50 sigma: not a non-detection
+              forced_source(first + 0.5, 1.0, 30.0, "z")]     # after discovery
+    rubin = rubin_event(diaSource={"exposureTime": 30.0}, prvDiaSources=prv, prvDiaForcedSources=forced)
+    report = report_of(rubin)
+    sources = sorted([*prv, rubin.alert.record["diaSource"]], key=lambda s: s["midpointMjdTai"])
+    points = sorted(report["photometry"]["photometry_group"].values(), key=lambda p: p["obsdate"])
+    for source, point in zip(sources, points):
+        assert point["limiting_flux"] == pytest.approx(31.4 - 2.5 * math.log10(5 * source["psfFluxErr"]), abs=1e-3)
+        assert point["exptime"] == 30.0
+    assert report["non_detection"] == {"obsdate": tns_time(first - 3.0, "tai"),
+                                       "limiting_flux": pytest.approx(31.4 - 2.5 * math.log10(5 * 15.0), abs=1e-3),
+                                       "flux_units": "1", "filter_value": TNS_RUBIN_FILTERS["r"],
+                                       "instrument_value": RUBIN_INSTRUMENT}
+    # the same report from the event as the worker pool hands it over (slim, with light curves)
+    assert report_of(slim(rubin, frozenset(), light_curves=True)) == report
+    # ZTF: every point with its image's diffmaglim and exptime; the last upper limit before discovery
+    ztf = next(e for e in events("ztf", "3.2"))
+    report = report_of(ztf)
+    candidates = {tns_time(p["jd"] - 2400000.5, "utc"): p for p in
+                  [*ztf.alert.record["prv_candidates"], ztf.alert.record["candidate"]] if p.get("candid")}
+    for point in report["photometry"]["photometry_group"].values():
+        candidate = candidates[point["obsdate"]]
+        assert point["limiting_flux"] == pytest.approx(candidate["diffmaglim"], abs=1e-3)
+        assert point.get("exptime") == candidate.get("exptime")  # prv_candidates carry none: not made up
+    positive = next(e for e in events("ztf") if e.view.detection.is_negative is False)
+    last = max(report_of(positive)["photometry"]["photometry_group"].values(), key=lambda p: p["obsdate"])
+    assert last["exptime"] == positive.alert.record["candidate"]["exptime"] == 30.0
+    assert report_of(slim(ztf, frozenset(), light_curves=True)) == report
+
+
+def forced_source(mjd, flux, error, band):
+    return {"diaForcedSourceId": int(mjd * 1000), "diaObjectId": 1, "ra": 0.0, "dec": 0.0, "visit": 1,
+            "detector": 1, "psfFlux": flux, "psfFluxErr": error, "midpointMjdTai": mjd, "scienceFlux": None,
+            "scienceFluxErr": None, "band": band, "timeProcessedMjdTai": mjd, "timeWithdrawnMjdTai": None}
 
 
 @pytest_twisted.inlineCallbacks
