@@ -82,7 +82,7 @@ CUTOUT_KINDS = ("difference", "science", "template")
 # Params of the What section that are not about the detection itself
 _P_ALERT_ID = param_attrs("alert_id", "meta.id", None, INT)
 _P_OBJECT_KEY = param_attrs("object_key", "meta.id", None, None)
-_P_SURVEY = param_attrs("survey", "meta.note", None, None)
+_P_SURVEY = param_attrs("survey", "meta.id;instr.obsty", None, None)  # as the alert DB's survey columns
 _P_SCHEMA = param_attrs("schema_version", "meta.version", None, None)
 _P_N_PREVIOUS = param_attrs("n_previous", "meta.number", None, INT)
 _P_N_LIMITS = param_attrs("n_upper_limits", "meta.number", None, INT)

@@ -25,6 +25,12 @@ def param_attrs(name: str, ucd: str, unit: Optional[str], data_type: Optional[st
     return attrs
 
 
+#: The band of a detection ("g", "r", ...), the same UCD as the alert DB's ``diasource.band``: UCD1+ defines
+#: instr.bandpass as "Bandpass (e.g.: band name) of instrument"; instr.filter is a secondary-only word
+BAND_UCD = "instr.bandpass"
+#: Length of a trailed source (arcsec): an angular size (phys.angSize), not an axis ratio
+TRAIL_UCD = "phys.angSize"
+
 #: 7 significant digits: the precision of the float32 columns most alert quantities are
 fmt_float: Callable[[float], str] = "%.7g".__mod__
 
@@ -46,7 +52,7 @@ def _trigger(scale: str):
         ("ra_err", "stat.error;pos.eq.ra", "deg", FLOAT, fmt_float),
         ("dec_err", "stat.error;pos.eq.dec", "deg", FLOAT, fmt_float),
         ("mjd", "time.epoch;obs", "d", FLOAT, fmt_repr),
-        ("band", "instr.filter", None, None, str),
+        ("band", BAND_UCD, None, None, str),
         ("psf_flux", "phot.flux.density;em.opt", "nJy", FLOAT, fmt_float),
         ("psf_flux_err", "stat.error;phot.flux.density;em.opt", "nJy", FLOAT, fmt_float),
         ("mag", "phot.mag;em.opt", "mag", FLOAT, fmt_float),
@@ -55,7 +61,7 @@ def _trigger(scale: str):
         ("reliability", "stat.probability", None, FLOAT, fmt_float),
         ("is_dipole", "meta.code", None, BOOL, fmt_bool),
         ("is_negative", "meta.code", None, BOOL, fmt_bool),
-        ("trail_length", "phys.angSize", "arcsec", FLOAT, fmt_float),
+        ("trail_length", TRAIL_UCD, "arcsec", FLOAT, fmt_float),
     ]
     out = []
     for attribute, ucd, unit, data_type, fmt in rows:
@@ -81,7 +87,7 @@ def previous_fields(scale: str) -> tuple[dict[str, str], ...]:
     """Field attribute dicts of the previous-detections Table (same order as :data:`PREVIOUS_FIELDS`)."""
     return (
         param_attrs(f"mjd_{scale}", "time.epoch;obs", "d", FLOAT),
-        param_attrs("band", "instr.filter", None, None),
+        param_attrs("band", BAND_UCD, None, None),
         param_attrs("psf_flux", "phot.flux.density;em.opt", "nJy", FLOAT),
         param_attrs("psf_flux_err", "stat.error;phot.flux.density;em.opt", "nJy", FLOAT),
         param_attrs("mag", "phot.mag;em.opt", "mag", FLOAT),

@@ -17,7 +17,7 @@ EXTRA_PARAMS = (
     ("diffmaglim", param_attrs("diffmaglim", "phot.mag;stat.max", "mag", FLOAT), fmt_float),
     ("exptime", param_attrs("exptime", "time.duration;obs.exposure", "s", FLOAT), fmt_float),
     ("fwhm", param_attrs("fwhm", "phys.size.diameter;instr.det.psf", "pix", FLOAT), fmt_float),
-    ("field", param_attrs("field", "obs.field", None, INT), fmt_int),
+    ("field", param_attrs("field", "meta.id;obs.field", None, INT), fmt_int),
     ("rcid", param_attrs("rcid", "meta.id;instr.det", None, INT), fmt_int),
     ("programid", param_attrs("programid", "meta.id;obs.proposal", None, INT), fmt_int),
     ("classtar", param_attrs("classtar", "src.class.starGalaxy", None, FLOAT), fmt_float),
