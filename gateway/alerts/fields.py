@@ -44,7 +44,8 @@ from gateway.alerts import Alert, AlertError
 from gateway.view import Detection, UpperLimit, View, finite, flux_to_mag, mag_to_flux
 
 __all__ = ["Detection", "UpperLimit", "flux_to_mag", "mag_to_flux", "view", "detection", "previous_detections",
-           "upper_limits", "object_summary", "cutouts", "is_solar_system", "alert_id", "object_key", "n_previous"]
+           "upper_limits", "object_summary", "cutouts", "is_solar_system", "alert_id", "object_key", "n_previous",
+           "issue_id", "exposure_time"]
 
 #: ZTF filter ids
 ZTF_BANDS = {1: "g", 2: "r", 3: "i"}
@@ -106,6 +107,32 @@ def alert_id(alert: Alert) -> int:
         return record["candid"]
     value = record.get("alertId")
     return value if value is not None else record["diaSourceId"]
+
+
+def issue_id(alert: Alert) -> str:
+    """What tells this issue of an alert from any other: the local id of its VOEvent's IVORN.
+
+    Rubin until 7.x: ``alertId`` (a re-issued alert gets a new one). Rubin 8.0+: the alert is keyed by
+    ``diaSourceId``, which a reprocessed diaSource keeps, so its processing time is added:
+    ``<diaSourceId>-p<MJD>`` (``timeProcessedMjdTai``, MJD TAI, 9.0+; ``time_processed``, UTC, in 8.0; 6 decimals,
+    0.09 s). ZTF: ``candid``. The same packet always gives the same id (a replay is recognised by its IVORN).
+    """
+    record = alert.record
+    if alert.survey == "ztf" or record.get("alertId") is not None:
+        return str(alert_id(alert))
+    source = record["diaSource"]
+    processed = source.get("timeProcessedMjdTai")
+    if processed is None and source.get("time_processed") is not None:
+        processed = times.datetime_to_mjd(source["time_processed"])
+    processed = finite(processed)
+    return str(source["diaSourceId"]) if processed is None else f"{source['diaSourceId']}-p{processed:.6f}"
+
+
+def exposure_time(det: Detection) -> Optional[float]:
+    """Exposure time of the detection's image, s, where the alert gives it (ZTF ``exptime``); else None."""
+    value = det.extra.get("exptime") if det.extra else None
+    value = finite(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return value if value is not None and value > 0.0 else None
 
 
 def object_key(alert: Alert) -> str:

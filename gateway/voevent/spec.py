@@ -134,13 +134,29 @@ def object_params(key: str, scale: str) -> Optional[tuple[dict[str, str], Callab
 
 
 @dataclass(frozen=True)
+class Site:
+    """Where a survey's telescope is: ``id`` (ObservatoryLocation@id), ``name``; WGS84 geodetic ``longitude``
+    (deg east, 0-360, as VOEvent 2.0's example writes KPNO), ``latitude`` (deg), ``height`` (m); ``source`` of
+    the figures."""
+
+    id: str
+    name: str
+    longitude: float
+    latitude: float
+    height: float
+    source: str
+
+
+@dataclass(frozen=True)
 class SurveyProfile:
     """What differs between surveys in a VOEvent (besides the field names, which alerts.fields hides).
 
     - ``label``: "Rubin", "ZTF" (descriptions); ``scale``: time scale of the survey's MJDs ("tai", "utc");
     - ``how``: How/Description (facility, telescope, instrument); ``references``: How/Reference URLs;
-    - ``observatory``: ObservatoryLocation attributes; ``default_error_deg``: Error2Radius (deg) used when
-      the alert has no position error;
+    - ``site``: the telescope's :class:`Site` (ObservatoryLocation); ``default_error_deg``: Error2Radius (deg)
+      used when the alert has no position error;
+    - ``exposure_s``: exposure time (s) when the alert gives none; ``time_note``: what instant the survey's
+      ``mjd_*`` Params are (their Description); ``time_source``: how WhereWhen's mid-exposure time is had;
     - ``trigger_type``: Group type of the triggering detection; ``extra_params``: (record field, attrs,
       formatter) of survey-specific Params of the triggering record, added when present and not null/NaN
       and not one of the survey's ``missing`` sentinels;
@@ -151,8 +167,11 @@ class SurveyProfile:
     scale: str
     how: str
     references: tuple[str, ...]
-    observatory: dict[str, str]
+    site: Site
     default_error_deg: float
+    exposure_s: float
+    time_note: str
+    time_source: str
     trigger_type: str
     extra_params: tuple[tuple[str, dict[str, str], Callable], ...]
     object_types: dict[str, str]
