@@ -31,7 +31,11 @@ def _typed(config: Union[configuration.Config, Mapping]) -> configuration.Config
 def make_converter(config: configuration.Config, history=None) -> Converter:
     """The Alert -> Event converter named by ``[gateway]``; ``history`` remembers each object's latest IVORN."""
     gateway = _typed(config).gateway
-    return Converter(gateway.authority, gateway.stream, gateway.public_url, role=gateway.role, history=history)
+    try:
+        return Converter(gateway.authority, gateway.stream, gateway.public_url, role=gateway.role, history=history,
+                         author_name=gateway.author_name, author_email=gateway.author_email)
+    except ValueError as error:  # the converter names the [gateway] key it refuses
+        raise configuration.ConfigError(f"[gateway] {error}") from None
 
 
 def make_schema_library(config: configuration.Config) -> SchemaLibrary:

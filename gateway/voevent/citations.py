@@ -28,10 +28,12 @@ _TOKEN = "-p"
 class Citer:
     """Decides, in arrival order, what each new event cites; remembers the latest issue per object and per
     detection. ``history`` is the object history (kept across restarts by the store); issues of detections and
-    recently issued IVORNs are remembered in memory (bounded), so a replay cites nothing and changes nothing."""
+    recently issued IVORNs are remembered in memory, as many as the history keeps objects (``max_objects``, else
+    ``max_sources``), so a replay cites nothing and changes nothing."""
 
     def __init__(self, history: History, max_sources: int = 200_000):
         self.history = history
+        max_sources = getattr(history, "max_objects", max_sources)
         self.sources = MemoryHistory(max_sources)  # "<survey>:<source id>" -> latest IVORN issued for it
         self.issued = MemoryHistory(max_sources)  # IVORN -> "" : the events issued lately
 

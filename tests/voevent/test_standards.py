@@ -211,3 +211,16 @@ def test_schema_errors_name_the_line_of_the_faulty_element(samples):
                          b'name="n_previous" ucd="meta.number" dataType="integer"')
     [problem] = validate(broken)
     assert problem.startswith(f"line {at}:") and "dataType" in problem
+
+
+def test_the_author_comes_from_the_config(samples):
+    from gateway import config
+    from gateway.convert import make_converter
+    from gateway.service import worker_settings
+
+    typed = config.parse({"gateway": {"author_name": "Night Duty", "author_email": "duty@example.org"}})
+    author = voeventparse.loads(make_converter(typed)(samples[0]).xml).Who.Author
+    assert (author.contactName, author.contactEmail) == ("Night Duty", "duty@example.org")
+    settings = worker_settings(typed)  # what the worker processes build with
+    assert (settings.author_name, settings.author_email) == ("Night Duty", "duty@example.org")
+    assert 'author_name = "vogateway operator"' in config.DEFAULTS and 'author_email = ""' in config.DEFAULTS
