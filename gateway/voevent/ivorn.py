@@ -28,7 +28,7 @@ _IVOID = re.compile(rf"ivo://(?P<authority>{_AUTHORITY})(?P<key>(?:/{_SEGMENT})*
                     r"(?:\?(?P<query>[^\s#]*))?(?:#(?P<fragment>\S*))?\Z")
 
 #: the forms accepted, for messages
-FORMS = "ivo://authority[/path]#localID or ivo://authority[/path]?localID"
+FORMS = "ivo://authority/path#localID (the /path may be left out; ?localID for #localID is allowed too)"
 
 
 @dataclass(frozen=True)
