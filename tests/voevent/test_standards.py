@@ -224,3 +224,11 @@ def test_the_author_comes_from_the_config(samples):
     settings = worker_settings(typed)  # what the worker processes build with
     assert (settings.author_name, settings.author_email) == ("Night Duty", "duty@example.org")
     assert 'author_name = "vogateway operator"' in config.DEFAULTS and 'author_email = ""' in config.DEFAULTS
+
+
+def test_a_packet_read_back_says_which_instant_of_the_exposure_its_time_is(events):
+    from gateway.voevent.read import view_of_tree
+
+    for alert, event in events:
+        view = view_of_tree(etree.fromstring(event.xml))
+        assert (view.time_ref, view.mjd) == (event.view.time_ref, event.view.mjd), alert.source
