@@ -27,7 +27,9 @@ DEFAULTS = """\
 # vogateway configuration. Every key is shown with its default value.
 
 [gateway]
-# IVORNs are ivo://<authority>/<stream>#<alertId>
+# IVORNs are ivo://<authority>/<stream>/<survey>#<localID>: one stream per survey (rubin, ztf) below <stream>;
+# localID is the alert id (Rubin 8.0+: "<diaSourceId>-p<processing MJD>"). The author is ivo://<authority>/<stream>.
+# (Before: ivo://<authority>/<stream>#<alertId>; such IVORNs are still read.)
 authority = "vogateway.local"
 stream = "alerts"
 # Base URL of this gateway's HTTP service as others reach it; VOEvents reference cutouts at
@@ -38,6 +40,10 @@ public_url = ""
 state_dir = "var"
 # Role of VOEvents built from alerts: "auto" means "test" for simulated alerts, "observation" otherwise.
 role = "auto"
+# Who/Author of the VOEvents built here: contactName and contactEmail (empty: no contactEmail); shortName is the
+# authority.
+author_name = "vogateway operator"
+author_email = ""
 
 [sources]
 # Inputs: Avro container files, directories of them, or kafka://BROKER[,BROKER]/TOPIC[,TOPIC].
@@ -229,6 +235,8 @@ class GatewaySettings:
     public_url: str
     state_dir: str
     role: str
+    author_name: str
+    author_email: str
 
 
 @dataclass(frozen=True)

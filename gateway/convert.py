@@ -33,7 +33,11 @@ def make_converter(config: configuration.Config, history=None) -> Converter:
     """The Alert -> Event converter named by ``[gateway]``; ``history`` remembers each object's latest IVORN."""
     config = _typed(config)
     gateway = config.gateway
-    return Converter(gateway.authority, gateway.stream, advertised_url(config), role=gateway.role, history=history)
+    try:
+        return Converter(gateway.authority, gateway.stream, advertised_url(config), role=gateway.role,
+                         history=history, author_name=gateway.author_name, author_email=gateway.author_email)
+    except ValueError as error:  # the converter names the [gateway] key it refuses
+        raise configuration.ConfigError(f"[gateway] {error}") from None
 
 
 def advertised_url(config: configuration.Config) -> str:

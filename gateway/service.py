@@ -278,7 +278,8 @@ def worker_settings(config: Config) -> WorkerSettings:
     gateway = config.gateway
     return WorkerSettings(gateway.authority, gateway.stream, advertised_url(config), gateway.role,
                           schema_registry=config.sources.schema_registry or None, raw_fields=frozenset(raw),
-                          light_curves=any(route.get("kind") == "tns" for route in config.forward.routes))
+                          light_curves=any(route.get("kind") == "tns" for route in config.forward.routes),
+                          author_name=gateway.author_name, author_email=gateway.author_email)
 
 
 @contextmanager

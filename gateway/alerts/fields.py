@@ -41,11 +41,12 @@ from typing import Any, Callable, Optional
 
 from gateway import times
 from gateway.alerts import Alert, AlertError
+from gateway.alerts.ids import _id, _ss_object_id, alert_id, issue_id, object_key
 from gateway.view import Detection, UpperLimit, View, finite, flux_to_mag, mag_to_flux
 
 __all__ = ["Detection", "UpperLimit", "flux_to_mag", "mag_to_flux", "view", "detection", "previous_detections",
            "upper_limits", "object_summary", "cutouts", "is_solar_system", "alert_id", "object_key", "n_previous",
-           "exposure_time", "limiting_mag"]
+           "exposure_time", "limiting_mag", "issue_id"]
 
 #: ZTF filter ids
 ZTF_BANDS = {1: "g", 2: "r", 3: "i"}
@@ -61,11 +62,6 @@ DETECTION_SIGMA = 5.0
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
-
-
-def _id(value) -> Optional[int]:
-    """An object/source id, or None: Rubin writes 0 or null for "no object"."""
-    return value if value else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,45 +96,6 @@ def _rubin_names(schema: str) -> _RubinNames:
 
 
 # ------------------------------------------------------------------------------------------------------- public API
-
-
-def alert_id(alert: Alert) -> int:
-    """The alert's id: Rubin ``alertId`` (until 7.x) or ``diaSourceId`` (8.0+); ZTF ``candid``."""
-    record = alert.record
-    if alert.survey == "ztf":
-        return record["candid"]
-    value = record.get("alertId")
-    return value if value is not None else record["diaSourceId"]
-
-
-def object_key(alert: Alert) -> str:
-    """A stable key of the astrophysical object, for citations and the store.
-
-    Rubin: "diaObject:<id>", else "ssObject:<id>" for a solar-system source, else "diaSource:<id>" (an orphan
-    source: no earlier alert can share it). ZTF: the ``objectId`` as published, e.g. "ZTF18aaxjdyr".
-    """
-    record = alert.record
-    if alert.survey == "ztf":
-        return record["objectId"]
-    source = record["diaSource"]
-    obj = record.get("diaObject")
-    dia = _id(source.get("diaObjectId")) or (_id(obj.get("diaObjectId")) if obj else None)
-    if dia is not None:
-        return f"diaObject:{dia}"
-    ss = _ss_object_id(record)
-    if ss is not None:
-        return f"ssObject:{ss}"
-    return f"diaSource:{source['diaSourceId']}"
-
-
-def _ss_object_id(record: dict) -> Optional[int]:
-    ss = _id(record["diaSource"].get("ssObjectId"))
-    if ss is None:
-        for key in ("ssObject", "ssSource"):
-            sub = record.get(key)
-            if sub and _id(sub.get("ssObjectId")):
-                return sub["ssObjectId"]
-    return ss
 
 
 def detection(alert: Alert) -> Detection:
@@ -197,7 +154,8 @@ def upper_limits(alert: Alert) -> list[UpperLimit]:
 
 def exposure_time(det: Detection) -> Optional[float]:
     """Exposure time of a detection's image, s: ZTF ``exptime``, Rubin ``exposureTime`` (11.1+); else None."""
-    value = det.extra.get("exptime", det.extra.get("exposureTime"))
+    extra = det.extra or {}
+    value = extra.get("exptime", extra.get("exposureTime"))
     value = finite(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
     return value if value is not None and value > 0 else None
 

@@ -17,7 +17,7 @@ from gateway.alerts.packets import Packet, decode_packet
 from gateway.alerts.schemas import SchemaLibrary
 from gateway.event import Event
 from gateway.store.rows import alert_rows
-from gateway.voevent.build import Converter
+from gateway.voevent.build import DEFAULT_AUTHOR_NAME, Converter
 from gateway.voevent.history import MemoryHistory
 
 #: raw record fields a Detection keeps when it crosses to the reactor process (TNS reports read the exposure time
@@ -40,6 +40,9 @@ class WorkerSettings:
     #: keep the earlier detections and upper limits in the view (TNS reports read them); they cost more to send
     #: back than the rest of the event (~30 Detection objects), so only when a sink needs them
     light_curves: bool = False
+    #: Who/Author of the VOEvents (config gateway.author_name, author_email)
+    author_name: str = DEFAULT_AUTHOR_NAME
+    author_email: str = ""
 
 
 class Worker:
@@ -49,7 +52,8 @@ class Worker:
     def __init__(self, settings: WorkerSettings):
         self.settings = settings
         self.converter = Converter(settings.authority, settings.stream, settings.public_url, role=settings.role,
-                                   history=MemoryHistory(0))
+                                   history=MemoryHistory(0), author_name=settings.author_name,
+                                   author_email=settings.author_email)
         self.library = SchemaLibrary(registry_url=settings.schema_registry)
 
     def build(self, packets: list[Packet]) -> list[list[Union[Event, AlertError]]]:

@@ -141,7 +141,7 @@ DIASOURCE = Table(
         Column("is_negative", "SMALLINT", "1 when the difference flux is negative (ZTF isdiffpos = f)",
                ucd="meta.code"),
         Column("is_dipole", "SMALLINT", "1 when fit as a dipole (Rubin only)", ucd="meta.code"),
-        Column("trail_length", "DOUBLE", "Length of a trailed source (Rubin only)", "arcsec", "phys.size.axisRatio"),
+        Column("trail_length", "DOUBLE", "Length of a trailed source (Rubin only)", "arcsec", "phys.angSize"),
         Column("alertid", "BIGINT", "First alert that carried this detection", ucd="meta.id"),
     ),
     primary_key=("diasourceid",),

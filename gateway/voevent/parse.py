@@ -17,7 +17,6 @@ returns an Event that keeps the original bytes (never re-serialized), with its v
 
 from __future__ import annotations
 
-import re
 import threading
 from datetime import datetime
 from typing import Optional
@@ -28,16 +27,13 @@ from gateway.alerts import AlertError, fields
 from gateway.event import ROLES, Event
 from gateway.times import utcnow
 from gateway.view import EMPTY, View
+from gateway.voevent.ivorn import FORMS, is_event_ivorn
 from gateway.voevent.read import view_of_tree
 
 #: Namespaces of VOEvent roots we accept (2.0; 1.1 is still seen in archives)
 VOEVENT_NAMESPACES = ("http://www.ivoa.net/xml/VOEvent/v2.0", "http://www.ivoa.net/xml/VOEvent/v1.1")
 #: Default size limit for one VOEvent, bytes (Comet caps VTP frames at 99,999)
 MAX_BYTES = 1_000_000
-
-#: ``ivo://authority/path#localID``: authority per the IVOA Identifiers standard (3+ chars, starting with an
-#: alphanumeric), a non-empty resource path, a non-empty local id; no whitespace anywhere.
-IVORN_RE = re.compile(r"ivo://[A-Za-z0-9][A-Za-z0-9\-_.!~*'()]{2,}/[^\s#?]+#[^\s]+\Z")
 
 _local = threading.local()
 
@@ -90,11 +86,12 @@ def safe_fromstring(data: bytes, max_bytes: int = MAX_BYTES) -> etree._Element:
 
 
 def check_ivorn(ivorn: Optional[str]) -> str:
-    """The IVORN if it has the form ``ivo://authority/path#localID``; else :class:`VOEventError`."""
+    """The IVORN if it names one event in any form the standards allow (:mod:`gateway.voevent.ivorn`);
+    else :class:`VOEventError`."""
     if not ivorn:
         raise VOEventError("missing ivorn attribute")
-    if not IVORN_RE.match(ivorn):
-        raise VOEventError(f"invalid ivorn {ivorn!r}: must be ivo://authority/path#localID")
+    if not is_event_ivorn(ivorn):
+        raise VOEventError(f"invalid ivorn {ivorn!r}: must be {FORMS}")
     return ivorn
 
 

@@ -74,21 +74,21 @@ def view_of_tree(root: etree._Element) -> View:
             ra = dec = error = None
     if ra is None:  # a position only in Params (e.g. a utility event): better than none
         ra, dec = _number(params.get("ra")), _number(params.get("dec"))
-    mjd, scale, iso = _time(root, params)
+    mjd, scale, iso, time_ref = _time(root, params)
     mjd_tai = mjd_utc = None
     if mjd is not None:
         try:
             mjd_tai, mjd_utc = times.to_tai(mjd, scale), times.to_utc(mjd, scale)
             iso = iso or times.mjd_to_utc_iso(mjd, scale)
         except times.TimeError:
-            mjd = scale = iso = None
+            mjd = scale = iso = time_ref = None
     author = root.findtext("Who/AuthorIVORN")
     survey, schema = params.get("survey"), params.get("schema_version")
     return View(
         survey=survey if isinstance(survey, str) else None, schema=None if schema is None else str(schema),
         simulated=root.get("role") == "test", alert_id=_integer(params.get("alert_id")),
         object_key=_text(params.get("object_key")), ra=ra, dec=dec, error_radius=error, mjd=mjd, time_scale=scale,
-        mjd_tai=mjd_tai, mjd_utc=mjd_utc, iso_utc=iso, band=_text(params.get("band")), mag=_number(params.get("mag")),
+        mjd_tai=mjd_tai, mjd_utc=mjd_utc, iso_utc=iso, time_ref=time_ref, band=_text(params.get("band")), mag=_number(params.get("mag")),
         mag_err=_number(params.get("mag_err")), flux=_number(params.get("psf_flux")),
         flux_err=_number(params.get("psf_flux_err")), snr=_number(params.get("snr")),
         reliability=_number(params.get("reliability")), is_negative=_flag(params.get("is_negative")),
@@ -98,20 +98,29 @@ def view_of_tree(root: etree._Element) -> View:
         n_previous=_integer(params.get("n_previous")), author=author.strip() if author else None, params=params)
 
 
-def _time(root, params) -> tuple[Optional[float], Optional[str], Optional[str]]:
-    """(MJD, its scale, UTC ISO text): our Params ``mjd_tai``/``mjd_utc`` first (exact), else WhereWhen's ISOTime."""
+def _time(root, params) -> tuple[Optional[float], Optional[str], Optional[str], Optional[str]]:
+    """(MJD, its scale, UTC ISO text, "mid"/"start" of exposure or None): our Params ``mjd_tai``/``mjd_utc`` first
+    (exact; their Description says which instant), else WhereWhen's ISOTime (mid-exposure if its Description says
+    so, as ours do)."""
     for name, scale in (("mjd_tai", "tai"), ("mjd_utc", "utc"), ("mjd", "utc")):
         value = _number(params.get(name))
         if value is not None:
-            return value, scale, None
+            return value, scale, None, _instant(root.findtext(f"What//Param[@name='{name}']/Description"))
     text = root.findtext(_ISOTIME)
     if text:
         try:
             when = times.parse_iso(text)
         except times.TimeError:
-            return None, None, None
-        return times.datetime_to_mjd(when), "utc", times.format_iso(when, zone="")
-    return None, None, None
+            return None, None, None, None
+        return (times.datetime_to_mjd(when), "utc", times.format_iso(when, zone=""),
+                _instant(root.findtext("WhereWhen/Description")))
+    return None, None, None, None
+
+
+def _instant(description: Optional[str]) -> Optional[str]:
+    """What instant of the exposure a time is, by the words of our builder's Descriptions."""
+    text = description or ""
+    return "start" if "start of the exposure" in text else "mid" if "mid-exposure" in text else None
 
 
 def _text(value) -> Optional[str]:

@@ -25,6 +25,12 @@ def param_attrs(name: str, ucd: str, unit: Optional[str], data_type: Optional[st
     return attrs
 
 
+#: The band of a detection ("g", "r", ...), the same UCD as the alert DB's ``diasource.band``: UCD1+ defines
+#: instr.bandpass as "Bandpass (e.g.: band name) of instrument"; instr.filter is a secondary-only word
+BAND_UCD = "instr.bandpass"
+#: Length of a trailed source (arcsec): an angular size (phys.angSize), not an axis ratio
+TRAIL_UCD = "phys.angSize"
+
 #: 7 significant digits: the precision of the float32 columns most alert quantities are
 fmt_float: Callable[[float], str] = "%.7g".__mod__
 
@@ -46,7 +52,7 @@ def _trigger(scale: str):
         ("ra_err", "stat.error;pos.eq.ra", "deg", FLOAT, fmt_float),
         ("dec_err", "stat.error;pos.eq.dec", "deg", FLOAT, fmt_float),
         ("mjd", "time.epoch;obs", "d", FLOAT, fmt_repr),
-        ("band", "instr.filter", None, None, str),
+        ("band", BAND_UCD, None, None, str),
         ("psf_flux", "phot.flux.density;em.opt", "nJy", FLOAT, fmt_float),
         ("psf_flux_err", "stat.error;phot.flux.density;em.opt", "nJy", FLOAT, fmt_float),
         ("mag", "phot.mag;em.opt", "mag", FLOAT, fmt_float),
@@ -55,7 +61,7 @@ def _trigger(scale: str):
         ("reliability", "stat.probability", None, FLOAT, fmt_float),
         ("is_dipole", "meta.code", None, BOOL, fmt_bool),
         ("is_negative", "meta.code", None, BOOL, fmt_bool),
-        ("trail_length", "phys.angSize", "arcsec", FLOAT, fmt_float),
+        ("trail_length", TRAIL_UCD, "arcsec", FLOAT, fmt_float),
     ]
     out = []
     for attribute, ucd, unit, data_type, fmt in rows:
@@ -81,7 +87,7 @@ def previous_fields(scale: str) -> tuple[dict[str, str], ...]:
     """Field attribute dicts of the previous-detections Table (same order as :data:`PREVIOUS_FIELDS`)."""
     return (
         param_attrs(f"mjd_{scale}", "time.epoch;obs", "d", FLOAT),
-        param_attrs("band", "instr.filter", None, None),
+        param_attrs("band", BAND_UCD, None, None),
         param_attrs("psf_flux", "phot.flux.density;em.opt", "nJy", FLOAT),
         param_attrs("psf_flux_err", "stat.error;phot.flux.density;em.opt", "nJy", FLOAT),
         param_attrs("mag", "phot.mag;em.opt", "mag", FLOAT),
@@ -128,13 +134,29 @@ def object_params(key: str, scale: str) -> Optional[tuple[dict[str, str], Callab
 
 
 @dataclass(frozen=True)
+class Site:
+    """Where a survey's telescope is: ``id`` (ObservatoryLocation@id), ``name``; WGS84 geodetic ``longitude``
+    (deg east, 0-360, as VOEvent 2.0's example writes KPNO), ``latitude`` (deg), ``height`` (m); ``source`` of
+    the figures."""
+
+    id: str
+    name: str
+    longitude: float
+    latitude: float
+    height: float
+    source: str
+
+
+@dataclass(frozen=True)
 class SurveyProfile:
     """What differs between surveys in a VOEvent (besides the field names, which alerts.fields hides).
 
     - ``label``: "Rubin", "ZTF" (descriptions); ``scale``: time scale of the survey's MJDs ("tai", "utc");
     - ``how``: How/Description (facility, telescope, instrument); ``references``: How/Reference URLs;
-    - ``observatory``: ObservatoryLocation attributes; ``default_error_deg``: Error2Radius (deg) used when
-      the alert has no position error;
+    - ``site``: the telescope's :class:`Site` (ObservatoryLocation); ``default_error_deg``: Error2Radius (deg)
+      used when the alert has no position error;
+    - ``exposure_s``: exposure time (s) when the alert gives none; ``time_note``: what instant the survey's
+      ``mjd_*`` Params are (their Description); ``time_source``: how WhereWhen's mid-exposure time is had;
     - ``trigger_type``: Group type of the triggering detection; ``extra_params``: (record field, attrs,
       formatter) of survey-specific Params of the triggering record, added when present and not null/NaN
       and not one of the survey's ``missing`` sentinels;
@@ -145,8 +167,11 @@ class SurveyProfile:
     scale: str
     how: str
     references: tuple[str, ...]
-    observatory: dict[str, str]
+    site: Site
     default_error_deg: float
+    exposure_s: float
+    time_note: str
+    time_source: str
     trigger_type: str
     extra_params: tuple[tuple[str, dict[str, str], Callable], ...]
     object_types: dict[str, str]

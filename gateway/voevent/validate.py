@@ -2,7 +2,7 @@
 
 ``validate(xml)`` returns a list of problems, each naming the line and what is wrong; an empty list means
 valid. Besides the XSD it checks what the XSD cannot: the document is parsed safely (no DTD, no entities,
-a size limit) and the IVORN has the ``ivo://authority/path#localID`` form VTP brokers require.
+a size limit) and the IVORN names one event (:mod:`gateway.voevent.ivorn`).
 
 Thread safety: the VTP receiver calls this through ``deferToThread``. An lxml ``XMLSchema`` keeps its error
 log on the object, so each thread gets its own schema, built lazily from the schema document parsed once.
@@ -15,7 +15,8 @@ import threading
 from lxml import etree
 
 from gateway.resources import resource
-from gateway.voevent.parse import IVORN_RE, VOEVENT_NAMESPACES, VOEventError, safe_fromstring
+from gateway.voevent.ivorn import FORMS, is_event_ivorn
+from gateway.voevent.parse import VOEVENT_NAMESPACES, VOEventError, safe_fromstring
 
 #: The official IVOA VOEvent 2.0 schema (see xml/README.rst)
 SCHEMA_FILE = "VOEvent-v2.0.xsd"
@@ -59,8 +60,8 @@ def validate_tree(root) -> list[str]:
     if not schema.validate(root.getroottree()):
         problems.extend(f"line {e.line}: {e.message}" for e in schema.error_log)
     ivorn = root.get("ivorn")
-    if ivorn is not None and not IVORN_RE.match(ivorn):
-        problems.append(f"line {root.sourceline}: ivorn {ivorn!r} is not of the form ivo://authority/path#localID")
+    if ivorn is not None and not is_event_ivorn(ivorn):
+        problems.append(f"line {root.sourceline}: ivorn {ivorn!r} is not of the form {FORMS}")
     return problems
 
 

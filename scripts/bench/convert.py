@@ -80,7 +80,7 @@ def build_with_voeventparse(alert, convert: Converter) -> bytes:
     view = fields.view(alert)
     det, alert_id, key, iso = view.detection, view.alert_id, view.object_key, view.iso_utc
     profile = PROFILES[alert.survey]
-    ivorn = f"{convert.prefix}{alert_id}"
+    ivorn = f"{convert.prefixes[alert.survey]}{fields.issue_id(alert)}"
     cited = convert.history.previous(key)
     values = _Values(alert, view, profile, ivorn, "test", convert.max_previous_rows)
 

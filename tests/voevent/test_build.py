@@ -6,6 +6,7 @@ from datetime import timezone
 
 import pytest
 import voeventparse
+from astropy import units as u
 from astropy.time import Time
 from astropy.utils import iers
 
@@ -20,7 +21,7 @@ from support import skip_or_fail
 iers.conf.auto_download = False  # astropy must not go to the network for leap seconds in tests
 
 AUTHORITY, STREAM, URL = "test.vogateway", "alerts", "http://127.0.0.1:8080"
-PREFIX = f"ivo://{AUTHORITY}/{STREAM}#"
+PREFIX = {survey: f"ivo://{AUTHORITY}/{STREAM}/{survey}#" for survey in ("rubin", "ztf")}  # a stream per survey
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z: a fixed clock for Who/Date
 
 
@@ -69,7 +70,7 @@ def test_ivorn_role_position_time_match_the_alert(converted):
     for alert, event in converted:
         det = fields.detection(alert)
         v = voeventparse.loads(event.xml)
-        ivorn = PREFIX + str(fields.alert_id(alert))
+        ivorn = PREFIX[alert.survey] + fields.issue_id(alert)
         assert event.ivorn == v.attrib["ivorn"] == ivorn
         assert event.role == v.attrib["role"] == ("test" if alert.simulated else "observation")
         assert event.alert is alert and event.origin == alert.source
@@ -85,9 +86,16 @@ def test_ivorn_role_position_time_match_the_alert(converted):
         else:  # survey default: Rubin 0.1", ZTF 0.2"
             assert position.err * 3600 == pytest.approx(0.1 if alert.survey == "rubin" else 0.2, rel=1e-6)
 
-        expected = Time(det.mjd, format="mjd", scale=det.time_scale).utc.to_datetime(timezone=timezone.utc)
+        # WhereWhen's time is mid-exposure for both surveys: ZTF's jd is the start, Rubin's midpoint the middle
+        exposure = det.extra.get("exptime") or 30.0
+        assert det.time_ref == ("start" if alert.survey == "ztf" else "mid")
+        shift = exposure / 2 if det.time_ref == "start" else 0.0
+        expected = (Time(det.mjd, format="mjd", scale=det.time_scale) + shift * u.s).utc.to_datetime(
+            timezone=timezone.utc)
         got = voeventparse.get_event_time_as_utc(v)
         assert abs((got - expected).total_seconds()) <= 0.001, (alert.schema, got, expected)
+        time = v.WhereWhen.ObsDataLocation.ObservationLocation.AstroCoords.Time
+        assert float(time.Error) == exposure / 2  # the detection happened within half an exposure of it
 
 
 def test_what_carries_the_detection_object_and_counts(converted):
@@ -302,7 +310,7 @@ def test_role_and_identity_options(samples):
     with pytest.raises(ValueError, match="IVORN"):
         Converter(AUTHORITY, "", URL)
     event = Converter(AUTHORITY, "/deep/stream/", URL + "/")(simulated)
-    assert event.ivorn.startswith(f"ivo://{AUTHORITY}/deep/stream#")
+    assert event.ivorn.startswith(f"ivo://{AUTHORITY}/deep/stream/{simulated.survey}#")
     assert b"http://127.0.0.1:8080//" not in event.xml
     # the converter is what Pipeline wants: a callable, also spelled .convert
     c = converter()

@@ -197,8 +197,9 @@ def test_wrong_root_is_refused(xml):
 
 @pytest.mark.parametrize("ivorn", [
     None, "", "ivo://test.example/stream", "ivo://test.example/stream#", "http://test.example/stream#1",
-    "ivo://te/stream#1", "ivo://test.example#1", "ivo://test example/stream#1", "ivo://test.example/str eam#1",
-    "ivo:///stream#1",
+    "ivo://te/stream#1", "ivo://test example/stream#1", "ivo://test.example/str eam#1", "ivo:///stream#1",
+    "ivo://test.example/stream?", "ivo://test.example//stream#1", "ivo://test.example/stream/#1",
+    "ivo://-test.example/stream#1", "ivo://test.example/stream#1\n",
 ])
 def test_missing_or_invalid_ivorn_is_refused(ivorn):
     with pytest.raises(VOEventError, match="ivorn"):

@@ -76,7 +76,9 @@ def test_doctype_wrong_root_and_ivorn_are_reported():
     v11 = validate(b'<voe:VOEvent xmlns:voe="http://www.ivoa.net/xml/VOEvent/v1.1" ivorn="ivo://a.b/c#d"/>')
     assert "VOEvent 2.0 root" in v11[0]
     no_local_id = validate(GOOD.replace("stream#1", "stream").encode())
-    assert no_local_id == ["line 2: ivorn 'ivo://test.example/stream' is not of the form ivo://authority/path#localID"]
+    assert no_local_id == ["line 2: ivorn 'ivo://test.example/stream' is not of the form "
+                           "ivo://authority/path#localID (the /path may be left out; ?localID for #localID is "
+                           "allowed too)"]
 
 
 def test_empty_and_oversized_input():
