@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from gateway.alerts import Alert, AlertError
 from gateway.alerts.packets import Packet
+from gateway.errors import in_words
 from gateway.event import Event
 
 if TYPE_CHECKING:
@@ -137,7 +138,8 @@ class Pipeline:
         except AlertError as error:
             return defer.succeed(self.reject(error))
         except Exception as error:  # a converter bug must not stop the stream; it is counted and logged
-            return defer.succeed(self.reject(AlertError(alert.source, alert.position, f"conversion failed: {error!r}")))
+            reason = f"conversion failed: {in_words(error)} (a gateway bug; please report it)"
+            return defer.succeed(self.reject(AlertError(alert.source, alert.position, reason)))
         return self._route(event)
 
     def ingest_packet(self, packet: Packet) -> defer.Deferred:

@@ -76,7 +76,7 @@ def test_rejections_are_counted_by_kind_and_never_raise():
     assert sink.events == []
     assert pipeline.stats.rejected == {"no position": 1, "conversion failed": 1, "not XML": 1,
                                        "truncated container": 1}
-    assert "4 rejected" in pipeline.stats.summary()
+    assert pipeline.stats.rejected_total == 4 and ", 4 rejected (" in pipeline.stats.summary()
 
 
 def test_a_failing_sink_fails_the_deferred_and_the_event_can_come_again():
@@ -84,7 +84,7 @@ def test_a_failing_sink_fails_the_deferred_and_the_event_can_come_again():
     pipeline = Pipeline(convert, parse, Router([sink, Failing()]), SeenIvorns(clock=task.Clock()))
     alert = Alert("rubin", "7.4", {"id": 7}, "f.avro", 0)
     outcome = results(pipeline.ingest_alert(alert))
-    assert isinstance(outcome.value, defer.FirstError)
+    assert isinstance(outcome.value, defer.FirstError) and outcome.value.subFailure.getErrorMessage() == "disk full"
     # not remembered: the source did not commit, the redelivery must be routed again
     pipeline.router.sinks.pop()
     assert results(pipeline.ingest_alert(alert)).ivorn.endswith("#7")
@@ -100,3 +100,28 @@ def test_seen_ivorns_expire_and_stay_bounded():
     for name in "bcdef":
         seen.add(name)
     assert len(seen) <= 3
+
+
+@pytest.mark.parametrize("error, reason", [
+    (KeyError("diaSource"), "conversion failed: missing key 'diaSource' (a gateway bug; please report it)"),
+    (ZeroDivisionError("division by zero"), "conversion failed: division by zero (a gateway bug; please report it)"),
+    (ValueError(), "conversion failed: value error (a gateway bug; please report it)"),
+])
+def test_a_converter_bug_is_rejected_with_a_sentence_not_an_exception_repr(error, reason):
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    def broken(alert):
+        raise error
+
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        pipeline = Pipeline(broken, parse, Router([Recorder()]), SeenIvorns(clock=task.Clock()))
+        assert results(pipeline.ingest_alert(Alert("rubin", "7.4", {"id": 1}, "f.avro", 2))) is None
+        # the next alert still goes through
+        pipeline.convert = convert
+        assert results(pipeline.ingest_alert(Alert("rubin", "7.4", {"id": 3}, "f.avro", 3))).ivorn.endswith("#3")
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert [formatEvent(e) for e in logged if "rejected" in formatEvent(e)] == [f"rejected f.avro @ 2: {reason}"]
+    assert pipeline.stats.rejected == {"conversion failed": 1} and pipeline.stats.converted == 1

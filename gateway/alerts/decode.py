@@ -23,6 +23,7 @@ import fastavro.schema
 
 from gateway.alerts import Alert, AlertError
 from gateway.alerts.schemas import AlertSchema, SchemaLibrary, SchemaLookupError, identify
+from gateway.errors import in_words
 
 #: Byte 0 of a Confluent wire-format packet
 MAGIC = 0
@@ -43,8 +44,8 @@ def reason_of(error: Exception) -> str:
         return f"truncated Avro: {error or 'unexpected end of data'}"
     if isinstance(error, (IndexError, struct.error)):
         # fastavro reads past the end of a cut buffer this way too (or a union index points nowhere)
-        return f"truncated or corrupt Avro: {error}"
-    return f"undecodable Avro: {error!r}"
+        return f"truncated or corrupt Avro: {in_words(error)}"
+    return f"undecodable Avro: {in_words(error)}"
 
 
 def read_container(path_or_fileobj: Union[str, Path, BinaryIO], source: str = "", simulated: bool = False,
@@ -88,7 +89,7 @@ def _read_container(handle: BinaryIO, source: str, simulated: bool) -> Iterator[
         reader = fastavro.reader(handle)
         header = reader.writer_schema
     except Exception as error:  # fastavro raises assorted types for a damaged header
-        yield AlertError(source, 0, f"bad Avro container header: {error!r}")
+        yield AlertError(source, 0, f"bad Avro container header: {in_words(error)}")
         return
     survey, version, problem = survey_of_header(header)
     if problem is not None:
