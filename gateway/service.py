@@ -103,7 +103,8 @@ class Gateway(service.MultiService):
         self._open_store()
         try:
             converter = make_converter(config, history=self.history)
-            self.pipeline = Pipeline(converter, self._parse, self.router, link=converter.link)
+            self.pipeline = Pipeline(converter, self._parse, self.router, link=converter.link,
+                                     stored=self.store.has_ivorn)
             self._add_sinks()
             self._add_forward()
             self._add_sources()

@@ -125,3 +125,41 @@ def test_a_converter_bug_is_rejected_with_a_sentence_not_an_exception_repr(error
         globalLogPublisher.removeObserver(logged.append)
     assert [formatEvent(e) for e in logged if "rejected" in formatEvent(e)] == [f"rejected f.avro @ 2: {reason}"]
     assert pipeline.stats.rejected == {"conversion failed": 1} and pipeline.stats.converted == 1
+
+
+def test_a_recheck_asks_the_store_routes_in_arrival_order_and_counts_what_it_has_as_duplicates():
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    asked, answers = [], {}
+
+    def stored(ivorn):
+        asked.append(ivorn)
+        answers[ivorn] = defer.Deferred()
+        return answers[ivorn]
+
+    sink = Recorder()
+    pipeline = Pipeline(convert, parse, Router([sink]), SeenIvorns(clock=task.Clock()), stored=stored)
+    assert results(pipeline.ingest_alert(Alert("rubin", "7.4", {"id": 0}, "f.avro", 0))).ivorn.endswith("#0")
+    assert asked == []  # not a recheck: the store is not asked
+    outcomes = [pipeline.ingest_alert(Alert("rubin", "7.4", {"id": n}, "f.avro", n), recheck=True)
+                for n in (1, 2, 3, 4)]
+    assert asked == [f"ivo://test.local/alerts#{n}" for n in (1, 2, 3, 4)]
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        answers[asked[3]].callback(False)  # answers out of order: #4 waits for the ones before it
+        answers[asked[1]].callback(True)
+        assert [e.ivorn[-2:] for e in sink.events] == ["#0"]
+        answers[asked[0]].errback(RuntimeError("database is locked"))  # cannot tell: routed, not lost
+        assert [e.ivorn[-2:] for e in sink.events] == ["#0", "#1"]
+        answers[asked[2]].callback(False)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert [e.ivorn[-2:] for e in sink.events] == ["#0", "#1", "#3", "#4"]
+    assert [results(d) is None for d in outcomes] == [False, True, False, False]
+    assert (pipeline.stats.converted, pipeline.stats.duplicates) == (4, 1)
+    assert [formatEvent(e) for e in logged if e["log_level"] == LogLevel.warn] == [
+        "cannot ask the alert DB about ivo://test.local/alerts#1 (database is locked); routing it"]
+    # a recheck of what was routed in this run is a duplicate at once, the store is not asked
+    assert results(pipeline.ingest_alert(Alert("rubin", "7.4", {"id": 3}, "f.avro", 3), recheck=True)) is None
+    assert len(asked) == 4 and pipeline.stats.duplicates == 2
