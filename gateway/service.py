@@ -287,8 +287,8 @@ def bind_listeners(gateway: Gateway) -> str:
     return ""
 
 
-def run(config: Config, verbose: bool = False) -> int:
-    """Run the gateway until SIGINT/SIGTERM."""
+def run(config: Config, verbose: bool = False, banner=()) -> int:
+    """Run the gateway until SIGINT/SIGTERM; ``banner``: lines logged once it runs (where to find it)."""
     from twisted.internet import reactor  # here, not at the top: importing it installs the default reactor
 
     start_logging(verbose)
@@ -313,5 +313,7 @@ def run(config: Config, verbose: bool = False) -> int:
         if isinstance(done, defer.Deferred):
             done.addCallback(lambda _: log.info("replay done: {summary}", summary=gateway.pipeline.stats.summary()))
     log.info("vogateway running; Ctrl-C to stop")
+    for line in banner:
+        log.info("{line}", line=line)
     reactor.run()
     return 0
