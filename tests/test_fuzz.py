@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import fastavro
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.internet import task
 
@@ -118,6 +118,15 @@ def test_a_mutated_real_container_yields_alerts_and_reasons_never_an_exception(s
 
 @FUZZ
 @given(st.sampled_from(sorted(CONTAINERS)), EDITS)
+# found by this test: fastavro's EOFError names the stream's repr ("cannot read float from <_io.BytesIO object at
+# 0x...>"); a damaged header schema raised SchemaParseException out of decode_packet (failing a worker's whole
+# batch, so the file was read again and again); a damaged length varint made the block splitter allocate ~2**62
+# bytes (MemoryError)
+@example("ztf", [("flip", 0.45780794670357117, 76), ("insert", 0.7036289568532951, 7),
+                 ("cut", 0.3623153598885013, 121)])
+@example("ztf", [("set", 0.08704041503401128, 87), ("set", 0.8410738651765448, 15)])
+@example("ztf", [("flip", 0.8125697804262119, 211), ("cut", 0.38889843973377125, 81),
+                 ("delete", 0.6165853405052735, 10), ("delete", 0.5875444090749432, 149)])
 def test_a_mutated_container_split_into_blocks_decodes_as_the_whole_file_does(tmp_path_factory, survey, edits):
     path = tmp_path_factory.mktemp("fuzz") / "mutated.avro"
     path.write_bytes(mutated(CONTAINERS[survey], edits))
