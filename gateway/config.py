@@ -148,6 +148,13 @@ subscriber_buffer_events = 1_000
 #   window = 30.0                    # seconds; default 30
 # Subscribers matching no rule get every event (after their own upstream filter), uncapped.
 subscriber_rules = []
+# Idle and trickling subscriber connections are closed, with a log line (0: no bound): seconds after connecting
+# (TLS handshake included) by which a subscriber must have sent its first whole message (its authenticate reply);
+# seconds one message may take to arrive once its first bytes came (a slowloris trickle); seconds it has to answer
+# an iamalive.
+subscriber_handshake_timeout = 30.0
+subscriber_frame_timeout = 30.0
+subscriber_alive_timeout = 60.0
 # Seconds an author connection may stay silent before the receiver closes it.
 author_idle_timeout = 20.0
 # Seconds without any message from a remote broker before we reconnect (Comet sends iamalive every 60).

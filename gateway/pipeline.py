@@ -4,11 +4,15 @@ Sources call :meth:`Pipeline.ingest_packet` (undecoded Avro: built in the worker
 :meth:`Pipeline.ingest_alert` (decoded Avro) or :meth:`Pipeline.ingest_voevent` (XML that arrived over VTP or
 Kafka). Each returns a Deferred that fires once every sink has accepted the event(s); a source commits its
 position (Kafka offset, file checkpoint, VTP ack) only then.
+
+``recheck=True`` (a file read again after a crash cut its first reading short) also asks the store (``stored``)
+before routing each event: what the store committed then is counted as a duplicate, not broadcast again. Only
+those files pay for the question; everything else is deduplicated in memory.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 from twisted.internet import defer
@@ -16,6 +20,7 @@ from twisted.logger import Logger
 
 from gateway.alerts import Alert, AlertError
 from gateway.alerts.packets import Packet
+from gateway.errors import in_words
 from gateway.event import Event
 
 if TYPE_CHECKING:
@@ -122,34 +127,39 @@ class Pipeline:
 
     def __init__(self, convert: Callable[[Alert], Event], parse: Callable[..., Event], router: Router,
                  seen: Optional[SeenIvorns] = None, decode: Optional[Callable[[Packet], list]] = None,
-                 pool: Optional[WorkerPool] = None, link: Optional[Callable[[Event], Event]] = None):
+                 pool: Optional[WorkerPool] = None, link: Optional[Callable[[Event], Event]] = None,
+                 stored: Optional[Callable[[str], object]] = None):
         """``decode``: packet -> its alerts and AlertErrors, to build packets here; ``pool`` builds them in worker
-        processes instead, and ``link`` (``Converter.link``: Citations) finishes what the pool prepared."""
+        processes instead, and ``link`` (``Converter.link``: Citations) finishes what the pool prepared.
+        ``stored(ivorn) -> bool | Deferred[bool]`` (the store's ``has_ivorn``) answers rechecks."""
         self.convert, self.parse, self.router = convert, parse, router
         self.seen = seen if seen is not None else SeenIvorns()
-        self.decode, self.pool, self.link = decode, pool, link
+        self.decode, self.pool, self.link, self.stored = decode, pool, link, stored
         self.stats = Stats()
+        self._checks: deque[list] = deque()  # rechecked events waiting for the store's answer or their turn
+        self._draining = False
 
-    def ingest_alert(self, alert: Alert) -> defer.Deferred:
+    def ingest_alert(self, alert: Alert, recheck: bool = False) -> defer.Deferred:
         """Convert and route one alert. Fires with the Event (None if rejected or a duplicate)."""
         try:
             event = self.convert(alert)
         except AlertError as error:
             return defer.succeed(self.reject(error))
         except Exception as error:  # a converter bug must not stop the stream; it is counted and logged
-            return defer.succeed(self.reject(AlertError(alert.source, alert.position, f"conversion failed: {error!r}")))
-        return self._route(event)
+            reason = f"conversion failed: {in_words(error)} (a gateway bug; please report it)"
+            return defer.succeed(self.reject(AlertError(alert.source, alert.position, reason)))
+        return self._route(event, recheck)
 
-    def ingest_packet(self, packet: Packet) -> defer.Deferred:
+    def ingest_packet(self, packet: Packet, recheck: bool = False) -> defer.Deferred:
         """Decode, build and route the alerts of one packet, in the order packets came. Fires when all are routed
         (with the number of events routed); fails when a sink or the worker pool failed them."""
         if self.pool is None:
-            routed = [defer.succeed(self.reject(item)) if isinstance(item, AlertError) else self.ingest_alert(item)
-                      for item in self.decode(packet)]
+            routed = [defer.succeed(self.reject(item)) if isinstance(item, AlertError)
+                      else self.ingest_alert(item, recheck) for item in self.decode(packet)]
             return _all(routed)
-        return self.pool.submit(packet).addCallback(self._route_prepared)
+        return self.pool.submit(packet).addCallback(self._route_prepared, recheck)
 
-    def _route_prepared(self, items: list) -> defer.Deferred:
+    def _route_prepared(self, items: list, recheck: bool = False) -> defer.Deferred:
         routed = []
         for item in items:
             if isinstance(item, AlertError):
@@ -160,7 +170,7 @@ class Pipeline:
             except AlertError as error:
                 self.reject(error)
                 continue
-            routed.append(self._route(event))
+            routed.append(self._route(event, recheck))
         return _all(routed)
 
     def ingest_voevent(self, xml: bytes, origin: str) -> defer.Deferred:
@@ -182,11 +192,53 @@ class Pipeline:
         self.stats.reject(error)
         log.warn("rejected {error}", error=str(error))
 
-    def _route(self, event: Event) -> defer.Deferred:
+    def _route(self, event: Event, recheck: bool = False) -> defer.Deferred:
         if not self.seen.add(event.ivorn):
-            self.stats.duplicates += 1
-            log.debug("duplicate {ivorn} from {origin}, not routed again", ivorn=event.ivorn, origin=event.origin)
+            self._duplicate(event)
             return defer.succeed(None)
+        if recheck and self.stored is not None:
+            return self._route_unless_stored(event)
+        return self._publish(event)
+
+    def _duplicate(self, event: Event, where: str = "") -> None:
+        self.stats.duplicates += 1
+        log.debug("duplicate {ivorn} from {origin}{where}, not routed again", ivorn=event.ivorn, origin=event.origin,
+                  where=where)
+
+    def _route_unless_stored(self, event: Event) -> defer.Deferred:
+        """Ask the store about ``event`` (at once), and route it, if the store does not have it, in its turn: after
+        every rechecked event before it, so the order of arrival is kept whatever order the answers come in."""
+        entry = [event, None, defer.Deferred()]  # the event, the store's answer (None: not yet), its outcome
+        self._checks.append(entry)
+
+        def unknown(failure):  # better sent twice than lost: route it, and say why
+            log.warn("cannot ask the alert DB about {ivorn} ({why}); routing it", ivorn=event.ivorn,
+                     why=failure.getErrorMessage())
+            return False
+
+        def answered(known):
+            entry[1] = bool(known)
+            self._drain_checks()
+
+        defer.maybeDeferred(self.stored, event.ivorn).addErrback(unknown).addCallback(answered)
+        return entry[2]
+
+    def _drain_checks(self) -> None:
+        if self._draining:  # a callback below led here again: the loop that is running takes it
+            return
+        self._draining = True
+        try:
+            while self._checks and self._checks[0][1] is not None:
+                event, known, outcome = self._checks.popleft()
+                if known:
+                    self._duplicate(event, " (in the alert DB)")
+                    outcome.callback(None)
+                else:
+                    self._publish(event).chainDeferred(outcome)
+        finally:
+            self._draining = False
+
+    def _publish(self, event: Event) -> defer.Deferred:
         self.stats.converted += 1
 
         def forget(failure):

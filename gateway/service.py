@@ -104,7 +104,8 @@ class Gateway(service.MultiService):
         self._open_store()
         try:
             self.converter = converter = make_converter(config, history=self.history)
-            self.pipeline = Pipeline(converter, self._parse, self.router, link=converter.link)
+            self.pipeline = Pipeline(converter, self._parse, self.router, link=converter.link,
+                                     stored=self.store.has_ivorn)
             self._add_sinks()
             self._add_forward()
             self._add_sources()
@@ -216,6 +217,11 @@ class Gateway(service.MultiService):
         ports = []
         listener._waitingForPort.addCallback(lambda port: ports.append(port) or port)
         return ports[0].getHost() if ports else None
+
+    def bound_address(self, name: str):
+        """(host, port) listener ``name`` (``http``, ``vtp-broadcast``, ``vtp-receive``) is bound to, or None."""
+        address = self._bound(name)
+        return None if address is None or not hasattr(address, "port") else (address.host, address.port)
 
     def _advertise_bound_address(self) -> None:
         """Without ``public_url``, cutout References name the address ``http.listen`` is actually bound to (its
@@ -333,8 +339,9 @@ def bind_listeners(gateway: Gateway) -> str:
     return ""
 
 
-def run(config: Config, verbose: bool = False) -> int:
-    """Run the gateway until SIGINT/SIGTERM."""
+def run(config: Config, verbose: bool = False, banner=None) -> int:
+    """Run the gateway until SIGINT/SIGTERM; ``banner(gateway)``: lines logged once it runs (where to find it,
+    from the addresses bound)."""
     from twisted.internet import reactor  # here, not at the top: importing it installs the default reactor
 
     start_logging(verbose)
@@ -359,5 +366,7 @@ def run(config: Config, verbose: bool = False) -> int:
         if isinstance(done, defer.Deferred):
             done.addCallback(lambda _: log.info("replay done: {summary}", summary=gateway.pipeline.stats.summary()))
     log.info("vogateway running; Ctrl-C to stop")
+    for line in banner(gateway) if banner else ():
+        log.info("{line}", line=line)
     reactor.run()
     return 0

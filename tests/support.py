@@ -1,5 +1,7 @@
-"""Helpers shared by test modules: free loopback ports, waiting for a condition, stopping a child process."""
+"""Helpers shared by test modules: free loopback ports, waiting for a condition, stopping a child process, counts
+in a summary."""
 
+import re
 import socket
 import subprocess
 import time
@@ -9,6 +11,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def counted(output, text: str) -> bool:
+    """Does ``output`` say ``text`` with no digit right before it ("1 converted" is not in "11 converted")?"""
+    if isinstance(output, bytes):
+        output = output.decode()
+    return re.search(r"(?<!\d)" + re.escape(text), output) is not None
 
 
 def wait_for(condition, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):

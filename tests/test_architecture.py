@@ -15,8 +15,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
 MAX_LINES = 450
 
 #: what each part of the gateway may import from the gateway (besides itself); everything else is forbidden.
-#: The shared vocabulary (event, view, sky, times, resources) is open to all.
-SHARED = {"gateway", "gateway.event", "gateway.view", "gateway.sky", "gateway.times", "gateway.resources"}
+#: The shared vocabulary (event, view, sky, times, resources, errors) is open to all.
+SHARED = {"gateway", "gateway.event", "gateway.view", "gateway.sky", "gateway.times", "gateway.resources",
+          "gateway.errors"}
 ALLOWED = {
     "gateway.alerts": set(),
     "gateway.voevent": {"gateway.alerts"},

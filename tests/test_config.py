@@ -17,8 +17,11 @@ def test_defaults_are_the_documented_text():
     lines = config.DEFAULTS.splitlines()
     for number, line in enumerate(lines):
         if "=" in line and not line.startswith("#") and not line.startswith("["):
-            above = lines[number - 1]
-            assert above.startswith("#") or "=" in above, f"undocumented key: {line}"
+            # a run of keys may share one comment: walk back over keys, the line before them must be a comment
+            above = number - 1
+            while above >= 0 and "=" in lines[above] and not lines[above].startswith(("#", "[")):
+                above -= 1
+            assert above >= 0 and lines[above].startswith("#"), f"undocumented key: {line}"
 
 
 def test_file_then_flags_override(tmp_path):

@@ -76,7 +76,7 @@ def test_rejections_are_counted_by_kind_and_never_raise():
     assert sink.events == []
     assert pipeline.stats.rejected == {"no position": 1, "conversion failed": 1, "not XML": 1,
                                        "truncated container": 1}
-    assert "4 rejected" in pipeline.stats.summary()
+    assert pipeline.stats.rejected_total == 4 and ", 4 rejected (" in pipeline.stats.summary()
 
 
 def test_a_failing_sink_fails_the_deferred_and_the_event_can_come_again():
@@ -84,7 +84,7 @@ def test_a_failing_sink_fails_the_deferred_and_the_event_can_come_again():
     pipeline = Pipeline(convert, parse, Router([sink, Failing()]), SeenIvorns(clock=task.Clock()))
     alert = Alert("rubin", "7.4", {"id": 7}, "f.avro", 0)
     outcome = results(pipeline.ingest_alert(alert))
-    assert isinstance(outcome.value, defer.FirstError)
+    assert isinstance(outcome.value, defer.FirstError) and outcome.value.subFailure.getErrorMessage() == "disk full"
     # not remembered: the source did not commit, the redelivery must be routed again
     pipeline.router.sinks.pop()
     assert results(pipeline.ingest_alert(alert)).ivorn.endswith("#7")
@@ -100,3 +100,66 @@ def test_seen_ivorns_expire_and_stay_bounded():
     for name in "bcdef":
         seen.add(name)
     assert len(seen) <= 3
+
+
+@pytest.mark.parametrize("error, reason", [
+    (KeyError("diaSource"), "conversion failed: missing key 'diaSource' (a gateway bug; please report it)"),
+    (ZeroDivisionError("division by zero"), "conversion failed: division by zero (a gateway bug; please report it)"),
+    (ValueError(), "conversion failed: value error (a gateway bug; please report it)"),
+])
+def test_a_converter_bug_is_rejected_with_a_sentence_not_an_exception_repr(error, reason):
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    def broken(alert):
+        raise error
+
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        pipeline = Pipeline(broken, parse, Router([Recorder()]), SeenIvorns(clock=task.Clock()))
+        assert results(pipeline.ingest_alert(Alert("rubin", "7.4", {"id": 1}, "f.avro", 2))) is None
+        # the next alert still goes through
+        pipeline.convert = convert
+        assert results(pipeline.ingest_alert(Alert("rubin", "7.4", {"id": 3}, "f.avro", 3))).ivorn.endswith("#3")
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert [formatEvent(e) for e in logged if "rejected" in formatEvent(e)] == [f"rejected f.avro @ 2: {reason}"]
+    assert pipeline.stats.rejected == {"conversion failed": 1} and pipeline.stats.converted == 1
+
+
+def test_a_recheck_asks_the_store_routes_in_arrival_order_and_counts_what_it_has_as_duplicates():
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    asked, answers = [], {}
+
+    def stored(ivorn):
+        asked.append(ivorn)
+        answers[ivorn] = defer.Deferred()
+        return answers[ivorn]
+
+    sink = Recorder()
+    pipeline = Pipeline(convert, parse, Router([sink]), SeenIvorns(clock=task.Clock()), stored=stored)
+    assert results(pipeline.ingest_alert(Alert("rubin", "7.4", {"id": 0}, "f.avro", 0))).ivorn.endswith("#0")
+    assert asked == []  # not a recheck: the store is not asked
+    outcomes = [pipeline.ingest_alert(Alert("rubin", "7.4", {"id": n}, "f.avro", n), recheck=True)
+                for n in (1, 2, 3, 4)]
+    assert asked == [f"ivo://test.local/alerts#{n}" for n in (1, 2, 3, 4)]
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        answers[asked[3]].callback(False)  # answers out of order: #4 waits for the ones before it
+        answers[asked[1]].callback(True)
+        assert [e.ivorn[-2:] for e in sink.events] == ["#0"]
+        answers[asked[0]].errback(RuntimeError("database is locked"))  # cannot tell: routed, not lost
+        assert [e.ivorn[-2:] for e in sink.events] == ["#0", "#1"]
+        answers[asked[2]].callback(False)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert [e.ivorn[-2:] for e in sink.events] == ["#0", "#1", "#3", "#4"]
+    assert [results(d) is None for d in outcomes] == [False, True, False, False]
+    assert (pipeline.stats.converted, pipeline.stats.duplicates) == (4, 1)
+    assert [formatEvent(e) for e in logged if e["log_level"] == LogLevel.warn] == [
+        "cannot ask the alert DB about ivo://test.local/alerts#1 (database is locked); routing it"]
+    # a recheck of what was routed in this run is a duplicate at once, the store is not asked
+    assert results(pipeline.ingest_alert(Alert("rubin", "7.4", {"id": 3}, "f.avro", 3), recheck=True)) is None
+    assert len(asked) == 4 and pipeline.stats.duplicates == 2

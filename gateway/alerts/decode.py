@@ -13,6 +13,7 @@ reports ``ra=None`` and the converter rejects it.
 from __future__ import annotations
 
 import io
+import re
 import struct
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +24,7 @@ import fastavro.schema
 
 from gateway.alerts import Alert, AlertError
 from gateway.alerts.schemas import AlertSchema, SchemaLibrary, SchemaLookupError, identify
+from gateway.errors import in_words
 
 #: Byte 0 of a Confluent wire-format packet
 MAGIC = 0
@@ -40,11 +42,15 @@ def reason_of(error: Exception) -> str:
     if isinstance(error, UnicodeDecodeError):
         return f"invalid UTF-8: {error}"
     if isinstance(error, (EOFError, StopIteration)):
-        return f"truncated Avro: {error or 'unexpected end of data'}"
+        # fastavro says what it was reading and the stream's repr ("cannot read float from <_io.BytesIO object
+        # at 0x...>"): the first half is for people, the second is not
+        said = re.sub(r"\s*from <[^>]*>", "", str(error)).strip()
+        return f"truncated Avro: {said or 'the data ends inside a record'}"
     if isinstance(error, (IndexError, struct.error)):
-        # fastavro reads past the end of a cut buffer this way too (or a union index points nowhere)
-        return f"truncated or corrupt Avro: {error}"
-    return f"undecodable Avro: {error!r}"
+        # fastavro reads past the end of a cut buffer this way too (or a union index points nowhere); Python's
+        # own words for that ("string index out of range") say nothing to a person
+        return "truncated or corrupt Avro: a record runs past the end of the data or names a type that is not there"
+    return f"undecodable Avro: {in_words(error)}"
 
 
 def read_container(path_or_fileobj: Union[str, Path, BinaryIO], source: str = "", simulated: bool = False,
@@ -88,7 +94,7 @@ def _read_container(handle: BinaryIO, source: str, simulated: bool) -> Iterator[
         reader = fastavro.reader(handle)
         header = reader.writer_schema
     except Exception as error:  # fastavro raises assorted types for a damaged header
-        yield AlertError(source, 0, f"bad Avro container header: {error!r}")
+        yield AlertError(source, 0, f"bad Avro container header: {in_words(error)}")
         return
     survey, version, problem = survey_of_header(header)
     if problem is not None:

@@ -123,33 +123,53 @@ def _signature(path: Path) -> Optional[tuple[int, int]]:
 
 
 class Checkpoints:
-    """Files finished, as an append-only JSON-lines log: {"path", "size", "mtime_ns"} per line, last one wins.
+    """Files started and finished, as an append-only JSON-lines log, last line of a path wins:
+    {"path", "started": true} when its reading begins, {"path", "size", "mtime_ns"} when it is finished.
 
     Appending keeps marking a file O(1) however many files were done before; the log is compacted on load.
-    A damaged line (a crash mid-write) is skipped: at worst that file is read again, and the dedup drops
-    the repeats.
+    A file started and not finished was cut short by a crash: it is read again, and what the store committed
+    of it then is not broadcast again (:meth:`started`). A damaged line (a crash mid-write) is skipped: at worst
+    that file is read again, and the dedup drops the repeats.
     """
 
     def __init__(self, state_dir: Union[str, Path]):
         self.path = Path(state_dir) / CHECKPOINTS
         self._done: dict[str, tuple[int, int]] = {}
+        self._started: set[str] = set()  # started, not finished since
         lines = 0
         try:
             with open(self.path, encoding="utf-8") as handle:
                 for line in handle:
                     lines += 1
                     try:
-                        entry = json.loads(line)
-                        self._done[entry["path"]] = (entry["size"], entry["mtime_ns"])
+                        self._load(json.loads(line))
                     except (ValueError, KeyError, TypeError):
                         log.warn("{path}: skipping a damaged checkpoint line", path=str(self.path))
         except FileNotFoundError:
             pass
-        if lines > 2 * len(self._done) + 100:
+        if lines > 2 * (len(self._done) + len(self._started)) + 100:
             self._rewrite()
+
+    def _load(self, entry: dict) -> None:
+        path = entry["path"]
+        if entry.get("started") is True:
+            self._started.add(path)
+        else:
+            self._done[path] = (entry["size"], entry["mtime_ns"])
+            self._started.discard(path)
 
     def done(self, path: Path, signature) -> bool:
         return self._done.get(str(path)) == tuple(signature)
+
+    def started(self, path: Path) -> bool:
+        """Was reading ``path`` begun, and not finished since (a crash, or alerts that failed downstream)?"""
+        return str(path) in self._started
+
+    def mark_started(self, path: Path) -> None:
+        if str(path) in self._started:
+            return
+        self._started.add(str(path))
+        self._append(json.dumps({"path": str(path), "started": True}) + "\n")
 
     def finished(self) -> dict[str, tuple[int, int]]:
         """Absolute path -> (size, mtime_ns) of every finished file."""
@@ -157,9 +177,13 @@ class Checkpoints:
 
     def mark(self, path: Path, signature) -> None:
         self._done[str(path)] = tuple(signature)
+        self._started.discard(str(path))
+        self._append(self._line(str(path), signature))
+
+    def _append(self, line: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(self._line(str(path), signature))
+            handle.write(line)
 
     @staticmethod
     def _line(path: str, signature) -> str:
@@ -169,6 +193,7 @@ class Checkpoints:
         temporary = self.path.with_suffix(".tmp")
         with open(temporary, "w", encoding="utf-8") as handle:
             handle.writelines(self._line(path, signature) for path, signature in self._done.items())
+            handle.writelines(json.dumps({"path": path, "started": True}) + "\n" for path in sorted(self._started))
         os.replace(temporary, self.path)
 
 
@@ -281,6 +306,12 @@ class DirectorySource(Service):
             path, signature = self._queue.popleft()
             simulated = is_simulated(path) if self.simulated is None else self.simulated
             progress = _FileProgress()
+            # read before, not finished: what the store committed of it then must not be broadcast again
+            recheck = self.checkpoints.started(path)
+            self.checkpoints.mark_started(path)
+            if recheck:
+                log.info("{path}: read again after an interrupted reading; alerts already in the alert DB count "
+                         "as duplicates", path=str(path))
             # with a worker pool, the reactor only slices the file into blocks: decoding is the workers' job
             pooled = getattr(self.pipeline, "pool", None) is not None
             read = container_packets if pooled else read_container
@@ -291,19 +322,19 @@ class DirectorySource(Service):
                 while self._in_flight >= self.max_in_flight:
                     self._slot = defer.Deferred()
                     yield self._slot
-                self._deliver(item, progress)
+                self._deliver(item, progress, recheck)
                 yield None
                 if not self.running:
                     return
             self.files_read += 1
             yield progress.all_read().addCallback(self._file_done, path, signature)
 
-    def _deliver(self, item: Union[Alert, Packet], progress: "_FileProgress") -> None:
+    def _deliver(self, item: Union[Alert, Packet], progress: "_FileProgress", recheck: bool = False) -> None:
         size = item.count if isinstance(item, Packet) else 1
         self._in_flight += size
         progress.outstanding += 1
         ingest = self.pipeline.ingest_packet if isinstance(item, Packet) else self.pipeline.ingest_alert
-        delivery = defer.maybeDeferred(ingest, item)
+        delivery = defer.maybeDeferred(ingest, item, recheck=True) if recheck else defer.maybeDeferred(ingest, item)
         self._pending.add(delivery)
 
         def release(result):

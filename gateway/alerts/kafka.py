@@ -37,6 +37,7 @@ from twisted.logger import Logger
 from gateway.alerts import AlertError
 from gateway.alerts.decode import HEADER_BYTES, MAGIC, MAX_PACKET_BYTES, decode_message
 from gateway.alerts.schemas import SchemaLibrary, SchemaLookupError
+from gateway.errors import in_words
 
 log = Logger()
 
@@ -190,12 +191,12 @@ class KafkaSource(Service):
                 backlog.append(message)
             self._commit(consumer)
         except Exception as error:  # a bug or a fatal client error: say so loudly, the service stays stoppable
-            self.reactor.callFromThread(log.error, "kafka consumer thread failed: {error!r}", error=error)
+            self.reactor.callFromThread(log.error, "kafka consumer thread failed: {error}", error=in_words(error))
         finally:
             try:
                 consumer.close()
             except Exception as error:
-                self.reactor.callFromThread(log.warn, "kafka: closing the consumer: {error!r}", error=error)
+                self.reactor.callFromThread(log.warn, "kafka: closing the consumer: {error}", error=in_words(error))
             self.reactor.callFromThread(self._thread_exited)
 
     def _hand_over(self, message) -> bool:
@@ -220,7 +221,7 @@ class KafkaSource(Service):
             try:
                 items = decode_message(value, source, offset, self.library, max_packet_bytes=self.max_packet_bytes)
             except Exception as error:  # never lose a message to an unexpected decoder error
-                items = [AlertError(source, offset, f"undecodable Avro: {error!r}")]
+                items = [AlertError(source, offset, f"undecodable Avro: {in_words(error)}")]
         self.reactor.callFromThread(self._handle, topic, partition, offset, items)
         return True
 

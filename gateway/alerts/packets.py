@@ -26,6 +26,7 @@ import fastavro
 from gateway.alerts import Alert, AlertError
 from gateway.alerts.decode import CONTAINER_MAGIC, decode_message, over_file, reason_of, survey_of_header
 from gateway.alerts.schemas import SchemaLibrary
+from gateway.errors import in_words
 
 #: codecs whose blocks are split off and decoded in a worker
 SPLIT_CODECS = ("null", "deflate")
@@ -63,6 +64,24 @@ def _long(handle: BinaryIO) -> int:
             raise ValueError("varint longer than 64 bits")
 
 
+def _left(handle: BinaryIO) -> int:
+    """Bytes left in the file after the current position."""
+    here = handle.tell()
+    end = handle.seek(0, io.SEEK_END)
+    handle.seek(here)
+    return end - here
+
+
+def _take(handle: BinaryIO, size: int) -> bytes:
+    """``size`` bytes, or ValueError when a (damaged) length is negative or runs past the end of the file: a
+    varint of a few bytes must not make us allocate terabytes."""
+    if size < 0:
+        raise ValueError(f"a negative length ({size})")
+    if size > _left(handle):
+        raise ValueError(f"a length of {size} bytes runs past the end of the file")
+    return handle.read(size)
+
+
 def _header(handle: BinaryIO) -> tuple[dict[str, bytes], bytes]:
     """The metadata map and sync marker of a container whose magic has been read."""
     meta: dict[str, bytes] = {}
@@ -74,8 +93,8 @@ def _header(handle: BinaryIO) -> tuple[dict[str, bytes], bytes]:
             count = -count
             _long(handle)
         for _ in range(count):
-            key = handle.read(_long(handle)).decode("utf-8")
-            meta[key] = handle.read(_long(handle))
+            key = _take(handle, _long(handle)).decode("utf-8")
+            meta[key] = _take(handle, _long(handle))
     sync = handle.read(16)
     if len(sync) != 16:
         raise EOFError("container header ends before its sync marker")
@@ -116,13 +135,13 @@ def _blocks(handle: BinaryIO, path, source: str, simulated: bool, max_block_byte
             break
         try:
             size = _long(handle)
-            data = handle.read(size) if size >= 0 else b""
+            if count < 0 or size < 0:
+                yield AlertError(source, index, "truncated or corrupt Avro: a negative block count or size")
+                return
+            data = handle.read(min(size, _left(handle)))  # never more than is there: a short read is damage, below
             marker = handle.read(16)
         except (EOFError, ValueError) as error:
             yield AlertError(source, index, f"truncated or corrupt Avro: {error}")
-            return
-        if count < 0 or size < 0:
-            yield AlertError(source, index, "truncated or corrupt Avro: a negative block count or size")
             return
         if len(data) != size or marker != sync:
             yield Packet(data, source, index, simulated, (schema, codec), count,
@@ -157,8 +176,8 @@ def decode_packet(packet: Packet, library: SchemaLibrary) -> list[Union[Alert, A
     schema_json, codec = packet.header
     try:
         parsed, (survey, version, error) = _parsed(schema_json)
-    except (ValueError, TypeError) as failure:
-        return [AlertError(packet.source, packet.position, f"bad Avro container header: {failure}")]
+    except Exception as failure:  # fastavro raises assorted types for a damaged schema (SchemaParseException, ...)
+        return [AlertError(packet.source, packet.position, f"bad Avro container header: {in_words(failure)}")]
     if error is not None:
         return [AlertError(packet.source, packet.position, error)]
     data = packet.data

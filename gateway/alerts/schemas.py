@@ -29,6 +29,7 @@ from typing import Any, Optional
 import fastavro
 import fastavro.schema
 
+from gateway.errors import in_words
 from gateway.resources import resource
 
 #: Rubin's top-level record is named lsst.vM_m.alert
@@ -265,4 +266,4 @@ class SchemaLibrary:
         except SchemaLookupError as error:
             raise SchemaLookupError(f"unknown schema: id {schema_id} from {url}: {error.reason}") from None
         except (ValueError, KeyError, TypeError, fastavro.schema.SchemaParseException) as error:
-            raise SchemaLookupError(f"schema registry bad answer: {url}: {error!r}") from None
+            raise SchemaLookupError(f"schema registry bad answer: {url}: {in_words(error)}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from gateway.commands.options import add_identity_flags, load_config
 
@@ -30,10 +31,64 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("-v", "--verbose", action="store_true", help="log every event, not only summaries")
 
 
+def configured_address(description: str) -> str:
+    """Where a listener is, for a person: ``HOST:PORT`` for ``HOST:PORT``, ``tls:HOST:PORT`` and
+    ``tcp:PORT:interface=HOST`` / ``ssl:PORT:...`` (all interfaces: 127.0.0.1, which reaches them from here);
+    other endpoint strings (``unix:...``) as given."""
+    text = description.strip()
+    kind, _, rest = text.partition(":")
+    if kind in ("tcp", "ssl"):
+        port, *options = rest.split(":")
+        interfaces = [option[len("interface="):] for option in options if option.startswith("interface=")]
+        host = interfaces[0] if interfaces else "0.0.0.0"
+    else:
+        match = re.fullmatch(r"(?:tls:)?(\[[^\]]+\]|[^:\[\]]+):(\d+)", text)
+        if not match or kind == "unix":
+            return text
+        host, port = match.groups()
+    if not port.isdigit():
+        return text
+    return f"{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]', '') else host}:{port}"
+
+
+def banner(config, bound=lambda name: None) -> list[str]:
+    """What ``serve`` says once it runs: where TAP and VTP are (``bound(name)``: the (host, port) a listener is
+    bound to, when known: a port may have been 0), and how a newcomer sees an event arrive."""
+
+    def address(description: str, name: str) -> str:
+        found = bound(name)
+        if found is None:
+            return configured_address(description)
+        host, port = found
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
+        return f"{host}:{port}"
+
+    lines = []
+    if config.http.listen:
+        where = address(config.http.listen, "http")
+        if where == config.http.listen.strip() and not re.fullmatch(r".+:\d+", where):
+            lines.append(f"TAP at /tap on {where}; cutouts under /cutouts")
+        else:
+            url = f"{'https' if config.http.listen.startswith('ssl:') else 'http'}://{where}/tap"
+            lines.append(f"TAP at {url} (e.g. pyvo.dal.TAPService(\"{url}\")); cutouts under /cutouts")
+    vtp = config.vtp
+    if vtp.broadcast:
+        lines.append(f"VTP broadcast for subscribers at {address(vtp.broadcast, 'vtp-broadcast')}")
+    if vtp.receive:
+        lines.append(f"VTP receiver for authors at {address(vtp.receive, 'vtp-receive')}")
+    if vtp.broadcast and vtp.receive:
+        receiver = address(vtp.receive, "vtp-receive")
+        lines.append("a subscriber gets the events routed after it connects (the bundled replay is over in "
+                     f"seconds); to see one arrive, send a new one: vogateway send {receiver} "
+                     "FILE.xml (README: See an event arrive)")
+    return lines
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.service import run  # the engine, imported when the command runs (see __init__)
 
-    return run(load_config(args), verbose=args.verbose)
+    config = load_config(args)
+    return run(config, verbose=args.verbose, banner=lambda gateway: banner(config, gateway.bound_address))
 
 
 def register(commands) -> None:

@@ -35,6 +35,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gateway.errors import in_words
 from gateway.event import Event
 from gateway.forward import outbox
 from gateway.forward.common import (
@@ -249,7 +250,7 @@ class TNS:
         try:
             code, headers, body = yield self._post("get/search", {"api_key": self._api_key, "data": query})
         except Exception as error:
-            return outbox.retry(f"TNS search before resending: {error!r}", uncertain=True)
+            return outbox.retry(f"TNS search before resending: {in_words(error)}", uncertain=True)
         if code == 429:
             return outbox.throttled(wait_seconds(headers), "TNS: 429 too many requests (search)")
         if code != 200:

@@ -15,6 +15,7 @@ from typing import Optional, Union
 from gateway.alerts import Alert, AlertError
 from gateway.alerts.packets import Packet, decode_packet
 from gateway.alerts.schemas import SchemaLibrary
+from gateway.errors import in_words
 from gateway.event import Event
 from gateway.store.rows import alert_rows
 from gateway.voevent.build import DEFAULT_AUTHOR_NAME, Converter
@@ -68,7 +69,7 @@ class Worker:
         except AlertError as error:
             return error
         except Exception as error:  # a converter bug must not stop the stream; the reactor process counts it
-            return AlertError(item.source, item.position, f"conversion failed: {error}")
+            return AlertError(item.source, item.position, f"conversion failed: {in_words(error)} (a gateway bug; please report it)")
         return slim(event, self.settings.raw_fields, self.settings.light_curves)
 
 

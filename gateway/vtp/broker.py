@@ -18,14 +18,12 @@ them takes microseconds.
 Acks are matched to IVORNs. An event not acked within ``ack_timeout`` (default twice ``iamalive_interval``), nak'd,
 or still unacked or queued when the subscriber leaves, counts as *missed* for that subscriber (Comet counts acks
 and loses the rest silently). A nak is logged with its reason; unlike Comet the subscriber is not dropped for it.
-There is one ack per delivery, so acks are read in place from the received bytes. An ack goes through
-:func:`~gateway.vtp.messages.quick_ack_origin` (a bounded byte-level check of a plainly written ack) or else the
-full safe parse; the frames after one that passed it and start with its very same bytes up to ``<Origin>`` are
-read in one loop, with only their Origin taken (plain text, no markup or entity reference; otherwise the frame
-takes the checked way).
+There is one ack per delivery, so acks are read in place from the received bytes (:mod:`~gateway.vtp.acks`).
 
-Every ``iamalive_interval`` seconds (Comet: 60) each subscriber is sent iamalive; one that has not answered the
-previous one by the next tick is dropped.
+Every ``iamalive_interval`` seconds (Comet: 60) each subscriber is sent iamalive. Idle and trickling connections
+are bounded (:mod:`~gateway.vtp.deadlines`): a subscriber must send its first complete message (its authenticate
+reply) within ``handshake_timeout`` of connecting, each message within ``frame_timeout`` of its first bytes, and
+answer iamalive within ``alive_timeout`` (default: by the next tick); otherwise it is closed, with a log line.
 
 Slow-subscriber policy: **disconnect and log**. Each subscriber has a bounded send buffer: Twisted's transport
 buffer (its producer is paused above ~64 KiB) plus our queue of at most ``buffer_events`` frames and
@@ -36,7 +34,7 @@ or grows memory beyond those bounds; it can reconnect and carry on.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Optional
 
 from twisted.internet import interfaces, protocol, task
@@ -47,7 +45,9 @@ from gateway.event import Event
 from gateway.filters import Facts
 from gateway.vtp import messages
 from gateway.vtp.access import Whitelist, admits, compile_xpath, rule_for
-from gateway.vtp.framing import COMET_MAX_FRAME_BYTES, DEFAULT_MAX_FRAME_BYTES, FrameProtocol, frame, unpack_length
+from gateway.vtp.acks import AckReader
+from gateway.vtp.deadlines import Deadlines
+from gateway.vtp.framing import COMET_MAX_FRAME_BYTES, DEFAULT_MAX_FRAME_BYTES, frame
 from gateway.vtp.tls import is_tls, peer_identity
 
 log = Logger()
@@ -55,6 +55,7 @@ log = Logger()
 DEFAULT_BUFFER_BYTES = 4_000_000
 DEFAULT_BUFFER_EVENTS = 1_000
 DEFAULT_FLUSH_INTERVAL = 0.01  # s
+DEFAULT_HANDSHAKE_TIMEOUT = DEFAULT_FRAME_TIMEOUT = 30.0  # s
 NO_FILTER = ((), ("", ""))  # the filter key of a subscriber that takes everything
 
 
@@ -82,7 +83,7 @@ class Selection:
 
 
 @implementer(interfaces.IPushProducer, interfaces.IHandshakeListener)
-class BrokerProtocol(FrameProtocol):
+class BrokerProtocol(AckReader):
     """One subscriber connection, seen from the broker."""
 
     def __init__(self, broker: "Broker"):
@@ -97,15 +98,16 @@ class BrokerProtocol(FrameProtocol):
         self.paused = False
         self.queue: deque[tuple[bytes, int]] = deque()  # (data, how many frames) waiting while paused
         self.queued_bytes = self.queued_frames = 0
-        self._ack_head = None  # the bytes up to <Origin> of this subscriber's last plainly written ack
-        self.outstanding: OrderedDict[str, float] = OrderedDict()  # IVORN -> when sent (s)
-        self.awaiting_alive = False
-        self.sent = self.acked = self.naked = self.missed = self.filtered = self.capped = 0
+        self.deadlines: Optional[Deadlines] = None
+        self.sent = self.naked = self.missed = self.filtered = self.capped = 0
 
     # -- connection ------------------------------------------------------------------------------------------
 
     def connectionMade(self):
         self.host = getattr(self.transport.getPeer(), "host", "")
+        broker = self.broker
+        self.deadlines = Deadlines(broker.clock, self._expired, broker.handshake_timeout, broker.frame_timeout,
+                                   broker.alive_timeout)
         if not is_tls(self.transport):
             self._admit(None)
 
@@ -133,6 +135,8 @@ class BrokerProtocol(FrameProtocol):
 
     def connectionLost(self, reason=protocol.connectionDone):
         super().connectionLost(reason)
+        if self.deadlines is not None:
+            self.deadlines.cancel()
         if not self.active:
             return
         self.active = False
@@ -213,63 +217,10 @@ class BrokerProtocol(FrameProtocol):
 
     # -- what the subscriber says ----------------------------------------------------------------------------
 
-    def _acked(self, ivorn: str) -> None:
-        if self.outstanding.pop(ivorn, None) is not None:
-            self.acked += 1
-        else:
-            log.debug("ack from {peer} for {ivorn}, which was not outstanding", peer=self.peer(), ivorn=ivorn)
-
     def dataReceived(self, data: bytes) -> None:
-        # Acks are one per delivery: the hot path. A subscriber writes its acks alike, so once one has passed
-        # quick_ack_origin (frameAt), frames that start with the same bytes up to <Origin> are read here in one
-        # loop, only their Origin taken; the first frame that does not fit, and all after it, go the common way.
-        if self._ack_head is not None:
-            if self._pending:
-                if len(self._pending) > 4096:  # not a run of acks
-                    return super().dataReceived(data)
-                data, self._pending = bytes(self._pending) + data, b""
-            offset = self._read_acks(data)
-            if offset == len(data):
-                return
-            data = data[offset:]
         super().dataReceived(data)
-
-    def _read_acks(self, data: bytes) -> int:
-        """Read the acks written with this subscriber's ack head from the start of ``data``; where they stop."""
-        head, unpack, startswith, find = self._ack_head, unpack_length, data.startswith, data.find
-        skip, size, offset = len(head) + 4, len(data), 0
-        pop, acked, unknown = self.outstanding.pop, 0, 0
-        try:
-            while size - offset >= 4:
-                end = offset + 4 + unpack(data, offset)[0]
-                if end > size or end - offset > 2048 or not startswith(head, offset + 4):
-                    break
-                first = offset + skip
-                stop = find(b"</", first, end)
-                origin = data[first:stop].strip()
-                # plain text only: no markup, no entity reference, no inner space (else the checked way)
-                if stop < 0 or not origin or origin.translate(None, b"<& \t\r\n") != origin:
-                    break
-                if pop(origin.decode("utf-8"), None) is None:
-                    unknown += 1
-                else:
-                    acked += 1
-                offset = end
-        except UnicodeDecodeError:
-            pass
-        self.acked += acked
-        if unknown:
-            log.debug("{count} acks from {peer} for events not outstanding", count=unknown, peer=self.peer())
-        return offset
-
-    def frameAt(self, data, start: int, end: int) -> None:
-        payload = bytes(data[start:end])
-        ivorn = messages.quick_ack_origin(payload)
-        if ivorn is not None:
-            self._ack_head = payload[:payload.find(b"<Origin>") + 8]
-            self._acked(ivorn)
-            return
-        self.frameReceived(payload)
+        if self.deadlines is not None:
+            self.deadlines.read(self.frames_read, len(self._pending))
 
     def frameReceived(self, payload: bytes) -> None:
         message = messages.parse_or_warn(payload, self.max_frame_bytes, "message", f"subscriber {self.peer()}")
@@ -280,7 +231,7 @@ class BrokerProtocol(FrameProtocol):
                      peer=self.peer(), ivorn=message.ivorn)
             return
         if message.role == "iamalive":
-            self.awaiting_alive = False
+            self.deadlines.answered_alive()
         elif message.role == "ack":  # one quick_ack_origin could not read
             self._acked(message.origin)
         elif message.role == "nak":
@@ -306,22 +257,27 @@ class BrokerProtocol(FrameProtocol):
     # -- timers ----------------------------------------------------------------------------------------------
 
     def heartbeat(self, now: float) -> None:
-        """Called every ``iamalive_interval``: expire old unacked events, drop a silent peer, send iamalive."""
+        """Called every ``iamalive_interval``: expire old unacked events, send iamalive."""
         while self.outstanding:
             ivorn, sent = next(iter(self.outstanding.items()))
             if now - sent < self.broker.ack_timeout:
                 break
             self.outstanding.popitem(last=False)
             self.missed += 1
-        if self.awaiting_alive:
-            log.warn("subscriber {peer} did not answer iamalive within {interval} s; dropping it",
-                     peer=self.peer(), interval=self.broker.iamalive_interval)
-            self.broker.dropped_silent += 1
-            self.transport.abortConnection()
-            self.connectionLost()
-            return
-        self.awaiting_alive = True
         self._send(frame(messages.iamalive(self.broker.local_ivo, now)))
+        self.deadlines.asked_alive()
+
+    def _expired(self, bound: str, why: str) -> None:
+        """A bound of :mod:`~gateway.vtp.deadlines` passed: close the connection, say why and which setting."""
+        setting = {"first": "handshake_timeout", "frame": "frame_timeout", "alive": "alive_timeout"}[bound]
+        log.warn("subscriber {peer} {why}; closing it (vtp.subscriber_{setting})", peer=self.peer(), why=why,
+                 setting=setting)
+        if bound == "alive":
+            self.broker.dropped_silent += 1
+        else:
+            self.broker.dropped_idle += 1
+        self.transport.abortConnection()
+        self.connectionLost()  # forget it now; abortConnection reports the loss only on the next reactor turn
 
 
 class Broker(protocol.ServerFactory):
@@ -334,20 +290,24 @@ class Broker(protocol.ServerFactory):
     def __init__(self, local_ivo: str, *, clock=None, iamalive_interval: float = 60.0,
                  ack_timeout: Optional[float] = None, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  buffer_bytes: int = DEFAULT_BUFFER_BYTES, buffer_events: int = DEFAULT_BUFFER_EVENTS,
-                 flush_interval: float = DEFAULT_FLUSH_INTERVAL, whitelist: Optional[Whitelist] = None, rules=()):
+                 flush_interval: float = DEFAULT_FLUSH_INTERVAL, whitelist: Optional[Whitelist] = None, rules=(),
+                 handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
+                 frame_timeout: Optional[float] = DEFAULT_FRAME_TIMEOUT, alive_timeout: Optional[float] = None):
         from twisted.internet import reactor
 
         self.local_ivo = local_ivo
         self.clock = clock or reactor
         self.iamalive_interval = iamalive_interval
         self.ack_timeout = ack_timeout if ack_timeout is not None else 2 * iamalive_interval
+        self.handshake_timeout, self.frame_timeout = handshake_timeout, frame_timeout
+        self.alive_timeout = alive_timeout if alive_timeout is not None else iamalive_interval
         self.max_frame_bytes = max_frame_bytes
         self.buffer_bytes, self.buffer_events = buffer_bytes, buffer_events
         self.flush_interval = flush_interval
         self.whitelist = whitelist or Whitelist(["0.0.0.0/0", "::/0"])
         self.rules = list(rules)
         self.subscribers: set[BrokerProtocol] = set()
-        self.events = self.deliveries = self.refused = self.dropped_slow = self.dropped_silent = 0
+        self.events = self.deliveries = self.refused = self.dropped_slow = self.dropped_silent = self.dropped_idle = 0
         self.too_large = self.over_comet_cap = 0
         self._loop: Optional[task.LoopingCall] = None
         self._batch: list[tuple[Event, bytes]] = []  # accepted, not yet flushed
@@ -436,4 +396,5 @@ class Broker(protocol.ServerFactory):
 
     def summary(self) -> str:
         return (f"{len(self.subscribers)} subscribers, {self.events} events, {self.deliveries} deliveries, "
-                f"{self.dropped_slow} dropped as slow, {self.dropped_silent} as silent, {self.refused} refused")
+                f"{self.dropped_slow} dropped as slow, {self.dropped_silent} as silent, {self.dropped_idle} as idle, "
+                f"{self.refused} refused")

@@ -52,7 +52,8 @@ def vtp_services(vtp: VTPSettings, pipeline, reactor, has_ivorn=None) -> tuple[O
                         max_frame_bytes=vtp.max_frame_bytes, buffer_bytes=vtp.subscriber_buffer_bytes,
                         buffer_events=vtp.subscriber_buffer_events,
                         whitelist=_whitelist(vtp.subscriber_whitelist, "subscriber_whitelist"),
-                        rules=_rules(vtp.subscriber_rules))
+                        rules=_rules(vtp.subscriber_rules), handshake_timeout=vtp.subscriber_handshake_timeout,
+                        frame_timeout=vtp.subscriber_frame_timeout, alive_timeout=vtp.subscriber_alive_timeout)
         broker.noisy = False  # the port already logs "Broker starting on PORT"; no "Starting factory" lines
         service = StreamServerEndpointService(_listening("broadcast", reactor, vtp.broadcast, tls), broker)
         service.setName("vtp-broadcast")

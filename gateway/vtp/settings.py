@@ -28,6 +28,9 @@ class VTPSettings:
     subscriber_buffer_bytes: int
     subscriber_buffer_events: int
     subscriber_rules: tuple[Mapping, ...]
+    subscriber_handshake_timeout: float
+    subscriber_frame_timeout: float
+    subscriber_alive_timeout: float
     author_idle_timeout: float
     remote_alive_timeout: float
     tls_cert: str

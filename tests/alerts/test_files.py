@@ -18,11 +18,12 @@ class Recorder:
     """A stand-in pipeline: records alerts and rejections; ``answer`` decides what ingest_alert returns."""
 
     def __init__(self, answer=None):
-        self.alerts, self.rejected = [], []
+        self.alerts, self.rejected, self.rechecked = [], [], []
         self.answer = answer or (lambda alert: defer.succeed(None))
 
-    def ingest_alert(self, alert):
+    def ingest_alert(self, alert, recheck=False):
         self.alerts.append(alert)
+        self.rechecked.append(recheck)
         return self.answer(alert)
 
     def reject(self, error):
@@ -138,6 +139,7 @@ def test_a_file_whose_alerts_failed_downstream_is_not_finished(tmp_path):
     yield restarted.finished
     yield restarted.stopService()
     assert [(os.path.basename(a.source), a.position) for a in again.alerts] == [("a.avro", 0), ("a.avro", 1), ("a.avro", 2)]
+    assert again.rechecked == [True] * 3  # read before and not finished: the store is asked about each
 
 
 def test_back_pressure_and_checkpoint_after_the_last_deferred(tmp_path):
@@ -182,15 +184,15 @@ def test_checkpoint_waits_for_every_deferred(tmp_path):
     source.startService()
     for _ in range(20):
         clock.advance(0)
-    assert len(pipeline.alerts) == 3 and not (state / CHECKPOINTS).exists()
+    assert len(pipeline.alerts) == 3 and not Checkpoints(state).finished()
     waiting[0].callback(None)
     waiting[2].callback(None)
     clock.advance(0)
-    assert not (state / CHECKPOINTS).exists() and not source.finished.called
+    assert not Checkpoints(state).finished() and not source.finished.called
     waiting[1].callback(None)
     for _ in range(5):
         clock.advance(0)
-    assert (state / CHECKPOINTS).exists() and source.finished.called
+    assert Checkpoints(state).finished() and source.finished.called
     source.stopService()
 
 
@@ -281,3 +283,37 @@ def test_the_source_leaves_notes_in_its_directory_out_without_rejecting_them(tmp
     assert len(pipeline.alerts) == 2 and pipeline.rejected == []
     assert source._not_avro == {inputs / "notes.txt"}  # logged once, however many scans see it
     source.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_only_a_file_whose_reading_was_cut_short_is_checked_against_the_store(tmp_path):
+    inputs, state = tmp_path / "in", tmp_path / "state"
+    inputs.mkdir()
+    many(inputs / "a.avro", 3)
+    many(inputs / "b.avro", 2)
+    Checkpoints(state).mark_started((inputs / "a.avro").resolve())  # what a crash in the middle of a.avro leaves
+    pipeline = Recorder()
+    source = DirectorySource([inputs], pipeline, state)
+    source.startService()
+    yield source.finished
+    yield source.stopService()
+    assert [(os.path.basename(a.source), r) for a, r in zip(pipeline.alerts, pipeline.rechecked)] == [
+        ("a.avro", True), ("a.avro", True), ("a.avro", True), ("b.avro", False), ("b.avro", False)]
+    after = Checkpoints(state)
+    assert not after.started(inputs / "a.avro") and not after.started(inputs / "b.avro")
+    assert set(after.finished()) == {str(inputs / "a.avro"), str(inputs / "b.avro")}
+
+
+def test_started_files_survive_compaction_and_a_finished_one_is_no_longer_started(tmp_path):
+    log = Checkpoints(tmp_path)
+    for n in range(300):
+        log.mark(tmp_path / "done.avro", (n, n))
+    log.mark_started(tmp_path / "cut.avro")
+    log.mark_started(tmp_path / "cut.avro")  # once is enough: no second line
+    log.mark_started(tmp_path / "done.avro")  # changed and started again ...
+    log.mark(tmp_path / "done.avro", (300, 300))  # ... and finished
+    assert (tmp_path / CHECKPOINTS).read_text().count('"started": true') == 2
+    again = Checkpoints(tmp_path)
+    assert len((tmp_path / CHECKPOINTS).read_text().splitlines()) == 2  # compacted: one line per file
+    assert again.started(tmp_path / "cut.avro") and not again.started(tmp_path / "done.avro")
+    assert again.finished() == {str(tmp_path / "done.avro"): (300, 300)}

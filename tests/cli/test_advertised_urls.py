@@ -37,6 +37,7 @@ def test_a_port_picked_by_the_system_is_the_one_advertised(tmp_path):
         assert base, log_path.read_text()
         base, port = base.group(1), int(base.group(2))
         assert port not in (0, 8080)
+        assert f'TAP at {base}/tap (e.g. pyvo.dal.TAPService("{base}/tap"))' in log_path.read_text()
 
         capabilities = etree.fromstring(urllib.request.urlopen(f"{base}/tap/capabilities", timeout=10).read())
         urls = {url.text.strip() for url in capabilities.iter("accessURL")}

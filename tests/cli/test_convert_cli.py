@@ -9,6 +9,7 @@ import pytest
 
 from gateway.resources import SAMPLES
 from gateway.voevent.validate import validate
+from support import counted
 
 VOGATEWAY = [sys.executable, "-m", "gateway.cli"]
 
@@ -29,7 +30,7 @@ def test_convert_every_bundled_alert_of_every_schema_version(tmp_path):
     assert result.returncode == 0, result.stderr.decode()
     written = sorted(tmp_path.glob("*.xml"))
     assert len(written) == expected > 0
-    assert f"{expected} converted".encode() in result.stderr
+    assert counted(result.stderr, f"{expected} converted")
     for path in written:
         assert validate(path.read_bytes()) == [], path
     versions = {path.parent.name for path in sample_files("rubin")}
@@ -47,7 +48,7 @@ def test_a_bad_file_is_reported_and_the_rest_still_converted(tmp_path):
     assert result.returncode == 1
     err = result.stderr.decode()
     assert "truncated.avro" in err and f"left out: {inputs / 'notes.txt'} (not an Avro container file)" in err
-    assert "1 converted" in err and "1 rejected" in err and "1 non-Avro file left out" in err
+    assert counted(err, "1 converted") and counted(err, "1 rejected") and counted(err, "1 non-Avro file left out")
     assert len(list((tmp_path / "out").glob("*.xml"))) == 1
 
 
@@ -67,7 +68,7 @@ def test_output_that_is_a_file_an_empty_input_and_notes_beside_the_data(tmp_path
     (data / "NOTES.md").write_text("# what these alerts are\n")
     result = run("convert", data, "-o", tmp_path / "out2", "-q")
     assert result.returncode == 0, result.stderr.decode()  # notes beside the data do not fail the run
-    assert b"left out" in result.stderr and b"1 converted" in result.stderr
+    assert b"left out" in result.stderr and counted(result.stderr, "1 converted")
 
 
 def test_one_wire_format_packet_on_stdin(tmp_path):
@@ -125,5 +126,5 @@ def test_upstream_fake_alerts_with_seconds_for_days_are_rejected_with_a_reason_a
     assert result.returncode == 1, errors
     assert "Traceback" not in errors and "Error(" not in errors
     assert errors.count("no usable time: time 1480360995.0 is not an MJD within the years 1 to 9999") == 3
-    assert "1 converted, 0 duplicates, 3 rejected (3 × no usable time)" in errors
+    assert counted(errors, "1 converted, 0 duplicates, 3 rejected (3 × no usable time)")
     assert len(list(tmp_path.glob("*.xml"))) == 1

@@ -189,12 +189,12 @@ def test_gzip_bomb_cutout_is_refused():
 
 @pytest.mark.parametrize("url", ["mysql://x", "sqlite://relative.db", "file.db"])
 def test_bad_store_urls_say_what_is_expected(url):
-    with pytest.raises(Exception, match="expected sqlite:///"):
+    with pytest.raises(StoreError, match="expected sqlite:///"):
         parse_url(url)
 
 
 def test_unreachable_postgresql_is_a_clear_error():
-    with pytest.raises(Exception, match="cannot connect to PostgreSQL"):
+    with pytest.raises(StoreError, match="cannot connect to PostgreSQL"):
         Database("postgresql://nobody@127.0.0.1:1/none", reactor)
 
 

@@ -52,6 +52,12 @@ def reply(proto, data: bytes):
     proto.dataReceived(framed(data))
 
 
+def authenticated(proto, name="ivo://sub/test"):
+    """The subscriber's reply to authenticate (what every VTP subscriber sends first)."""
+    reply(proto, messages.authenticate_response(name, "ivo://vtp.test/broker", [], 0))
+    return proto
+
+
 def publish(broker, *events):
     """Accept ``events`` and let the flush timer run (the broker sends in batches, on its clock)."""
     for e in events:
@@ -119,6 +125,7 @@ def test_subscriber_that_never_acks_stays_bounded(broker):
 def test_iamalive_every_interval_and_a_silent_subscriber_is_dropped(broker, clock, logged):
     talker, talker_transport = connect(broker)
     mute, mute_transport = connect(broker, port=40001)
+    authenticated(talker), authenticated(mute)  # mute answers authenticate, then nothing more
     written(talker_transport), written(mute_transport)
     clock.advance(59.9)
     assert written(mute_transport) == []
@@ -126,7 +133,9 @@ def test_iamalive_every_interval_and_a_silent_subscriber_is_dropped(broker, cloc
     assert roles(written(mute_transport)) == ["iamalive"]
     assert roles(written(talker_transport)) == ["iamalive"]
     reply(talker, messages.iamalive_response("ivo://talker", "ivo://vtp.test/broker", 0))
-    clock.advance(60)
+    clock.advance(59.9)
+    assert not mute_transport.disconnecting  # alive_timeout defaults to the interval
+    clock.advance(0.1)
     assert mute_transport.disconnecting and mute not in broker.subscribers
     assert not talker_transport.disconnecting and roles(written(talker_transport)) == ["iamalive"]
     assert broker.dropped_silent == 1
@@ -178,6 +187,7 @@ def test_server_side_rule_filter_and_cap(clock):
     broker = Broker("ivo://b", clock=clock, rules=rules)
     ruled, ruled_transport = connect(broker, host="10.0.0.7")
     free, free_transport = connect(broker, host="127.0.0.1")
+    authenticated(ruled)  # it stays past the handshake timeout below
     written(ruled_transport), written(free_transport)
     publish(broker, event("faint", 19.0), *(event(f"b{n}", 17.0) for n in range(4)))
     assert written(ruled_transport) == [voevent("b0", 17.0), voevent("b1", 17.0)]
