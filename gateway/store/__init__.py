@@ -155,3 +155,7 @@ class Store:
         """Deferred[list[queries.StoredEvent]]: one page of the events received in [since, until) (naive-UTC ISO
         text or None), oldest first, after the (received, ivorn) cursor ``after``."""
         return self.database.read(queries.events_received, self.database.placeholder, since, until, after, limit)
+
+    def count_received(self, since: Optional[str], until: Optional[str]) -> defer.Deferred:
+        """Deferred[int]: how many stored events were received in [since, until)."""
+        return self.database.read(queries.count_received, self.database.placeholder, since, until)

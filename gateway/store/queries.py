@@ -6,7 +6,6 @@ by the time they were received. Each function runs on a read connection in a rea
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Optional
 
 from gateway.store.schema import DIAOBJECT, SCHEMA, Table
@@ -88,11 +87,7 @@ class StoredEvent:
     xml: bytes
 
 
-def events_received(conn, p: str, since: Optional[str], until: Optional[str], after: Optional[tuple],
-                    limit: int) -> list[StoredEvent]:
-    """Stored events received in [``since``, ``until``) (naive-UTC ISO text; None: open), oldest first, at most
-    ``limit``, starting after the (received, ivorn) cursor ``after``: keyset pages, so a long replay reads in
-    bounded memory and each page is one index range."""
+def _received_range(p: str, since: Optional[str], until: Optional[str]) -> tuple[list[str], list]:
     where, params = [], []
     if since is not None:
         where.append(f"received >= {p}")
@@ -100,6 +95,22 @@ def events_received(conn, p: str, since: Optional[str], until: Optional[str], af
     if until is not None:
         where.append(f"received < {p}")
         params.append(until)
+    return where, params
+
+
+def count_received(conn, p: str, since: Optional[str], until: Optional[str]) -> int:
+    """How many stored events were received in [``since``, ``until``)."""
+    where, params = _received_range(p, since, until)
+    sql = f"SELECT count(*) FROM {SCHEMA}.voevent" + (f" WHERE {' AND '.join(where)}" if where else "")
+    return int(conn.execute(sql, params).fetchone()[0])
+
+
+def events_received(conn, p: str, since: Optional[str], until: Optional[str], after: Optional[tuple],
+                    limit: int) -> list[StoredEvent]:
+    """Stored events received in [``since``, ``until``) (naive-UTC ISO text; None: open), oldest first, at most
+    ``limit``, starting after the (received, ivorn) cursor ``after``: keyset pages, so a long replay reads in
+    bounded memory and each page is one index range."""
+    where, params = _received_range(p, since, until)
     if after is not None:
         where.append(f"(received > {p} OR (received = {p} AND ivorn > {p}))")
         params += [after[0], after[0], after[1]]
@@ -108,9 +119,3 @@ def events_received(conn, p: str, since: Optional[str], until: Optional[str], af
     return [StoredEvent(ivorn, role, received, xml.encode("utf-8") if isinstance(xml, str) else bytes(xml))
             for ivorn, role, received, xml in conn.execute(sql, params).fetchall()]
 
-
-def received_text(value) -> str:
-    """A stored ``received`` value as naive-UTC ISO text (what both backends compare TIMESTAMPs with)."""
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="milliseconds")
-    return str(value)

@@ -100,6 +100,7 @@ class BrokerProtocol(FrameProtocol):
         self._ack_head = None  # the bytes up to <Origin> of this subscriber's last plainly written ack
         self.outstanding: OrderedDict[str, float] = OrderedDict()  # IVORN -> when sent (s)
         self.awaiting_alive = False
+        self.subscribed = False  # has answered authenticate (and been handed to on_subscribe)
         self.sent = self.acked = self.naked = self.missed = self.filtered = self.capped = 0
 
     # -- connection ------------------------------------------------------------------------------------------
@@ -302,6 +303,9 @@ class BrokerProtocol(FrameProtocol):
             if message.filters:
                 log.info("subscriber {peer} ({ivo}) filters on {filters}", peer=self.peer(), ivo=self.remote_ivo,
                          filters=list(message.filters))
+            if self.broker.on_subscribe is not None and not self.subscribed:  # once: filters are known now
+                self.subscribed = True
+                self.broker.on_subscribe(self)
 
     # -- timers ----------------------------------------------------------------------------------------------
 
@@ -328,13 +332,16 @@ class Broker(protocol.ServerFactory):
     """Pipeline sink and subscriber-facing server factory. Times in seconds; sizes in bytes.
 
     ``whitelist``: :class:`~gateway.vtp.access.Whitelist` of subscribers (default: everyone);
-    ``rules``: server-side :class:`~gateway.vtp.access.Rule` list; ``clock``: reactor or ``task.Clock``.
+    ``rules``: server-side :class:`~gateway.vtp.access.Rule` list; ``clock``: reactor or ``task.Clock``;
+    ``on_subscribe(subscriber)``: called once per subscriber when it answers authenticate (replay on subscribe,
+    :mod:`gateway.vtp.replay`).
     """
 
     def __init__(self, local_ivo: str, *, clock=None, iamalive_interval: float = 60.0,
                  ack_timeout: Optional[float] = None, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  buffer_bytes: int = DEFAULT_BUFFER_BYTES, buffer_events: int = DEFAULT_BUFFER_EVENTS,
-                 flush_interval: float = DEFAULT_FLUSH_INTERVAL, whitelist: Optional[Whitelist] = None, rules=()):
+                 flush_interval: float = DEFAULT_FLUSH_INTERVAL, whitelist: Optional[Whitelist] = None, rules=(),
+                 on_subscribe=None):
         from twisted.internet import reactor
 
         self.local_ivo = local_ivo
@@ -346,6 +353,7 @@ class Broker(protocol.ServerFactory):
         self.flush_interval = flush_interval
         self.whitelist = whitelist or Whitelist(["0.0.0.0/0", "::/0"])
         self.rules = list(rules)
+        self.on_subscribe = on_subscribe
         self.subscribers: set[BrokerProtocol] = set()
         self.events = self.deliveries = self.refused = self.dropped_slow = self.dropped_silent = 0
         self.too_large = self.over_comet_cap = 0
