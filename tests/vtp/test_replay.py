@@ -289,3 +289,49 @@ def test_replay_from_kafka(kafka_broker, node):
                                      "--offset", "0", "--to", newer.receive, "-q")
     assert code == 2 and err.decode() == (f"vogateway replay: Kafka topic 'no-such-topic' does not exist at "
                                           f"{kafka_broker.bootstrap}\n"), err
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest_twisted.inlineCallbacks
+def test_pages_of_stored_events_by_received_time(backend, tmp_path):
+    """Keyset pages over [since, until) on both backends: every event once, oldest first, the window respected."""
+    from web.webkit import database
+
+    from gateway.commands.replay_run import since_text
+
+    base = utcnow() - timedelta(hours=2)
+    events = [dataclasses.replace(OLD, ivorn=ivorn(f"page-{n:03d}"), xml=voevent(f"page-{n:03d}"),
+                                  received=base + timedelta(seconds=n * 10)) for n in range(120)]
+    with database(backend, tmp_path) as db:
+        store = Store(db)
+        yield defer.gatherResults([store.accept(e) for e in events])
+        since, until = since_text(base + timedelta(seconds=100)), since_text(base + timedelta(seconds=1000))
+        pages, after = [], None
+        while True:
+            page = yield store.events_received(since, until, after, 7)
+            if not page:
+                break
+            pages.append(page)
+            after = (page[-1].received, page[-1].ivorn)
+        got = [item.ivorn for page in pages for item in page]
+        assert got == [ivorn(f"page-{n:03d}") for n in range(10, 100)]
+        assert max(len(p) for p in pages) == 7
+        count = yield store.count_received(since, until)
+        assert count == 90
+        yield store.close()
+
+
+def test_replay_requests_from_elsewhere_are_refused():
+    """The HTTP side may listen publicly: POST /replay from a non-loopback client is a 403 sentence."""
+    from twisted.internet.address import IPv4Address
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from gateway.web.replay import ReplayControl
+
+    request = DummyRequest([b""])
+    request.method = b"POST"
+    request.client = IPv4Address("TCP", "192.0.2.7", 40000)
+    request.args = {b"subscriber": [b"ivo://a/b"]}
+    body = ReplayControl(Node().broker, store=None, clock=reactor).render(request)
+    assert request.responseCode == 403
+    assert body == b"replay is only taken from the gateway's own host (loopback)\n"
