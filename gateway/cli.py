@@ -4,6 +4,7 @@
     vogateway convert INPUT... -o DIR  Avro alerts -> VOEvent files
     vogateway validate FILE...         check VOEvents against the VOEvent 2.0 XSD
     vogateway send HOST:PORT FILE...   submit VOEvents to a VTP broker, as an author
+    vogateway replay --since T --to H:P  send stored events again (to a broker, or --subscriber IVO)
     vogateway routes test FILTER [IN]  which alerts a filter selects (routes list, routes fields)
     vogateway outbox [retry|drop ID]   forwards waiting or failed in the outbox
     vogateway config                   print the documented default config
@@ -20,11 +21,11 @@ import argparse
 import sys
 
 from gateway import __version__
-from gateway.commands import convert, outbox, routes, send, serve, show_config, validate
+from gateway.commands import convert, outbox, replay, routes, send, serve, show_config, validate
 from gateway.config import ConfigError
 
 #: the command modules, in the order ``vogateway --help`` lists them
-COMMANDS = (serve, convert, validate, send, routes, outbox, show_config)
+COMMANDS = (serve, convert, validate, send, replay, routes, outbox, show_config)
 
 
 def build_parser() -> argparse.ArgumentParser:

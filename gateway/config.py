@@ -206,6 +206,14 @@ keep_days = 7.0
 #   webhook:                   url = "https://...", secret_env = "" (or secret: HMAC-SHA256 signature header)
 #   command:                   command = ["/path/to/program", "arg"], kill_grace = 5.0
 routes = []
+
+[replay]
+# Replay on subscribe: every VTP subscriber, once connected, is sent again the stored events the gateway received
+# in the last on_subscribe (a duration: "90s", "10m", "2h", "1d"; empty: off), through its own filters, paced by
+# its acks, at most on_subscribe_max events (0: no cap). They are the same IVORNs it may have had already: VTP
+# subscribers drop what they have seen (see docs/architecture.rst, Replay, and `vogateway replay --help`).
+on_subscribe = ""
+on_subscribe_max = 10_000
 """
 
 
@@ -292,6 +300,14 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class ReplaySettings:
+    """``[replay]``: what a VTP subscriber is sent again when it connects (``on_subscribe``: a duration; "": off)."""
+
+    on_subscribe: str
+    on_subscribe_max: int
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole config, one attribute per section (each field's name is its TOML section)."""
 
@@ -304,12 +320,14 @@ class Config:
     tap: TapSettings
     vtp: VTPSettings
     forward: ForwardSettings
+    replay: ReplaySettings
 
 
 #: the dataclass of each section, by its TOML name
 SECTIONS: dict[str, type] = {
     "gateway": GatewaySettings, "sources": SourcesSettings, "kafka": KafkaSettings, "output": OutputSettings,
     "store": StoreSettings, "http": HttpSettings, "tap": TapSettings, "vtp": VTPSettings, "forward": ForwardSettings,
+    "replay": ReplaySettings,
 }
 
 # Sections whose keys are not ours to check (passed through to librdkafka).

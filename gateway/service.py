@@ -39,10 +39,13 @@ from gateway.pool import WorkerPool, WorkerSettings, default_workers
 from gateway.resources import SAMPLES
 from gateway.sinks import DirectorySink
 from gateway.store import Database, Store, StoreError, StoreHistory
+from gateway.times import TimeError, parse_duration
 from gateway.voevent.parse import parse_event
+from gateway.vtp.replay import replay_on_subscribe
 from gateway.vtp.service import vtp_services
 from gateway.vtp.settings import VTPSettingsError
 from gateway.web import http_site
+from gateway.web.replay import ReplayControl
 
 log = Logger()
 
@@ -176,7 +179,15 @@ class Gateway(service.MultiService):
 
     def _add_vtp(self):
         with _config_error(VTPSettingsError):
-            self._attach(*vtp_services(self.config.vtp, self.pipeline, self.reactor, has_ivorn=self.store.has_ivorn))
+            self.broker, services = vtp_services(self.config.vtp, self.pipeline, self.reactor,
+                                                 has_ivorn=self.store.has_ivorn)
+        self._attach(self.broker, services)
+        replay = self.config.replay
+        if self.broker is not None and replay.on_subscribe:
+            with _config_error(TimeError, key="replay.on_subscribe"):
+                seconds = parse_duration(replay.on_subscribe)
+            self.broker.on_subscribe = replay_on_subscribe(self.store.events_received, seconds, self.reactor,
+                                                           limit=replay.on_subscribe_max)
 
     def _attach(self, sink, services) -> None:
         """Route events to ``sink`` (None: the part has none) and run ``services`` with the gateway."""
@@ -194,6 +205,8 @@ class Gateway(service.MultiService):
         # without public_url, TAP's links follow each request's Host header: right for every name the host has
         site = http_site(self.store, self.database, self.reactor, self.config.gateway.public_url or None,
                          self.config.tap, str(self.state_dir / "tap-jobs"))
+        if self.broker is not None:  # for `vogateway replay --subscriber IVO` (loopback clients only)
+            site.resource.putChild(b"replay", ReplayControl(self.broker, self.store, self.reactor))
         http = StreamServerEndpointService(endpoint, site)
         http.setName("http")
         http.setServiceParent(self)

@@ -225,3 +225,20 @@ def _astropy_iso(mjd: float, scale: str) -> str:
     from astropy.time import Time
 
     return Time(mjd, format="mjd", scale=scale).utc.isot
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a duration written ``90``, ``90s``, ``10m``, ``1.5h``, ``2d`` or ``1w``; TimeError otherwise."""
+    value = str(text).strip().lower()
+    scale = _DURATION_UNITS.get(value[-1:], None) if value else None
+    number = value[:-1] if scale is not None else value
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        raise TimeError(f"{text!r} is not a duration (e.g. 90s, 10m, 2h, 1d)") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise TimeError(f"{text!r} is not a duration of zero or more seconds")
+    return seconds

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.event import Event
-from gateway.store import writers
+from gateway.store import queries, writers
 from gateway.store.db import Database, DatabaseClosed, StoreError
 from gateway.store.history import StoreHistory
 from gateway.store.rows import Rows, fits_bytes, rows_for
@@ -136,3 +136,23 @@ class Store:
             content = self.database.backend.read_cutout(conn, alert_id, kind)
             return None if content is None else fits_bytes(content)
         return self.database.read(fetch)
+
+    # -- reads for the HTTP pages and replay (gateway.store.queries), in reader threads --------------------------
+
+    def object_record(self, objectid: str, limit: int = 1000) -> defer.Deferred:
+        """Deferred[queries.ObjectRecord | None]: one object, its light curve, alerts and VOEvents."""
+        return self.database.read(queries.object_record, self.database.placeholder, objectid, limit)
+
+    def cone(self, ra: float, dec: float, radius: float, limit: int) -> defer.Deferred:
+        """Deferred[(rows of queries.CONE_COLUMNS, overflowed)]: objects within ``radius`` deg of (ra, dec)."""
+        return self.database.read(queries.cone, self.database.backend, ra, dec, radius, limit)
+
+    def events_received(self, since: Optional[str], until: Optional[str], after: Optional[tuple] = None,
+                        limit: int = 500) -> defer.Deferred:
+        """Deferred[list[queries.StoredEvent]]: one page of the events received in [since, until) (naive-UTC ISO
+        text or None), oldest first, after the (received, ivorn) cursor ``after``."""
+        return self.database.read(queries.events_received, self.database.placeholder, since, until, after, limit)
+
+    def count_received(self, since: Optional[str], until: Optional[str]) -> defer.Deferred:
+        """Deferred[int]: how many stored events were received in [since, until)."""
+        return self.database.read(queries.count_received, self.database.placeholder, since, until)

@@ -99,6 +99,7 @@ class BrokerProtocol(AckReader):
         self.queue: deque[tuple[bytes, int]] = deque()  # (data, how many frames) waiting while paused
         self.queued_bytes = self.queued_frames = 0
         self.deadlines: Optional[Deadlines] = None
+        self.subscribed = False  # has answered authenticate (and been handed to on_subscribe)
         self.sent = self.naked = self.missed = self.filtered = self.capped = 0
 
     # -- connection ------------------------------------------------------------------------------------------
@@ -253,6 +254,9 @@ class BrokerProtocol(AckReader):
             if message.filters:
                 log.info("subscriber {peer} ({ivo}) filters on {filters}", peer=self.peer(), ivo=self.remote_ivo,
                          filters=list(message.filters))
+            if self.broker.on_subscribe is not None and not self.subscribed:  # once: filters are known now
+                self.subscribed = True
+                self.broker.on_subscribe(self)
 
     # -- timers ----------------------------------------------------------------------------------------------
 
@@ -284,7 +288,9 @@ class Broker(protocol.ServerFactory):
     """Pipeline sink and subscriber-facing server factory. Times in seconds; sizes in bytes.
 
     ``whitelist``: :class:`~gateway.vtp.access.Whitelist` of subscribers (default: everyone);
-    ``rules``: server-side :class:`~gateway.vtp.access.Rule` list; ``clock``: reactor or ``task.Clock``.
+    ``rules``: server-side :class:`~gateway.vtp.access.Rule` list; ``clock``: reactor or ``task.Clock``;
+    ``on_subscribe(subscriber)``: called once per subscriber when it answers authenticate (replay on subscribe,
+    :mod:`gateway.vtp.replay`).
     """
 
     def __init__(self, local_ivo: str, *, clock=None, iamalive_interval: float = 60.0,
@@ -292,7 +298,8 @@ class Broker(protocol.ServerFactory):
                  buffer_bytes: int = DEFAULT_BUFFER_BYTES, buffer_events: int = DEFAULT_BUFFER_EVENTS,
                  flush_interval: float = DEFAULT_FLUSH_INTERVAL, whitelist: Optional[Whitelist] = None, rules=(),
                  handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
-                 frame_timeout: Optional[float] = DEFAULT_FRAME_TIMEOUT, alive_timeout: Optional[float] = None):
+                 frame_timeout: Optional[float] = DEFAULT_FRAME_TIMEOUT, alive_timeout: Optional[float] = None,
+                 on_subscribe=None):
         from twisted.internet import reactor
 
         self.local_ivo = local_ivo
@@ -306,6 +313,7 @@ class Broker(protocol.ServerFactory):
         self.flush_interval = flush_interval
         self.whitelist = whitelist or Whitelist(["0.0.0.0/0", "::/0"])
         self.rules = list(rules)
+        self.on_subscribe = on_subscribe
         self.subscribers: set[BrokerProtocol] = set()
         self.events = self.deliveries = self.refused = self.dropped_slow = self.dropped_silent = self.dropped_idle = 0
         self.too_large = self.over_comet_cap = 0

@@ -10,6 +10,8 @@ from gateway.tap.resource import tap_resource
 from gateway.tap.settings import TapSettings
 from gateway.web.common import text_response
 from gateway.web.cutouts import Cutouts
+from gateway.web.objects import Objects
+from gateway.web.scs import ConeSearch
 
 
 class Root(resource.Resource):
@@ -41,6 +43,7 @@ def http_site(store, database, reactor, base_url: Optional[str], tap: TapSetting
     tap_url = None if base_url is None else base_url.rstrip("/") + "/tap"
     tap_root = tap_resource(database, reactor, tap, tap_url, workdir)
     # TAP parses request bodies itself: Twisted's multipart parser rejects STILTS's upload boundary
-    site = server.Site(Root({"cutouts": Cutouts(store), "tap": tap_root}), parsePOSTFormSubmission=False)
+    site = server.Site(Root({"cutouts": Cutouts(store), "tap": tap_root,
+                             "objects": Objects(store), "scs": ConeSearch(store)}), parsePOSTFormSubmission=False)
     site.noisy = False
     return site
