@@ -22,13 +22,16 @@ _ISOTIME = _OBSERVATION + "/AstroCoords/Time/TimeInstant/ISOTime"
 
 
 def number_or_text(value) -> Any:
-    """A Param value as a number (or bool for true/false) when it reads as one, else the stripped text."""
+    """A Param value as a number (an int when written as one, or bool for true/false) when it reads as one, else
+    the stripped text."""
     if value is None:
         return None
     text = str(value).strip()
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
+    if text.lstrip("+-").isdigit():  # an id: every digit kept (a float holds 15 or 16 of Rubin's 19)
+        return int(text)
     try:
         number = float(text)
     except ValueError:
@@ -38,6 +41,8 @@ def number_or_text(value) -> Any:
 
 def _number(value) -> Optional[float]:
     value = number_or_text(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
     return value if isinstance(value, float) else None
 
 
@@ -132,6 +137,10 @@ def _text(value) -> Optional[str]:
 
 
 def _integer(value) -> Optional[int]:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
     return int(value) if isinstance(value, float) and value.is_integer() else None
 
 

@@ -220,3 +220,12 @@ def test_unknown_role_is_refused():
 def test_parse_errors_are_value_errors_for_the_pipeline():
     with pytest.raises(ValueError):
         parse_event(b"nope", origin="x")
+
+
+def test_integer_params_keep_every_digit_of_a_19_digit_id():
+    """Rubin ids have 19 digits; a float keeps 15-17, so the view of a received VOEvent had other ids."""
+    from gateway.voevent.read import number_or_text
+
+    assert number_or_text("1661382530015060001") == 1661382530015060001
+    assert number_or_text(" -42 ") == -42 and number_or_text("3.5") == 3.5 and number_or_text("1e3") == 1000.0
+    assert number_or_text("NaN") is None and number_or_text("true") is True and number_or_text("ZTF18a") == "ZTF18a"
