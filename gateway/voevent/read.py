@@ -58,18 +58,23 @@ def _strip_namespaces(root: etree._Element) -> etree._Element:
 
 def params_of(root: etree._Element) -> dict[str, Any]:
     """The What Params by name (the first of a name wins), values as :func:`number_or_text` reads them."""
-    params: dict[str, Any] = {}
+    return {name: number_or_text(element.get("value")) for name, element in _param_elements(root).items()}
+
+
+def _param_elements(root: etree._Element) -> dict[str, etree._Element]:
+    elements: dict[str, etree._Element] = {}
     for element in root.iterfind("What//Param"):
         name = element.get("name")
-        if name and name not in params:
-            params[name] = number_or_text(element.get("value"))
-    return params
+        if name and name not in elements:
+            elements[name] = element
+    return elements
 
 
 def view_of_tree(root: etree._Element) -> View:
     """The :class:`View` of a parsed VOEvent; fields the packet does not give are None."""
     root = _strip_namespaces(root)
-    params = params_of(root)
+    elements = _param_elements(root)
+    params = {name: number_or_text(element.get("value")) for name, element in elements.items()}
     ra = dec = error = None
     position = root.find(_POSITION)
     if position is not None and (position.get("unit") or "deg") == "deg":  # other units are rare: never guess
@@ -79,7 +84,7 @@ def view_of_tree(root: etree._Element) -> View:
             ra = dec = error = None
     if ra is None:  # a position only in Params (e.g. a utility event): better than none
         ra, dec = _number(params.get("ra")), _number(params.get("dec"))
-    mjd, scale, iso, time_ref = _time(root, params)
+    mjd, scale, iso, time_ref = _time(root, params, elements)
     mjd_tai = mjd_utc = None
     if mjd is not None:
         try:
@@ -103,14 +108,14 @@ def view_of_tree(root: etree._Element) -> View:
         n_previous=_integer(params.get("n_previous")), author=author.strip() if author else None, params=params)
 
 
-def _time(root, params) -> tuple[Optional[float], Optional[str], Optional[str], Optional[str]]:
+def _time(root, params, elements) -> tuple[Optional[float], Optional[str], Optional[str], Optional[str]]:
     """(MJD, its scale, UTC ISO text, "mid"/"start" of exposure or None): our Params ``mjd_tai``/``mjd_utc`` first
     (exact; their Description says which instant), else WhereWhen's ISOTime (mid-exposure if its Description says
     so, as ours do)."""
     for name, scale in (("mjd_tai", "tai"), ("mjd_utc", "utc"), ("mjd", "utc")):
         value = _number(params.get(name))
         if value is not None:
-            return value, scale, None, _instant(root.findtext(f"What//Param[@name='{name}']/Description"))
+            return value, scale, None, _instant(elements[name].findtext("Description"))
     text = root.findtext(_ISOTIME)
     if text:
         try:

@@ -14,7 +14,8 @@ author whitelist (default 127.0.0.1/32). Each submission, in order:
 Comet closes the connection after one submission; we keep it open for more (authors that close, like
 ``comet-sendvo``, are fine), and close it after ``idle_timeout`` seconds of silence. Submissions on one connection
 are handled one at a time, so replies go out in order. Each nak is logged; acks are counted and logged per
-connection when it closes (one line per event would cost more than the rest of the work at 1,000 events/s).
+connection with more than one when it closes (one line per event would cost more than the rest of the work at
+1,000 events/s; a connection of a single acked event, VTP's normal use, is a debug line).
 """
 
 from __future__ import annotations
@@ -77,9 +78,11 @@ class ReceiverProtocol(FrameProtocol, TimeoutMixin):
         self.lost = True
         self.setTimeout(None)
         super().connectionLost(reason)
-        if self.acked or self.naked:
+        if self.acked > 1 or self.naked:
             log.info("author {peer} left: {acked} acked, {naked} nak'd", peer=self.peer(), acked=self.acked,
                      naked=self.naked)
+        elif self.acked:  # one event per connection is VTP's normal use: a line each would flood the log
+            log.debug("author {peer} left: 1 acked", peer=self.peer())
 
     def timeoutConnection(self):
         log.info("author {peer} silent for {timeout} s; closing", peer=self.peer(), timeout=self.receiver.idle_timeout)

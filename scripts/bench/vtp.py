@@ -331,10 +331,10 @@ def subscriber_worker(port: int, connections: int, expected: int, authenticate: 
 
 # -- author process ------------------------------------------------------------------------------------------------
 
-def author(receive: int, name: str, events: int, concurrency: int, rate: float, out: str) -> None:
+def author(receive: int, name: str, events: int, concurrency: int, rate: float, out: str, fresh: int = 0) -> None:
     """Send ``events`` to the receiver at ``receive``: over ``concurrency`` connections that each wait for an ack
-    before the next (rate 0), or ``rate`` a second over ``concurrency`` pipelined connections. Writes JSON to
-    ``out``."""
+    before the next (rate 0; with ``fresh``, a new connection for every event, as ``comet-sendvo`` does), or
+    ``rate`` a second over ``concurrency`` pipelined connections. Writes JSON to ``out``."""
     from twisted.internet import defer, reactor, task
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
@@ -351,9 +351,9 @@ def author(receive: int, name: str, events: int, concurrency: int, rate: float, 
             for n in range(stream, events, concurrency):
                 yield make_event(name, n, time.time())
 
+        send = lambda k: send_events(f"127.0.0.1:{receive}", generate(k), timeout=30)  # noqa: E731
         result["started"] = time.time()
-        outcomes = yield defer.gatherResults([send_events(f"127.0.0.1:{receive}", generate(k), timeout=30)
-                                              for k in range(concurrency)])
+        outcomes = yield defer.gatherResults([send(k) for k in range(concurrency)])
         result["sent_ok"] = sum(r.accepted for results in outcomes for r in results)
 
     @defer.inlineCallbacks
@@ -381,11 +381,56 @@ def author(receive: int, name: str, events: int, concurrency: int, rate: float, 
         for a in authors:
             a.transport.loseConnection()
 
+    if fresh:
+        return one_per_connection(receive, name, events, concurrency, out)
     d = paced() if rate else acked()
     d.addErrback(lambda failure: failure.printTraceback())
     d.addBoth(lambda _: (result.update(cpu=time.process_time() - cpu), Path(out).write_text(json.dumps(result)),
                          reactor.stop()))
     reactor.run()
+
+
+def one_per_connection(receive: int, name: str, events: int, concurrency: int, out: str) -> None:
+    """``concurrency`` authors, each opening a new connection per event (connect, submit, read the reply, close),
+    with blocking sockets in threads: a lean author, the same for every server, so that the author's own CPU is
+    not what is measured. Writes JSON (sent_ok, started, cpu, round_trip_ms p50/p99) to ``out``."""
+    import socket
+    import struct
+    import threading
+
+    round_trips, acks, lock = [], [0], threading.Lock()
+
+    def read_exactly(sock, size):
+        data = b""
+        while len(data) < size:
+            chunk = sock.recv(size - len(data))
+            if not chunk:
+                raise ConnectionError("closed before the reply")
+            data += chunk
+        return data
+
+    def stream(k):
+        for n in range(k, events, concurrency):
+            payload = make_event(name, n, time.time())
+            began = time.perf_counter()
+            with socket.create_connection(("127.0.0.1", receive), timeout=30) as sock:
+                sock.sendall(struct.pack("!I", len(payload)) + payload)
+                reply = read_exactly(sock, struct.unpack("!I", read_exactly(sock, 4))[0])
+            took = time.perf_counter() - began
+            with lock:
+                round_trips.append(took)
+                acks[0] += b'role="ack"' in reply
+
+    cpu, started = time.process_time(), time.time()
+    threads = [threading.Thread(target=stream, args=(k,)) for k in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ordered = sorted(round_trips)
+    Path(out).write_text(json.dumps({
+        "started": started, "sent_ok": acks[0], "cpu": time.process_time() - cpu,
+        "round_trip_ms": [ordered[len(ordered) // 2] * 1e3, ordered[int(len(ordered) * 0.99)] * 1e3]}))
 
 
 # -- this process: start, wait, sum up -----------------------------------------------------------------------------
@@ -454,7 +499,7 @@ class Bench:
         """One measured run: subscribers on ``port``; an author process if ``author_args``; collect and record."""
         workers = self.subscribers(port, fanout, events, authenticate)
         user, system = cpu_seconds(server.pid)
-        started, sent_ok, author_cpu = None, events, 0.0
+        started, sent_ok, author_cpu, round_trip = None, events, 0.0, None
         if author_args is not None:
             self.runs += 1
             out = str(self.workdir / f"a{self.runs}.json")
@@ -468,6 +513,7 @@ class Bench:
             author.wait(60)
             reported = json.loads(Path(out).read_text())
             started, sent_ok, author_cpu = reported.get("started"), reported.get("sent_ok", 0), reported["cpu"]
+            round_trip = reported.get("round_trip_ms")
         deliveries, firsts, lasts, latencies, workers_cpu = 0, [], [], array("d"), 0.0
         for process, out in workers:
             counts = json.loads(Path(out).read_text())
@@ -488,7 +534,7 @@ class Bench:
                   "p50_ms": percentile(ordered, 0.50) * 1e3, "p99_ms": percentile(ordered, 0.99) * 1e3,
                   "max_ms": (ordered[-1] if ordered else float("nan")) * 1e3,
                   "server_cpu_s": server_cpu, "server_system_s": server_system, "workers_cpu_s": workers_cpu, "author_cpu_s": author_cpu,
-                  "load": os.getloadavg()[0]}
+                  "load": os.getloadavg()[0], "round_trip_ms": round_trip}
         result["server_us_per_delivery"] = server_cpu / deliveries * 1e6 if deliveries else float("nan")
         self.results.append(result)
         print(f"  {name:<14} fan-out {fanout:>3}: {events:>5} events, {deliveries:>7}/{result['expected']} in "
@@ -496,7 +542,9 @@ class Bench:
               f"deliveries/s, p50 {result['p50_ms']:7.1f} ms, p99 {result['p99_ms']:7.1f} ms; CPU s: server "
               f"{server_cpu:.2f} ({result['server_us_per_delivery']:.1f} us/delivery, {server_system:.2f} in the "
               f"kernel), subscribers "
-              f"{workers_cpu:.2f}, author {author_cpu:.2f}; load {result['load']:.2f}", flush=True)
+              f"{workers_cpu:.2f}, author {author_cpu:.2f}; load {result['load']:.2f}"
+              + (f"; author connect+submit+ack p50 {round_trip[0]:.2f} ms, p99 {round_trip[1]:.2f} ms"
+                 if round_trip else ""), flush=True)
 
     def suite(self):
         args = self.args
@@ -506,14 +554,16 @@ class Bench:
                 process, receive, broadcast = start_comet(self.workdir / f"comet-{fanout}-{self.runs}")
                 try:
                     self.run("comet", process, fanout, args.comet_events, port=broadcast,
-                             author_args=(receive, f"comet-{fanout}", args.comet_events, args.concurrency, 0))
+                             author_args=(receive, f"comet-{fanout}", args.comet_events, args.concurrency, 0,
+                                          int(args.one_per_connection)))
                 finally:
                     stop(process)
             if "ours" in args.only:
                 process, receive, broadcast = start_ours()
                 try:
                     self.run("ours", process, fanout, args.events, port=broadcast,
-                             author_args=(receive, f"ours-{fanout}", args.events, args.concurrency, 0))
+                             author_args=(receive, f"ours-{fanout}", args.events, args.concurrency, 0,
+                                          int(args.one_per_connection)))
                 finally:
                     stop(process)
             # the fan-out runs are fast: give them enough deliveries (>= 100,000) to last a measurable time
@@ -601,6 +651,9 @@ def parse_args(argv):
     parser.add_argument("--comet-events", type=int, default=400, help="events per run through Comet (it is slow)")
     parser.add_argument("--fanouts", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 100])
     parser.add_argument("--concurrency", type=int, default=32, help="parallel author connections")
+    parser.add_argument("--one-per-connection", action="store_true",
+                        help="authors open a new connection for every event (VTP's normal use, comet-sendvo); "
+                             "e.g. --one-per-connection --concurrency 4 --fanouts 20 --only comet,ours")
     parser.add_argument("--per-worker", type=int, default=50, help="subscriber connections per worker process")
     parser.add_argument("--rate", type=lambda s: [int(x) for x in s.split(",") if int(x)], default=[250, 1000],
                         help="paced runs to the largest fan-out: events/s, comma-separated (0: none)")
@@ -637,6 +690,7 @@ if __name__ == "__main__":
     elif command == "--worker":
         subscriber_worker(*map(int, sys.argv[2:6]), float(sys.argv[6]), sys.argv[7])
     elif command == "--author":
-        author(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), sys.argv[7])
+        author(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), sys.argv[-1],
+               *map(int, sys.argv[7:-1]))
     else:
         measure(parse_args(sys.argv[1:]))
