@@ -5,7 +5,9 @@ A confluent-kafka Consumer runs in its own thread, never the reactor's: it polls
 request, when needed, blocks only that thread), and hands each result to
 the reactor with ``callFromThread``. The reactor passes it to ``pipeline.ingest_alert`` (or, with
 ``payload="voevent"``, the raw XML to ``pipeline.ingest_voevent``, as GCN publishes on
-``gcn.classic.voevent.*``). An offset is committed only when the pipeline's Deferred has fired for it and for
+``gcn.classic.voevent.*``). With a worker pool (``pipeline.pool``), the consumer thread only checks the size and
+that the schema id resolves, and the message goes whole to ``pipeline.ingest_packet``: a worker decodes it and
+builds its VOEvents, so a Kafka stream uses every core as files do. An offset is committed only when the pipeline's Deferred has fired for it and for
 every earlier offset of its partition; auto-commit is always off.
 
 - Undecodable messages are rejected (``pipeline.reject``, counted and logged, naming
@@ -36,6 +38,7 @@ from twisted.logger import Logger
 
 from gateway.alerts import AlertError
 from gateway.alerts.decode import HEADER_BYTES, MAGIC, MAX_PACKET_BYTES, decode_message
+from gateway.alerts.packets import Packet
 from gateway.alerts.schemas import SchemaLibrary, SchemaLookupError
 from gateway.errors import in_words
 
@@ -217,6 +220,11 @@ class KafkaSource(Service):
             items = [value if value else AlertError(source, offset, "empty message: no VOEvent")]
         elif not value:
             items = [AlertError(source, offset, "empty message: no alert packet")]
+        elif len(value) > self.max_packet_bytes:
+            items = [AlertError(source, offset, f"oversized packet: {len(value)} bytes > limit "
+                                                f"{self.max_packet_bytes}")]
+        elif getattr(self.pipeline, "pool", None) is not None:
+            items = Packet(value, source, offset)  # decoded and built by a worker process, in the order given
         else:
             try:
                 items = decode_message(value, source, offset, self.library, max_packet_bytes=self.max_packet_bytes)
@@ -268,6 +276,9 @@ class KafkaSource(Service):
             return
         self.received += 1
         self._partitions.setdefault((topic, partition), _Partition()).add(offset)
+        if isinstance(items, Packet):
+            self._attempt(topic, partition, offset, items, RETRY_FIRST)
+            return
         good = []
         for item in items:
             if isinstance(item, AlertError):
@@ -282,7 +293,9 @@ class KafkaSource(Service):
 
     def _attempt(self, topic, partition, offset, items: list, delay: float) -> None:
         """Hand one message's alerts (or its VOEvent) to the pipeline; on failure, retry the message later."""
-        if self.payload == "voevent":
+        if isinstance(items, Packet):  # the worker pool's rejections are counted by the pipeline
+            tries = [defer.maybeDeferred(self.pipeline.ingest_packet, items)]
+        elif self.payload == "voevent":
             tries = [defer.maybeDeferred(self.pipeline.ingest_voevent, xml, origin=f"kafka://{topic}") for xml in items]
         else:
             tries = [defer.maybeDeferred(self.pipeline.ingest_alert, alert) for alert in items]

@@ -345,3 +345,42 @@ def test_a_registry_outage_holds_messages_instead_of_losing_them(kafka_broker):
             if registry is not None:
                 registry.close()
     assert len(sink.events) == 2 and pipeline.stats.rejected_total == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_a_worker_pool_messages_are_decoded_and_built_by_the_workers_in_order(kafka_broker):
+    """serve's default: a pool of worker processes decodes Kafka messages and builds their VOEvents, as for files;
+    the order of a partition, the rejections and the commits are as without it."""
+    from twisted.internet import reactor
+
+    from gateway.alerts.packets import decode_packet
+    from gateway.pool import WorkerPool, WorkerSettings
+    from gateway.voevent.build import Converter
+
+    topic, group = kafka_broker.create_topic(fresh("pooled")), fresh("group")
+    good = []
+    for n in range(6):  # distinct alerts as the converter names them (8.0+: by the diaSource's own id)
+        version = ("7.4", "11.1")[n % 2]
+        record, _ = first_record(rubin_files()[version])
+        ids = {"alertId": 7_500_000 + n} if "alertId" in record else {
+            "diaSourceId": 7_500_000 + n, "diaSource": dict(record["diaSource"], diaSourceId=7_500_000 + n)}
+        good.append(encode_wire(dict(record, **ids), rubin_schema_id(version), LIBRARY.by_version("rubin", version)))
+    kafka_broker.produce(topic, good[:2] + [b"\x01 not a wire-format packet"] + good[2:])
+    converter = Converter("test.kafka", "alerts", "http://127.0.0.1:8080")
+    sink = RecordingSink()
+    pipeline = Pipeline(converter, parse, Router([sink]), decode=lambda p: decode_packet(p, LIBRARY),
+                        link=converter.link)
+    pipeline.pool = WorkerPool(WorkerSettings("test.kafka", "alerts", "http://127.0.0.1:8080"), 2, reactor)
+    yield pipeline.pool.start()
+    consumer = source(kafka_broker, topic, pipeline, group)
+    consumer.startService()
+    try:
+        yield until(lambda: len(sink.events) == 6 and pipeline.stats.rejected_total == 1, what="6 events, 1 rejection")
+        yield until(lambda: kafka_broker.committed(topic, group) == 7, what="offset 7 committed")
+    finally:
+        yield consumer.stopService()
+        yield pipeline.pool.stop()
+    assert [e.view.alert_id for e in sink.events] == list(range(7_500_000, 7_500_006))
+    assert pipeline.stats.rejected == {"wrong magic byte": 1} and pipeline.pool.batches >= 1
+    assert all(e.xml.startswith(b"<?xml") and e.rows is not None for e in sink.events)  # built in a worker
+    assert consumer.received == 7
