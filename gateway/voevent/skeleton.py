@@ -66,7 +66,12 @@ def table_rows(previous) -> str:
         cells.append(_ROW_INDENT + "<TR>")
         for get, fmt in PREVIOUS_FIELDS:
             value = get(det)
-            cells.append("<TD></TD>" if value is None else f"<TD>{escape(fmt(value))}</TD>")
+            if value is None:
+                cells.append("<TD></TD>")
+            elif type(value) is str:  # a band; numbers are written as digits, signs, '.', 'e': nothing to escape
+                cells.append(f"<TD>{escape(fmt(value))}</TD>")
+            else:
+                cells.append(f"<TD>{fmt(value)}</TD>")
         cells.append("</TR>")
     return "".join(cells) + _DATA_CLOSE
 
