@@ -8,34 +8,20 @@ Errors after ``start`` go into the document's footer (VOTable: an ERROR INFO aft
 
 from __future__ import annotations
 
-import io
-import math
-import re
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from gateway.tap.adql import AdqlError, dialect_for, translate
-from gateway.tap.catalog import Catalog, ColumnMeta
+from gateway.tap.catalog import Catalog
+from gateway.tap.errors import QueryError
 from gateway.tap.settings import TapSettings
+from gateway.tap.uploads import fetch_upload, parse_upload
 from gateway.tap.votable import UnknownFormat, resolve_types, writer_for
 
-UPLOAD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-#: seconds an UPLOAD given by URL may take to fetch
-UPLOAD_FETCH_TIMEOUT = 30.0
 #: rows fetched from the cursor and written at a time
 BATCH_ROWS = 5_000
-
-
-class QueryError(Exception):
-    """A query failed; ``status`` is the HTTP status to answer with (400: the user can fix it)."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 @dataclass
@@ -84,82 +70,6 @@ def parse_maxrec(value, settings: TapSettings) -> int:
     if maxrec < 0:
         raise QueryError("MAXREC must not be negative")
     return min(maxrec, settings.maxrec_max)  # a huge MAXREC is capped at the hard limit (and says OVERFLOW)
-
-
-# -- uploads -----------------------------------------------------------------------------------------------------
-
-def _declares_a_dtd(data: bytes) -> bool:
-    """Whether an uploaded document declares a DTD (internal entities expand: billion laughs), in UTF-8 or UTF-16."""
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        data = data.decode("utf-16", "replace").encode("utf-8")
-    return b"<!DOCTYPE" in data or b"<!ENTITY" in data
-
-
-def parse_upload(name: str, data: bytes, settings: TapSettings) -> tuple[tuple[ColumnMeta, ...], list[tuple]]:
-    """A VOTable upload -> (columns, rows). Raises QueryError with what is wrong."""
-    from astropy.io.votable import parse_single_table  # astropy is slow to import; only uploads need it
-
-    if not UPLOAD_NAME.match(name):
-        raise QueryError(f"upload table name {name!r} is not valid: use letters, digits and _ (starting with a letter)")
-    if len(data) > settings.upload_max_bytes:
-        raise QueryError(f"upload {name!r} is {len(data)} bytes; the limit is {settings.upload_max_bytes}")
-    if _declares_a_dtd(data):
-        raise QueryError(f"upload {name!r} has a DOCTYPE: refused (no DTDs or entity declarations are accepted, as on "
-                         "the VTP side)")
-    try:
-        table = parse_single_table(io.BytesIO(data), verify="ignore")
-    except Exception as e:  # noqa: BLE001 - astropy raises many kinds for bad VOTables
-        raise QueryError(f"upload {name!r} is not a readable VOTable: {e}") from None
-    array = table.array
-    if len(array) > settings.upload_max_rows:
-        raise QueryError(f"upload {name!r} has {len(array)} rows; the limit is {settings.upload_max_rows}")
-    columns = []
-    seen = set()
-    for f in table.fields:
-        col_name = (f.name or f.ID or "").lower()
-        if not UPLOAD_NAME.match(col_name) or col_name in seen:
-            raise QueryError(f"upload {name!r}: column name {f.name!r} is not a valid, unique ADQL name")
-        seen.add(col_name)
-        kind = array.dtype[f.ID or f.name].kind if (f.ID or f.name) in array.dtype.names else "O"
-        if f.datatype in ("char", "unicodeChar"):
-            columns.append(ColumnMeta(col_name, "char", "*", f.xtype, f.unit and str(f.unit), f.ucd))
-        elif f.arraysize not in (None, "1") or kind not in "fiub":
-            raise QueryError(f"upload {name!r}: column {f.name!r} ({f.datatype}[{f.arraysize}]) is an array; "
-                             "only scalar numbers and strings can be uploaded")
-        else:  # numbers keep their VOTable type; booleans and bytes become short
-            datatype = f.datatype if f.datatype in ("short", "int", "long", "float", "double") else (
-                "double" if kind == "f" else "short" if f.datatype in ("boolean", "unsignedByte") else "long")
-            columns.append(ColumnMeta(col_name, datatype, None, None, f.unit and str(f.unit), f.ucd))
-    rows = []
-    for record in array.tolist():  # masked values come out as None
-        row = []
-        for c, v in zip(columns, record):
-            if v is None:
-                pass
-            elif c.datatype == "char":
-                v = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-            elif c.datatype in ("double", "float"):
-                v = float(v)
-                v = None if math.isnan(v) else v
-            else:
-                v = int(v)
-            row.append(v)
-        rows.append(tuple(row))
-    return tuple(columns), rows
-
-
-def fetch_upload(name: str, url: str, settings: TapSettings) -> bytes:
-    """An upload given by URL (TAP upload-http): fetched here with a time and size limit."""
-    if not settings.http_uploads:
-        raise QueryError(f"UPLOAD {name}: uploads by URL are switched off here; send the table inline")
-    try:
-        with urllib.request.urlopen(url, timeout=UPLOAD_FETCH_TIMEOUT) as response:
-            data = response.read(settings.upload_max_bytes + 1)
-    except Exception as e:  # noqa: BLE001 - any failure to fetch is the user's URL
-        raise QueryError(f"UPLOAD {name}: cannot fetch {url}: {e}") from None
-    if len(data) > settings.upload_max_bytes:
-        raise QueryError(f"UPLOAD {name}: {url} is larger than the limit of {settings.upload_max_bytes} bytes")
-    return data
 
 
 # -- the run -------------------------------------------------------------------------------------------------------

@@ -22,8 +22,10 @@ class TapSettings:
     #: largest TAP_UPLOAD table accepted (bytes, rows)
     upload_max_bytes: int = 33_554_432
     upload_max_rows: int = 1_000_000
-    #: UPLOAD=name,http://... fetches the table (TAP 1.1 requires it); False: inline uploads only
-    http_uploads: bool = True
+    #: UPLOAD=name,http://... makes the server fetch the table; off by default (the server would fetch from
+    #: wherever a client says); when on, only from public addresses, or the hosts/networks listed here
+    http_uploads: bool = False
+    upload_allow_hosts: tuple[str, ...] = ()
     #: async jobs kept at most, and running at once
     max_jobs: int = 1000
     max_running: int = 2

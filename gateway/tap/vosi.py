@@ -35,9 +35,9 @@ def capabilities(base: str, settings: TapSettings) -> bytes:
         "</language>"
         + formats
         + '<uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-inline"/>'
-        '<uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-http"/>'
-        '<uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-https"/>'
-        f"<retentionPeriod><default>{int(settings.retention)}</default>"
+        + ('<uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-http"/>'
+           '<uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-https"/>' if settings.http_uploads else "")
+        + f"<retentionPeriod><default>{int(settings.retention)}</default>"
         f"<hard>{int(settings.retention)}</hard></retentionPeriod>"
         f"<executionDuration><default>{int(settings.async_timeout)}</default>"
         f"<hard>{int(settings.max_async_timeout)}</hard></executionDuration>"
