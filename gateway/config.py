@@ -91,6 +91,11 @@ listen = "127.0.0.1:8080"
 [tap]
 # Seconds a synchronous query may run before it is cancelled.
 sync_timeout = 60.0
+# Sync queries running at once, overall and per client address (running and waiting), and how many may wait
+# for a slot (the wait counts in sync_timeout); beyond these: HTTP 503 with Retry-After.
+sync_max_running = 4
+sync_max_per_client = 2
+sync_max_queued = 16
 # Seconds a client may read nothing of a result before it is disconnected (frees its thread and DB snapshot).
 stall_timeout = 300.0
 # Async jobs: default EXECUTIONDURATION and the longest a job may ask for, seconds.

@@ -86,9 +86,10 @@ class Runner:
     def parse_maxrec(self, value) -> int:
         return parse_maxrec(value, self.settings)
 
-    def run(self, spec: QuerySpec, sink, cancel: Cancel, timeout: float) -> int:
+    def run(self, spec: QuerySpec, sink, cancel: Cancel, timeout: float, waited: float = 0.0) -> int:
         """Run ``spec`` to ``sink`` within ``timeout`` s; returns the row count. Raises QueryError for anything that
-        happens before ``sink.start`` (the caller answers with an error document)."""
+        happens before ``sink.start`` (the caller answers with an error document). ``waited``: seconds the query
+        already waited for a slot, taken off its time limit (messages name the whole limit)."""
         try:
             writer = writer_for(spec.format)
         except UnknownFormat as e:
@@ -114,11 +115,11 @@ class Runner:
             if uploads:
                 self.dialect.create_uploads(conn, uploads)
             with self.dialect.result_cursor(conn) as cursor:
-                return self._stream(cursor, translation, writer, sink, maxrec, deadline, timeout, cancel)
+                return self._stream(cursor, translation, writer, sink, maxrec, deadline, (timeout, waited), cancel)
         except QueryError:
             raise
         except Exception as e:  # noqa: BLE001 - classified into a message a person can act on
-            raise QueryError(*self._explain(e, cancel, timeout)) from None
+            raise QueryError(*self._explain(e, cancel, (timeout, waited))) from None
         finally:
             cancel.bind(None)
             self._release(conn)
@@ -139,7 +140,7 @@ class Runner:
         except Exception:  # noqa: BLE001 - closing a broken connection
             pass
 
-    def _stream(self, cursor, translation, writer, sink, maxrec, deadline, timeout, cancel) -> int:
+    def _stream(self, cursor, translation, writer, sink, maxrec, deadline, limit, cancel) -> int:
         cursor.execute(translation.sql)
         first = cursor.fetchmany(min(BATCH_ROWS, maxrec + 1))
         columns = translation.columns
@@ -169,18 +170,21 @@ class Runner:
             else:
                 sink.write(writer.footer(overflow))
         except Exception as e:  # noqa: BLE001 - the header is out: report in the document
-            message, _ = self._explain(e, cancel, timeout)
+            message, _ = self._explain(e, cancel, limit)
             sink.write(writer.footer(False, message))
         sink.finish()
         return count
 
-    def _explain(self, e: Exception, cancel: Cancel, timeout: float) -> tuple[str, int]:
+    def _explain(self, e: Exception, cancel: Cancel, limit: tuple[float, float]) -> tuple[str, int]:
+        """(message, HTTP status) for ``e``; ``limit``: (seconds the query had to run, seconds it waited before)."""
         text = str(e).strip()
+        timeout, waited = limit
         kind = type(e).__name__
         if cancel.cancelled:
             return "the query was aborted", 400
         if isinstance(e, TimeoutError) or self.dialect.is_time_limit(e):
-            return (f"the query ran longer than its time limit of {timeout:g} s and was stopped; narrow it "
+            wait = f", {waited:.1f} s of it waiting for a free slot," if waited >= 0.05 else ""
+            return (f"the query ran longer than its time limit of {timeout + waited:g} s{wait} and was stopped; narrow it "
                     "(a cone, TOP, an indexed column such as mjd) or run it as an async job with a longer "
                     "EXECUTIONDURATION"), 400
         if self.dialect.is_database_error(e):

@@ -11,6 +11,11 @@ class TapSettings:
 
     #: seconds a synchronous query may run before it is cancelled
     sync_timeout: float = 60.0
+    #: sync queries running at once, overall and per client address (running and waiting), and how many may
+    #: wait for a slot (the wait counts in sync_timeout); beyond: HTTP 503 with Retry-After
+    sync_max_running: int = 4
+    sync_max_per_client: int = 2
+    sync_max_queued: int = 16
     #: seconds a sync client may read nothing of a result before it is disconnected
     stall_timeout: float = 300.0
     #: seconds: default EXECUTIONDURATION of async jobs, and the longest one may ask for

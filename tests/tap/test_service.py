@@ -17,7 +17,9 @@ from tap_helpers import (
     N_OBJECTS,
     PER_OBJECT,
     SYNC_TIMEOUT,
+    assert_error,
     object_position,
+    query_status,
     rows,
 )
 
@@ -31,24 +33,6 @@ N_SOURCES = N_OBJECTS * PER_OBJECT
 
 def votable(content: bytes):
     return parse_single_table(io.BytesIO(content)).to_table(use_names_over_ids=True)
-
-
-def query_status(content: bytes) -> list[tuple[str, str]]:
-    root = ET.fromstring(content)
-    return [(i.get("value"), (i.text or "")) for i in root.iter("{http://www.ivoa.net/xml/VOTable/v1.3}INFO")
-            if i.get("name") == "QUERY_STATUS"]
-
-
-def assert_error(response, status: int, *words: str) -> str:
-    """The response is a VOTable error document with HTTP ``status`` whose message has every one of ``words``."""
-    assert response.status_code == status, (response.status_code, response.text[:500])
-    assert response.headers["content-type"].startswith("application/x-votable+xml"), response.text[:300]
-    statuses = query_status(response.content)
-    assert [s for s, _ in statuses] == ["ERROR"], statuses
-    message = statuses[0][1]
-    for word in words:
-        assert word.lower() in message.lower(), message
-    return message
 
 
 def expected_cone(ra, dec, radius):
