@@ -31,10 +31,12 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 
 from gateway.store.schema import DIASOURCE
-from gateway.tap.catalog import Catalog, ColumnMeta
+from gateway.tap.catalog import FRAMES, Catalog, ColumnMeta
 
 VOTABLE_NS = "http://www.ivoa.net/xml/VOTable/v1.3"
 
+#: XML ID of each frame's COOSYS/TIMESYS element
+FRAME_IDS = {frame: f"{element.lower()}_{frame}" for frame, (element, _) in FRAMES.items()}
 #: VOTable datatype -> big-endian numpy type for BINARY2
 NUMPY_TYPES = {"long": ">i8", "int": ">i4", "short": ">i2", "double": ">f8", "float": ">f4", "boolean": "S1"}
 
@@ -88,6 +90,8 @@ def _field_xml(c: ColumnMeta, index: int) -> str:
         attrs.append(f"unit={quoteattr(c.unit)}")
     if c.ucd:
         attrs.append(f"ucd={quoteattr(c.ucd)}")
+    if c.frame in FRAMES:
+        attrs.append(f'ref="{FRAME_IDS[c.frame]}"')
     body = f"<DESCRIPTION>{escape(c.description)}</DESCRIPTION>" if c.description else ""
     return f"<FIELD {' '.join(attrs)}>{body}</FIELD>" if body else f"<FIELD {' '.join(attrs)}/>"
 
@@ -99,6 +103,15 @@ def _document_start(infos: list[tuple[str, str, str]]) -> str:
     for name, value, text in infos:
         head += f"<INFO name={quoteattr(name)} value={quoteattr(value)}>{escape(text)}</INFO>\n"
     return head
+
+
+def _systems() -> str:
+    """The COOSYS and TIMESYS elements the FIELDs refer to (``ref``), after a results RESOURCE's INFOs."""
+    out = ""
+    for frame, (element, attrs) in FRAMES.items():
+        out += f'<{element} ID="{FRAME_IDS[frame]}" ' + " ".join(f"{k}={quoteattr(v)}" for k, v in attrs.items())
+        out += "/>\n"
+    return out
 
 
 def error_document(message: str) -> bytes:
@@ -117,7 +130,7 @@ class VOTableWriter:
 
     def header(self, columns: list[ColumnMeta]) -> bytes:
         self.columns = columns
-        text = _document_start([("QUERY_STATUS", "OK", "")] + self.infos) + "<TABLE>\n"
+        text = _document_start([("QUERY_STATUS", "OK", "")] + self.infos) + _systems() + "<TABLE>\n"
         text += "\n".join(_field_xml(c, i) for i, c in enumerate(columns)) + "\n"
         text += '<DATA><BINARY2><STREAM encoding="base64">\n' if self.serialization == "BINARY2" \
             else "<DATA><TABLEDATA>\n"

@@ -55,6 +55,12 @@ def test_pyvo_sync_with_column_metadata(tap):
     ucds = {f.name: f.ucd for f in result.fielddescs}
     assert ucds["ra"] == "pos.eq.ra;meta.main" and ucds["diasourceid"] == "meta.id;meta.main"
     assert table["mjd"].unit == "d"
+    # one time scale for every survey, said in the document: TIMESYS TAI (MJD origin), positions COOSYS ICRS
+    resource = result.votable.resources[0]
+    fields = {f.name: f for f in resource.tables[0].fields}
+    timesys = {t.ID: t for t in resource.time_systems}[fields["mjd"].ref]
+    assert (timesys.timescale, timesys.timeorigin) == ("TAI", "MJD-origin")
+    assert {c.ID: c for c in resource.coordinate_systems}[fields["ra"].ref].system == "ICRS"
 
 
 def test_pyvo_async(tap):

@@ -165,3 +165,49 @@ def test_streaming_memory_stays_flat():
     assert peaks[1] < peaks[0] * 1.5 + 0.5e6, peaks  # twenty times the rows, about the same peak
     assert peaks[1] < sink.size / 5
     assert not math.isnan(peaks[0])
+
+
+# -- coordinate and time systems (VOTable 1.4 COOSYS, TIMESYS) ----------------------------------------------------
+
+STANDARDS = __import__("pathlib").Path(__file__).parent / "standards"
+
+
+def votable_schema():
+    from lxml import etree
+    return etree.XMLSchema(etree.parse(str(STANDARDS / "VOTable-1.4.xsd")))
+
+
+def assert_valid(document: bytes):
+    from lxml import etree
+    schema = votable_schema()
+    assert schema.validate(etree.fromstring(document)), schema.error_log
+
+
+@pytest.mark.parametrize("tabledata", [False, True])
+def test_positions_and_times_refer_to_their_systems(tabledata):
+    """ra/dec refer to a COOSYS ICRS, every MJD column to a TIMESYS TAI with the MJD origin, timestamps to UTC."""
+    from astropy.io.votable import parse
+
+    from gateway.tap.catalog import Catalog
+
+    columns, data = bench_rows(20)
+    received = [c for c in Catalog.default().get("gateway", "alert").columns if c.name in ("mjd", "received")]
+    columns = columns + received
+    data = [row + (60000.5, datetime.datetime(2026, 12, 4, 1, 2, 3)) for row in data]
+    out = io.BytesIO()
+    write_votable(columns, [data], out, tabledata=tabledata)
+    assert_valid(out.getvalue())
+    document = parse(io.BytesIO(out.getvalue()))
+    resource = document.resources[0]
+    systems = {s.ID: s for s in resource.time_systems}
+    coosys = {s.ID: s for s in resource.coordinate_systems}
+    fields = {f.name: f for f in resource.tables[0].fields}
+    assert coosys[fields["ra"].ref].system == "ICRS" and coosys[fields["dec"].ref].system == "ICRS"
+    mjd = systems[fields["mjd"].ref]
+    assert (mjd.timescale, mjd.timeorigin, mjd.refposition) == ("TAI", "MJD-origin", "TOPOCENTER")
+    assert systems[fields["received"].ref].timescale == "UTC" and systems[fields["received"].ref].timeorigin is None
+    assert fields["ra_err"].ref is None and fields["diasourceid"].ref is None
+
+
+def test_error_document_is_valid():
+    assert_valid(error_document("nothing here"))
