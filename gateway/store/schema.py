@@ -296,3 +296,11 @@ OUTBOX_TABLES: tuple[Table, ...] = (FORWARD_OUTBOX, TNS_REPORT, FORWARD_PAYLOAD)
 TABLES: tuple[Table, ...] = ALERT_TABLES + OUTBOX_TABLES
 PUBLIC_TABLES: tuple[Table, ...] = tuple(t for t in TABLES if t.public)
 BY_NAME = {t.name: t for t in TABLES}
+
+#: VARCHAR columns that may hold any Unicode text (VOEvents, names and paths others wrote): TAP publishes them as
+#: VOTable unicodeChar; the other VARCHAR columns hold ASCII (ids, codes, bands) and are VOTable char
+UNICODE_TEXT: dict[str, tuple[str, ...]] = {
+    "voevent": ("ivorn", "author", "origin", "xml"),
+    "alert": ("ivorn", "origin"),
+    "diaobject": ("last_ivorn",),
+}

@@ -38,7 +38,7 @@ RESERVED = {"SIZE", "VALUE", "DATE", "TIME", "TIMESTAMP", "ORDER", "USER", "POSI
 class ColumnMeta:
     """One result or table column as VOTable/TAP_SCHEMA describe it."""
     name: str
-    datatype: str  # VOTable: long int short double float char unsignedByte boolean
+    datatype: str  # VOTable: long int short double float char unicodeChar unsignedByte boolean
     arraysize: Optional[str] = None
     xtype: Optional[str] = None
     unit: Optional[str] = None
@@ -112,6 +112,8 @@ def _from_store(table: store_schema.Table) -> TableMeta:
     columns = []
     for c in table.columns:
         datatype, arraysize, xtype = VOTABLE_TYPES[c.datatype]
+        if c.name in store_schema.UNICODE_TEXT.get(table.name, ()):
+            datatype = "unicodeChar"
         columns.append(ColumnMeta(c.name, datatype, arraysize, xtype, c.unit, c.ucd, c.description,
                                   principal=c.principal, indexed=c.indexed, frame=frame_of(c)))
     return TableMeta(store_schema.SCHEMA, table.name, table.description, tuple(columns), table.position,

@@ -21,6 +21,7 @@ import io
 import json
 import math
 import random
+import re
 import time
 import tracemalloc
 from dataclasses import replace
@@ -50,6 +51,10 @@ def resolve_types(columns: list[ColumnMeta], batch: list[tuple]) -> list[ColumnM
     non-null value in ``batch`` (SQLite results carry no declared types)."""
     out = []
     for i, c in enumerate(columns):
+        if c.datatype == "char" and c.xtype is None and any(type(row[i]) is str and not row[i].isascii()
+                                                            for row in batch):
+            out.append(replace(c, datatype="unicodeChar"))  # VOTable char is ASCII (1.4, 1.5)
+            continue
         if c.datatype is not None:
             out.append(c)
             continue
@@ -64,6 +69,8 @@ def resolve_types(columns: list[ColumnMeta], batch: list[tuple]) -> list[ColumnM
             out.append(replace(c, datatype="unsignedByte", arraysize="*"))
         elif isinstance(value, datetime.datetime):
             out.append(replace(c, datatype="char", arraysize="*", xtype="timestamp"))
+        elif isinstance(value, str) and any(type(row[i]) is str and not row[i].isascii() for row in batch):
+            out.append(replace(c, datatype="unicodeChar", arraysize="*"))
         else:
             out.append(replace(c, datatype="char", arraysize="*"))
     return out
@@ -105,10 +112,14 @@ def _document_start(infos: list[tuple[str, str, str]]) -> str:
     return head
 
 
-def _systems() -> str:
-    """The COOSYS and TIMESYS elements the FIELDs refer to (``ref``), after a results RESOURCE's INFOs."""
+def _systems(columns: list[ColumnMeta]) -> str:
+    """The COOSYS and TIMESYS elements the FIELDs of ``columns`` refer to (``ref``; only those: an element no
+    FIELD refers to says nothing), after a results RESOURCE's INFOs."""
     out = ""
+    used = {c.frame for c in columns}
     for frame, (element, attrs) in FRAMES.items():
+        if frame not in used:
+            continue
         out += f'<{element} ID="{FRAME_IDS[frame]}" ' + " ".join(f"{k}={quoteattr(v)}" for k, v in attrs.items())
         out += "/>\n"
     return out
@@ -130,7 +141,7 @@ class VOTableWriter:
 
     def header(self, columns: list[ColumnMeta]) -> bytes:
         self.columns = columns
-        text = _document_start([("QUERY_STATUS", "OK", "")] + self.infos) + _systems() + "<TABLE>\n"
+        text = _document_start([("QUERY_STATUS", "OK", "")] + self.infos) + _systems(columns) + "<TABLE>\n"
         text += "\n".join(_field_xml(c, i) for i, c in enumerate(columns)) + "\n"
         text += '<DATA><BINARY2><STREAM encoding="base64">\n' if self.serialization == "BINARY2" \
             else "<DATA><TABLEDATA>\n"
@@ -202,13 +213,18 @@ def binary2_rows(columns: list[ColumnMeta], batch: list[tuple]) -> bytes:
             fixed.append((f"c{i}", dtype, array))
         else:
             flush_fixed()
-            # variable length: a 4-byte big-endian length segment, then the bytes (b"" for NULL)
-            encoded = [v.encode("utf-8") if type(v) is str else b"" if v is None else _bytes(v) for v in col]
-            if c.datatype == "char" and not all(map(bytes.isascii, encoded)):
-                # VOTable char is ASCII (astropy refuses anything else): non-ASCII becomes '?' here; the
-                # TABLEDATA, CSV, TSV and JSON formats carry the exact UTF-8 text
-                encoded = [b.decode("utf-8").encode("ascii", "replace") if not b.isascii() else b for b in encoded]
-            lengths = np.fromiter(map(len, encoded), dtype=np.uint32, count=n).astype(">u4")
+            # variable length: a 4-byte big-endian length segment (in characters), then the bytes (b"" for NULL)
+            if c.datatype == "unicodeChar":  # UCS-2: two bytes a character
+                encoded = [b"" if v is None else _ucs2(v if type(v) is str else _text(v)) for v in col]
+                lengths = np.fromiter((len(b) // 2 for b in encoded), dtype=np.uint32, count=n).astype(">u4")
+            else:
+                encoded = [v.encode("utf-8") if type(v) is str else b"" if v is None else _bytes(v) for v in col]
+                if c.datatype == "char" and not all(map(bytes.isascii, encoded)):
+                    # VOTable char is ASCII (astropy refuses anything else): a non-ASCII character in a column
+                    # declared char (its first batch was ASCII) becomes '?' here, as DaCHS does
+                    encoded = [b.decode("utf-8").encode("ascii", "replace") if not b.isascii() else b
+                               for b in encoded]
+                lengths = np.fromiter(map(len, encoded), dtype=np.uint32, count=n).astype(">u4")
             masks[:, i] = [v is None for v in col]
             segments.append(lengths.view(np.dtype((np.void, 4))).tolist())
             segments.append(encoded)
@@ -218,6 +234,17 @@ def binary2_rows(columns: list[ColumnMeta], batch: list[tuple]) -> bytes:
     if len(segments) == 1:
         return b"".join(chain.from_iterable(zip(flag_bytes, segments[0])))
     return b"".join(chain.from_iterable(zip(flag_bytes, *segments)))
+
+
+#: characters beyond the Basic Multilingual Plane, which UCS-2 (VOTable unicodeChar) cannot carry
+_BEYOND_BMP = re.compile("[\U00010000-\U0010FFFF]")
+
+
+def _ucs2(text: str) -> bytes:
+    """``text`` as VOTable unicodeChar bytes (UCS-2, big-endian); characters beyond the BMP become U+FFFD."""
+    if not text.isascii() and _BEYOND_BMP.search(text):
+        text = _BEYOND_BMP.sub("\ufffd", text)
+    return text.encode("utf-16-be")
 
 
 def _bytes(v) -> bytes:

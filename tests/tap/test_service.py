@@ -210,6 +210,17 @@ def test_formats(tap, fmt):
         assert (b"<TABLEDATA>" in r.content) == (fmt == "votable/td")
 
 
+@pytest.mark.parametrize("fmt", ["votable", "votable/td"])
+def test_non_ascii_text_arrives_exactly(tap, fmt):
+    r = tap.sync("SELECT TOP 2 'Ångström–' || objectid AS s FROM gateway.diaobject ORDER BY objectid", FORMAT=fmt)
+    assert r.status_code == 200, r.text[:300]
+    assert b'datatype="unicodeChar"' in r.content
+    assert list(votable(r.content)["s"]) == ["Ångström–diaObject:0", "Ångström–diaObject:1"]
+    declared = tap.sync("SELECT datatype FROM TAP_SCHEMA.columns WHERE table_name = 'gateway.voevent' AND "
+                        "column_name = 'xml'", FORMAT="csv")
+    assert declared.text.splitlines()[1] == "unicodeChar"
+
+
 def test_maxrec_overflow_and_metadata_only(tap):
     r = tap.sync("SELECT diasourceid, ra FROM gateway.diasource", MAXREC="10")
     assert len(votable(r.content)) == 10
