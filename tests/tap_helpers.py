@@ -149,3 +149,11 @@ def assert_error(response, status: int, *words: str) -> str:
     for word in words:
         assert word.lower() in message.lower(), message
     return message
+
+
+def votable(content: bytes):
+    """A VOTable result as an astropy Table (names, not IDs)."""
+    import io
+
+    from astropy.io.votable import parse_single_table
+    return parse_single_table(io.BytesIO(content)).to_table(use_names_over_ids=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from gateway.tap.adql import AdqlError, dialect_for, translate
-from gateway.tap.catalog import Catalog
+from gateway.tap.catalog import Catalog, ColumnMeta
 from gateway.tap.errors import QueryError
 from gateway.tap.settings import TapSettings
 from gateway.tap.uploads import fetch_upload, parse_upload
@@ -73,6 +73,36 @@ def parse_maxrec(value, settings: TapSettings) -> int:
 
 
 # -- the run -------------------------------------------------------------------------------------------------------
+
+def width_of(column: ColumnMeta) -> int:
+    """How many SQL columns one result column is read from: 2 for a DALI point, 3 for a circle, else 1."""
+    return int(column.arraysize) if column.xtype in ("point", "circle") else 1
+
+
+def grouper(widths: list[int]) -> Callable[[list[tuple]], list[tuple]]:
+    """A function putting the SQL columns of each row back together as result columns: a point's or circle's
+    numbers into one tuple (None when any is NULL); the identity when every width is 1."""
+    if all(w == 1 for w in widths):
+        return lambda rows: rows
+    slices, start = [], 0
+    for w in widths:
+        slices.append((start, w))
+        start += w
+
+    def group(rows):
+        out = []
+        for row in rows:
+            cells = []
+            for first, w in slices:
+                if w == 1:
+                    cells.append(row[first])
+                else:
+                    part = tuple(row[first:first + w])
+                    cells.append(None if None in part else tuple(float(v) for v in part))
+            out.append(tuple(cells))
+        return out
+    return group
+
 
 class Runner:
     """Runs queries against ``database`` (a gateway.store.db.Database) for the sync and async paths."""
@@ -144,9 +174,12 @@ class Runner:
         cursor.execute(translation.sql)
         first = cursor.fetchmany(min(BATCH_ROWS, maxrec + 1))
         columns = translation.columns
-        if cursor.description is not None and len(cursor.description) != len(columns):
-            raise QueryError(f"internal error: {len(cursor.description)} result columns, expected {len(columns)}",
+        widths = [width_of(c) for c in columns]
+        if cursor.description is not None and len(cursor.description) != sum(widths):
+            raise QueryError(f"internal error: {len(cursor.description)} result columns, expected {sum(widths)}",
                              status=500)
+        group = grouper(widths)
+        first = group(first)
         columns = resolve_types(columns, first)
         sink.start(writer.content_type)
         count, overflow = 0, False
@@ -164,7 +197,7 @@ class Runner:
                     break
                 if time.monotonic() > deadline:
                     raise TimeoutError()
-                batch = cursor.fetchmany(BATCH_ROWS)
+                batch = group(cursor.fetchmany(BATCH_ROWS))
             if cancel.cancelled:
                 sink.write(writer.footer(False, "the query was aborted"))
             else:

@@ -134,7 +134,9 @@ class SyncResource(TapResource):
         ticket = service.sync_admission.enter(client_address(request))  # QueryError 503 when at a limit
         cancel = Cancel()
         sink = RequestSink(request, service.reactor, cancel, service.settings.stall_timeout)
-        request.notifyFinish().addErrback(lambda _: service.sync_admission.leave(ticket))  # gone while waiting
+        # the place is free once the response is out or the client has gone (while waiting too), and at the
+        # latest when the query's thread is done: a client's next query must not find its previous one counted
+        request.notifyFinish().addBoth(lambda _: service.sync_admission.leave(ticket))
 
         def run(ticket):
             d = threads.deferToThreadPool(service.reactor, service.sync_pool, service.runner.run, spec, sink, cancel,

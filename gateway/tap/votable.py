@@ -1,4 +1,5 @@
-"""Result writers: VOTable 1.4 (BINARY2, TABLEDATA), CSV, TSV, JSON, written batch by batch.
+"""Result writers: VOTable 1.4 (BINARY2, TABLEDATA) here, CSV, TSV, JSON in :mod:`.textformats`, written batch
+by batch.
 
 Each writer turns (columns, batches of row tuples) into bytes incrementally: ``header(columns)``, then
 ``rows(batch)`` per batch, then ``footer(overflow, error)``. Nothing holds the whole result, so memory stays flat
@@ -13,12 +14,10 @@ QUERY_STATUS is ERROR with the message as its text.
 from __future__ import annotations
 
 import base64
-import csv
 import datetime
 import decimal
 import gc
 import io
-import json
 import math
 import random
 import re
@@ -33,6 +32,7 @@ import numpy as np
 
 from gateway.store.schema import DIASOURCE
 from gateway.tap.catalog import FRAMES, Catalog, ColumnMeta
+from gateway.tap.textformats import CSVWriter, JSONWriter, TSVWriter, as_numbers, as_text
 
 VOTABLE_NS = "http://www.ivoa.net/xml/VOTable/v1.3"
 
@@ -74,17 +74,6 @@ def resolve_types(columns: list[ColumnMeta], batch: list[tuple]) -> list[ColumnM
         else:
             out.append(replace(c, datatype="char", arraysize="*"))
     return out
-
-
-def _text(value) -> str:
-    """A non-numeric value as text (timestamps ISO 8601 without a zone, as DALI wants)."""
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-        return value.isoformat()
-    if isinstance(value, (bytes, memoryview)):
-        return " ".join(str(b) for b in bytes(value))
-    return str(value)
 
 
 def _field_xml(c: ColumnMeta, index: int) -> str:
@@ -196,7 +185,13 @@ def binary2_rows(columns: list[ColumnMeta], batch: list[tuple]) -> bytes:
 
     for i, (c, col) in enumerate(zip(columns, values)):
         dtype = NUMPY_TYPES.get(c.datatype) if not c.arraysize else None
-        if dtype is not None and c.datatype in ("double", "float"):
+        if c.datatype == "double" and c.arraysize and c.arraysize.isdigit():  # a fixed array: DALI point, circle
+            width = int(c.arraysize)
+            nan = (math.nan,) * width
+            array = np.array([nan if v is None else v for v in col], dtype=np.float64).reshape(n, width)
+            masks[:, i] = [v is None for v in col]
+            fixed.append((f"c{i}", (">f8", (width,)), array))
+        elif dtype is not None and c.datatype in ("double", "float"):
             try:
                 array = np.array(col, dtype=np.float64)  # None -> NaN
             except (TypeError, ValueError):
@@ -215,7 +210,7 @@ def binary2_rows(columns: list[ColumnMeta], batch: list[tuple]) -> bytes:
             flush_fixed()
             # variable length: a 4-byte big-endian length segment (in characters), then the bytes (b"" for NULL)
             if c.datatype == "unicodeChar":  # UCS-2: two bytes a character
-                encoded = [b"" if v is None else _ucs2(v if type(v) is str else _text(v)) for v in col]
+                encoded = [b"" if v is None else _ucs2(v if type(v) is str else as_text(v)) for v in col]
                 lengths = np.fromiter((len(b) // 2 for b in encoded), dtype=np.uint32, count=n).astype(">u4")
             else:
                 encoded = [v.encode("utf-8") if type(v) is str else b"" if v is None else _bytes(v) for v in col]
@@ -248,7 +243,7 @@ def _ucs2(text: str) -> bytes:
 
 
 def _bytes(v) -> bytes:
-    return bytes(v) if isinstance(v, (bytes, memoryview)) else _text(v).encode("utf-8")
+    return bytes(v) if isinstance(v, (bytes, memoryview)) else as_text(v).encode("utf-8")
 
 
 def _float(v) -> float:
@@ -270,76 +265,13 @@ def _td(value, c: ColumnMeta) -> str:
         return f"<TD>{value}</TD>"
     if isinstance(value, decimal.Decimal):
         return f"<TD>{float(value)!r}</TD>"
-    return f"<TD>{escape(_text(value))}</TD>"
+    if isinstance(value, tuple):  # a fixed array (DALI point, circle): numbers separated by blanks
+        return f"<TD>{as_numbers(value)}</TD>"
+    return f"<TD>{escape(as_text(value))}</TD>"
 
 
 def tabledata_rows(columns: list[ColumnMeta], batch: list[tuple]) -> str:
     return "".join("<TR>" + "".join(_td(v, c) for v, c in zip(row, columns)) + "</TR>\n" for row in batch)
-
-
-class CSVWriter:
-    content_type = "text/csv; charset=utf-8"
-    delimiter = ","
-
-    def header(self, columns: list[ColumnMeta]) -> bytes:
-        self.columns = columns
-        return self._lines([[c.name for c in columns]])
-
-    def _lines(self, rows) -> bytes:
-        out = io.StringIO()
-        writer = csv.writer(out, delimiter=self.delimiter, lineterminator="\r\n" if self.delimiter == "," else "\n")
-        writer.writerows(rows)
-        return out.getvalue().encode("utf-8")
-
-    def rows(self, batch: list[tuple]) -> bytes:
-        return self._lines([["" if v is None else (repr(v) if isinstance(v, float) else _text(v)) for v in row]
-                            for row in batch])
-
-    def footer(self, overflow: bool = False, error: Optional[str] = None) -> bytes:
-        return b""
-
-
-class TSVWriter(CSVWriter):
-    content_type = "text/tab-separated-values; charset=utf-8"
-    delimiter = "\t"
-
-
-class JSONWriter:
-    """``{"metadata": [...], "data": [[...], ...], "overflow": bool}``; NaN becomes null."""
-    content_type = "application/json"
-
-    def header(self, columns: list[ColumnMeta]) -> bytes:
-        self.columns = columns
-        self._first = True
-        meta = [{k: v for k, v in (("name", c.name), ("datatype", c.datatype), ("arraysize", c.arraysize),
-                                   ("xtype", c.xtype), ("unit", c.unit), ("ucd", c.ucd),
-                                   ("description", c.description)) if v is not None} for c in columns]
-        return ('{"metadata": ' + json.dumps(meta) + ', "data": [\n').encode("utf-8")
-
-    def rows(self, batch: list[tuple]) -> bytes:
-        text = ",\n".join(json.dumps([_json(v) for v in row]) for row in batch)
-        if not text:
-            return b""
-        if not self._first:
-            text = ",\n" + text
-        self._first = False
-        return text.encode("utf-8")
-
-    def footer(self, overflow: bool = False, error: Optional[str] = None) -> bytes:
-        tail = {"overflow": overflow}
-        if error is not None:
-            tail["error"] = error
-        return ("\n], " + json.dumps(tail)[1:] + "\n").encode("utf-8")
-
-
-def _json(v):
-    if v is None or isinstance(v, (int, str)):
-        return v
-    if isinstance(v, float):
-        return None if math.isnan(v) or math.isinf(v) else v
-    if isinstance(v, decimal.Decimal):
-        return float(v)
-    return _text(v)
 
 
 FORMATS = {
