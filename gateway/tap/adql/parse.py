@@ -90,8 +90,9 @@ def parse(adql: str) -> exp.Expression:
         where = f" at line {first.get('line')}, column {first.get('col')}" if first.get("line") else ""
         raise AdqlError(f"ADQL syntax error{where}" + (f" near '{near}'" if near else "") + ": "
                         + (first.get("description") or str(e)).lower()) from None
-    except SqlglotError as e:  # tokenizer errors (unterminated string, ...)
-        raise AdqlError(f"ADQL syntax error: {e}") from None
+    except SqlglotError:  # tokenizer errors: sqlglot's text quotes the whole query over several lines
+        raise AdqlError("ADQL syntax error: a string ('...') or quoted name (\"...\") is not closed, or the "
+                        "query has a character ADQL does not use") from None
     if len(statements) != 1:
         raise AdqlError(f"QUERY must be exactly one SELECT statement; found {len(statements)} statements "
                         "(separated by ';'). Only queries run here: nothing can be written.")

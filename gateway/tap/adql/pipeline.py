@@ -85,6 +85,11 @@ def _translate(adql: str, dialect: SqlDialect, catalog: Catalog, maxrec: Optiona
 def _limit(tree: exp.Expression, maxrec: Optional[int]) -> Optional[int]:
     """The outer query's row limit: TOP, or MAXREC + 1 when that is smaller (None: unlimited)."""
     limit = None
+    for select in tree.find_all(exp.Select):
+        offset = select.args.get("offset")
+        value = constant_value(offset.expression) if offset is not None else 0
+        if value is None or value < 0 or value != int(value):
+            raise AdqlError("OFFSET takes a non-negative whole number")
     top = tree.args.get("limit")
     if top is not None:
         value = constant_value(top.expression)
