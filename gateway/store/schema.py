@@ -297,6 +297,10 @@ TABLES: tuple[Table, ...] = ALERT_TABLES + OUTBOX_TABLES
 PUBLIC_TABLES: tuple[Table, ...] = tuple(t for t in TABLES if t.public)
 BY_NAME = {t.name: t for t in TABLES}
 
+#: columns holding an alert id (alert.alertid): TAP results with one get a DataLink service descriptor
+ALERT_ID_COLUMNS: dict[str, tuple[str, ...]] = {"alert": ("alertid",), "diasource": ("alertid",),
+                                                 "diaobject": ("last_alertid",)}
+
 #: VARCHAR columns that may hold any Unicode text (VOEvents, names and paths others wrote): TAP publishes them as
 #: VOTable unicodeChar; the other VARCHAR columns hold ASCII (ids, codes, bands) and are VOTable char
 UNICODE_TEXT: dict[str, tuple[str, ...]] = {

@@ -50,6 +50,8 @@ class ColumnMeta:
     #: the coordinate or time system the values are in, by the id of its VOTable COOSYS/TIMESYS element
     #: (:data:`FRAMES`): "icrs" for positions, "tai" for MJDs, "utc" for timestamps; None for the rest
     frame: Optional[str] = None
+    #: the column holds alert ids, which /tap/links (DataLink) takes as ID
+    alert_id: bool = False
 
     @property
     def adql_name(self) -> str:
@@ -115,7 +117,8 @@ def _from_store(table: store_schema.Table) -> TableMeta:
         if c.name in store_schema.UNICODE_TEXT.get(table.name, ()):
             datatype = "unicodeChar"
         columns.append(ColumnMeta(c.name, datatype, arraysize, xtype, c.unit, c.ucd, c.description,
-                                  principal=c.principal, indexed=c.indexed, frame=frame_of(c)))
+                                  principal=c.principal, indexed=c.indexed, frame=frame_of(c),
+                                  alert_id=c.name in store_schema.ALERT_ID_COLUMNS.get(table.name, ())))
     return TableMeta(store_schema.SCHEMA, table.name, table.description, tuple(columns), table.position,
                      table.foreign_keys)
 

@@ -31,6 +31,8 @@ class QuerySpec:
     maxrec: Optional[int] = None
     #: table name -> VOTable bytes, or the http(s) URL to fetch it from
     uploads: dict[str, "bytes | str"] = field(default_factory=dict)
+    #: the public URL of /tap/links, for the DataLink service descriptor of results with alert ids
+    links_url: Optional[str] = None
 
 
 class Cancel:
@@ -124,6 +126,8 @@ class Runner:
             writer = writer_for(spec.format)
         except UnknownFormat as e:
             raise QueryError(str(e)) from None
+        if hasattr(writer, "links_url"):
+            writer.links_url = spec.links_url
         maxrec = spec.maxrec if spec.maxrec is not None else self.settings.maxrec_default
         uploads = {}
         for name, data in spec.uploads.items():

@@ -16,6 +16,7 @@ from twisted.python.threadpool import ThreadPool
 
 from gateway.tap.admission import SyncAdmission
 from gateway.tap.catalog import Catalog
+from gateway.tap.datalink import LinksResource
 from gateway.tap.jobs import AsyncResource
 from gateway.tap.query import Runner
 from gateway.tap.request import TapResource
@@ -31,6 +32,7 @@ class RootResource(TapResource):
         self.service = service
         self.putChild(b"sync", SyncResource(service))
         self.putChild(b"async", AsyncResource(service))
+        self.putChild(b"links", LinksResource(service))
         for name, child in vosi_resources(service).items():
             self.putChild(name, child)
 

@@ -130,7 +130,7 @@ class SyncResource(TapResource):
         check_lang(values)
         spec = QuerySpec(values["query"], values.get("responseformat") or values.get("format"),
                          service.runner.parse_maxrec(values.get("maxrec")),
-                         resolve_uploads(values.get("upload"), parts))
+                         resolve_uploads(values.get("upload"), parts), service.base(request) + "/links")
         ticket = service.sync_admission.enter(client_address(request))  # QueryError 503 when at a limit
         cancel = Cancel()
         sink = RequestSink(request, service.reactor, cancel, service.settings.stall_timeout)

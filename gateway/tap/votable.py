@@ -32,6 +32,7 @@ import numpy as np
 
 from gateway.store.schema import DIASOURCE
 from gateway.tap.catalog import FRAMES, Catalog, ColumnMeta
+from gateway.tap.links import service_descriptor
 from gateway.tap.textformats import CSVWriter, JSONWriter, TSVWriter, as_numbers, as_text
 
 VOTABLE_NS = "http://www.ivoa.net/xml/VOTable/v1.3"
@@ -125,6 +126,8 @@ class VOTableWriter:
 
     def __init__(self, infos: Iterable[tuple[str, str, str]] = ()):
         self.infos = list(infos)
+        #: the DataLink {links} URL: a result with an alert-id column gets a service descriptor for it
+        self.links_url: Optional[str] = None
         self.columns: list[ColumnMeta] = []
         self._pending = b""  # BINARY2 bytes not yet base64-encoded (kept to a multiple of 3 across batches)
 
@@ -157,7 +160,10 @@ class VOTableWriter:
             text += f'<INFO name="QUERY_STATUS" value="ERROR">{escape(error)}</INFO>\n'
         elif overflow:
             text += '<INFO name="QUERY_STATUS" value="OVERFLOW">result truncated at MAXREC rows</INFO>\n'
-        return (text + "</RESOURCE>\n</VOTABLE>\n").encode("utf-8")
+        text += "</RESOURCE>\n"
+        if self.links_url:
+            text += service_descriptor(self.links_url, [i for i, c in enumerate(self.columns) if c.alert_id])
+        return (text + "</VOTABLE>\n").encode("utf-8")
 
 
 class TableDataWriter(VOTableWriter):
