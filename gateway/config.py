@@ -99,6 +99,11 @@ listen = "127.0.0.1:8080"
 [tap]
 # Seconds a synchronous query may run before it is cancelled.
 sync_timeout = 60.0
+# Sync queries running at once, overall and per client address (running and waiting), and how many may wait
+# for a slot (the wait counts in sync_timeout); beyond these: HTTP 503 with Retry-After.
+sync_max_running = 4
+sync_max_per_client = 2
+sync_max_queued = 16
 # Seconds a client may read nothing of a result before it is disconnected (frees its thread and DB snapshot).
 stall_timeout = 300.0
 # Async jobs: default EXECUTIONDURATION and the longest a job may ask for, seconds.
@@ -107,10 +112,13 @@ max_async_timeout = 3600.0
 # Rows returned when MAXREC is not given, and the most a query may ask for (QUERY_STATUS OVERFLOW beyond).
 maxrec_default = 100_000
 maxrec_max = 10_000_000
-# TAP_UPLOAD: largest table accepted (bytes, rows); whether UPLOAD may name an http(s) URL to fetch.
+# TAP_UPLOAD: largest table accepted (bytes, rows); whether UPLOAD may name an http(s) URL to fetch (off: the
+# server would fetch wherever a client says; on: only from public addresses, or these hosts, addresses and
+# networks, e.g. ["data.example.org", "10.1.0.0/16"]).
 upload_max_bytes = 33_554_432
 upload_max_rows = 1_000_000
-http_uploads = true
+http_uploads = false
+upload_allow_hosts = []
 # Async jobs kept at most, running at once, and seconds a job is kept (its destruction time).
 max_jobs = 1000
 max_running = 2

@@ -9,6 +9,7 @@ Positions are deterministic, so tests compute the expected answers from the same
 import random
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 
 import requests
@@ -130,3 +131,29 @@ def database_url(backend: str, tmp_path):
     else:
         with fresh_database("gw_tap") as url:
             yield url
+
+
+def query_status(content: bytes) -> list[tuple[str, str]]:
+    root = ET.fromstring(content)
+    return [(i.get("value"), (i.text or "")) for i in root.iter("{http://www.ivoa.net/xml/VOTable/v1.3}INFO")
+            if i.get("name") == "QUERY_STATUS"]
+
+
+def assert_error(response, status: int, *words: str) -> str:
+    """The response is a VOTable error document with HTTP ``status`` whose message has every one of ``words``."""
+    assert response.status_code == status, (response.status_code, response.text[:500])
+    assert response.headers["content-type"].startswith("application/x-votable+xml"), response.text[:300]
+    statuses = query_status(response.content)
+    assert [s for s, _ in statuses] == ["ERROR"], statuses
+    message = statuses[0][1]
+    for word in words:
+        assert word.lower() in message.lower(), message
+    return message
+
+
+def votable(content: bytes):
+    """A VOTable result as an astropy Table (names, not IDs)."""
+    import io
+
+    from astropy.io.votable import parse_single_table
+    return parse_single_table(io.BytesIO(content)).to_table(use_names_over_ids=True)

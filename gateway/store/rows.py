@@ -2,6 +2,12 @@
 
 Plain functions over plain tuples, in the column order of :mod:`gateway.store.schema`, so both backends (and
 the benchmark) share them. Runs in the writer thread, never on the reactor.
+
+Every ``mjd`` column holds TAI (:data:`MJD_SCALE`): Rubin publishes TAI, ZTF UTC, and one column must mean one
+thing to be compared, sorted or differenced. TAI, because it is Rubin's own scale (no conversion for most rows)
+and a uniform one: the difference of two TAI MJDs is the time elapsed, across leap seconds, which light curves
+and periods need; UTC MJDs have no value for the leap second itself. ZTF's UTC is converted here, exactly
+(:func:`gateway.times.to_tai`, the leap-second table).
 """
 
 from __future__ import annotations
@@ -12,10 +18,12 @@ from datetime import datetime
 from typing import Optional
 
 from gateway.event import Event
-from gateway.times import TimeError, format_iso, parse_iso
+from gateway.times import TimeError, format_iso, parse_iso, to_tai
 from gateway.view import View
 from gateway.voevent.parse import view_of
 
+#: the time scale of every MJD column of the alert DB
+MJD_SCALE = "tai"
 #: a gzipped ZTF cutout larger than this when unpacked is refused (a gzip bomb must not fill the DB)
 MAX_CUTOUT_BYTES = 16 * 1024 * 1024
 
@@ -50,6 +58,16 @@ def _iso_time(text: Optional[str]) -> Optional[str]:
         return None
 
 
+def stored_mjd(mjd: Optional[float], scale: Optional[str]) -> Optional[float]:
+    """An MJD in ``scale`` ("tai" or "utc") as the DB stores it: TAI; None when missing or not a usable time."""
+    if mjd is None:
+        return None
+    try:
+        return to_tai(mjd, scale)
+    except TimeError:
+        return None
+
+
 def _flag(value) -> Optional[int]:
     return None if value is None else int(bool(value))
 
@@ -75,18 +93,20 @@ def alert_rows(event: Event, view: Optional[View] = None) -> Rows:
     key, alert_id = view.object_key, view.alert_id
     received = timestamp(event.received)
     rows.alert.append((alert_id, event.ivorn, alert.survey, alert.schema, key, det.source_id, det.ra, det.dec,
-                       det.mjd, received, f"{alert.source}@{alert.position}", int(alert.simulated)))
+                       stored_mjd(det.mjd, det.time_scale), received, f"{alert.source}@{alert.position}",
+                       int(alert.simulated)))
     seen = set()
     detections = [det, *view.previous]
     for d in detections:
         if d.source_id is None or d.source_id in seen:
             continue
         seen.add(d.source_id)
-        rows.diasource.append((d.source_id, key, alert.survey, d.ra, d.dec, d.ra_err, d.dec_err, d.mjd, d.band,
+        rows.diasource.append((d.source_id, key, alert.survey, d.ra, d.dec, d.ra_err, d.dec_err,
+                               stored_mjd(d.mjd, d.time_scale), d.band,
                                d.psf_flux, d.psf_flux_err, d.mag, d.mag_err, d.snr, d.reliability,
                                _flag(d.is_negative), _flag(d.is_dipole), d.trail_length, alert_id))
     summary = view.summary
-    mjds = [d.mjd for d in detections if d.mjd is not None]
+    mjds = [m for m in (stored_mjd(d.mjd, d.time_scale) for d in detections) if m is not None]
     ra = summary["ra"] if summary.get("ra") is not None else det.ra
     dec = summary["dec"] if summary.get("dec") is not None else det.dec
     rows.diaobject.append((key, alert.survey, ra, dec, min(mjds, default=None), max(mjds, default=None), alert_id,

@@ -96,9 +96,9 @@ DIAOBJECT = Table(
         _dec("Declination (ICRS) of the object (Rubin diaObject mean; ZTF latest detection)"),
         Column("ndetections", "INTEGER", "Detections of this object stored in diasource", ucd="meta.number",
                principal=True),
-        Column("first_mjd", "DOUBLE", "Time of the first stored detection (MJD, TAI for Rubin, UTC for ZTF)", "d",
+        Column("first_mjd", "DOUBLE", "Time of the first stored detection (MJD, TAI)", "d",
                "time.start;obs", indexed=True, principal=True),
-        Column("last_mjd", "DOUBLE", "Time of the latest stored detection (MJD, TAI for Rubin, UTC for ZTF)", "d",
+        Column("last_mjd", "DOUBLE", "Time of the latest stored detection (MJD, TAI)", "d",
                "time.end;obs", indexed=True, principal=True),
         Column("last_alertid", "BIGINT", "alertid of the latest alert on this object", ucd="meta.id"),
         Column("last_ivorn", "VARCHAR", "IVORN of the latest VOEvent on this object", ucd="meta.ref.ivoid"),
@@ -127,7 +127,7 @@ DIASOURCE = Table(
                "stat.error;pos.eq.ra"),
         Column("dec_err", "DOUBLE", "Uncertainty of dec (null when the survey gives none)", "deg",
                "stat.error;pos.eq.dec"),
-        Column("mjd", "DOUBLE", "Time of the detection (MJD; Rubin: TAI midpoint, ZTF: UTC start of exposure)",
+        Column("mjd", "DOUBLE", "Time of the detection (MJD, TAI; Rubin: midpoint, ZTF: start of exposure)",
                "d", "time.epoch;obs", indexed=True, principal=True),
         Column("band", "VARCHAR", "Filter band (u g r i z y; ZTF g r i)", ucd="instr.bandpass", principal=True),
         Column("psf_flux", "DOUBLE", "PSF flux on the difference image", "nJy", "phot.flux.density"),
@@ -166,7 +166,7 @@ ALERT = Table(
         Column("diasourceid", "BIGINT", "Triggering detection (diasource.diasourceid)", ucd="meta.id"),
         _ra("Right ascension (ICRS) of the triggering detection"),
         _dec("Declination (ICRS) of the triggering detection"),
-        Column("mjd", "DOUBLE", "Time of the triggering detection (MJD)", "d", "time.epoch;obs", principal=True),
+        Column("mjd", "DOUBLE", "Time of the triggering detection (MJD, TAI)", "d", "time.epoch;obs", principal=True),
         Column("received", "TIMESTAMP", "When the gateway received the packet (UTC)", ucd="time.processing",
                indexed=True, principal=True),
         Column("origin", "VARCHAR", "Where the packet came from (file, Kafka topic/partition/offset)",
@@ -311,3 +311,15 @@ OUTBOX_TABLES: tuple[Table, ...] = (FORWARD_OUTBOX, TNS_REPORT, FORWARD_PAYLOAD)
 TABLES: tuple[Table, ...] = ALERT_TABLES + OUTBOX_TABLES
 PUBLIC_TABLES: tuple[Table, ...] = tuple(t for t in TABLES if t.public)
 BY_NAME = {t.name: t for t in TABLES}
+
+#: columns holding an alert id (alert.alertid): TAP results with one get a DataLink service descriptor
+ALERT_ID_COLUMNS: dict[str, tuple[str, ...]] = {"alert": ("alertid",), "diasource": ("alertid",),
+                                                 "diaobject": ("last_alertid",)}
+
+#: VARCHAR columns that may hold any Unicode text (VOEvents, names and paths others wrote): TAP publishes them as
+#: VOTable unicodeChar; the other VARCHAR columns hold ASCII (ids, codes, bands) and are VOTable char
+UNICODE_TEXT: dict[str, tuple[str, ...]] = {
+    "voevent": ("ivorn", "author", "origin", "xml"),
+    "alert": ("ivorn", "origin"),
+    "diaobject": ("last_ivorn",),
+}

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from gateway.store import schema as store_schema
+from gateway.store.rows import MJD_SCALE
 
 #: ADQL/TAP_SCHEMA type of the store -> (VOTable datatype, arraysize, xtype)
 VOTABLE_TYPES = {
@@ -37,7 +38,7 @@ RESERVED = {"SIZE", "VALUE", "DATE", "TIME", "TIMESTAMP", "ORDER", "USER", "POSI
 class ColumnMeta:
     """One result or table column as VOTable/TAP_SCHEMA describe it."""
     name: str
-    datatype: str  # VOTable: long int short double float char unsignedByte boolean
+    datatype: str  # VOTable: long int short double float char unicodeChar unsignedByte boolean
     arraysize: Optional[str] = None
     xtype: Optional[str] = None
     unit: Optional[str] = None
@@ -46,6 +47,11 @@ class ColumnMeta:
     principal: bool = False
     indexed: bool = False
     std: bool = False
+    #: the coordinate or time system the values are in, by the id of its VOTable COOSYS/TIMESYS element
+    #: (:data:`FRAMES`): "icrs" for positions, "tai" for MJDs, "utc" for timestamps; None for the rest
+    frame: Optional[str] = None
+    #: the column holds alert ids, which /tap/links (DataLink) takes as ID
+    alert_id: bool = False
 
     @property
     def adql_name(self) -> str:
@@ -83,12 +89,36 @@ class TableMeta:
         return None
 
 
+#: the systems result columns refer to: id -> (VOTable element, attributes). Positions are ICRS; every MJD column
+#: of the alert DB is TAI (gateway.store.rows.MJD_SCALE), at the observatory; timestamps are UTC ISO-8601.
+FRAMES = {
+    "icrs": ("COOSYS", {"system": "ICRS"}),
+    MJD_SCALE: ("TIMESYS", {"timeorigin": "MJD-origin", "timescale": MJD_SCALE.upper(), "refposition": "TOPOCENTER"}),
+    "utc": ("TIMESYS", {"timescale": "UTC", "refposition": "TOPOCENTER"}),
+}
+
+
+def frame_of(column: store_schema.Column) -> Optional[str]:
+    """The system a stored column's values are in (a key of :data:`FRAMES`), from its type, unit and UCD."""
+    ucd = (column.ucd or "").split(";")
+    if column.datatype == "TIMESTAMP":
+        return "utc"
+    if column.datatype == "DOUBLE" and column.unit == "d" and ucd[0].startswith("time."):
+        return MJD_SCALE
+    if column.datatype == "DOUBLE" and ucd[0] in ("pos.eq.ra", "pos.eq.dec"):
+        return "icrs"
+    return None
+
+
 def _from_store(table: store_schema.Table) -> TableMeta:
     columns = []
     for c in table.columns:
         datatype, arraysize, xtype = VOTABLE_TYPES[c.datatype]
+        if c.name in store_schema.UNICODE_TEXT.get(table.name, ()):
+            datatype = "unicodeChar"
         columns.append(ColumnMeta(c.name, datatype, arraysize, xtype, c.unit, c.ucd, c.description,
-                                  principal=c.principal, indexed=c.indexed))
+                                  principal=c.principal, indexed=c.indexed, frame=frame_of(c),
+                                  alert_id=c.name in store_schema.ALERT_ID_COLUMNS.get(table.name, ())))
     return TableMeta(store_schema.SCHEMA, table.name, table.description, tuple(columns), table.position,
                      table.foreign_keys)
 

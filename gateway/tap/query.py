@@ -8,34 +8,20 @@ Errors after ``start`` go into the document's footer (VOTable: an ERROR INFO aft
 
 from __future__ import annotations
 
-import io
-import math
-import re
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from gateway.tap.adql import AdqlError, dialect_for, translate
 from gateway.tap.catalog import Catalog, ColumnMeta
+from gateway.tap.errors import QueryError
 from gateway.tap.settings import TapSettings
+from gateway.tap.uploads import fetch_upload, parse_upload
 from gateway.tap.votable import UnknownFormat, resolve_types, writer_for
 
-UPLOAD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-#: seconds an UPLOAD given by URL may take to fetch
-UPLOAD_FETCH_TIMEOUT = 30.0
 #: rows fetched from the cursor and written at a time
 BATCH_ROWS = 5_000
-
-
-class QueryError(Exception):
-    """A query failed; ``status`` is the HTTP status to answer with (400: the user can fix it)."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 @dataclass
@@ -45,6 +31,8 @@ class QuerySpec:
     maxrec: Optional[int] = None
     #: table name -> VOTable bytes, or the http(s) URL to fetch it from
     uploads: dict[str, "bytes | str"] = field(default_factory=dict)
+    #: the public URL of /tap/links, for the DataLink service descriptor of results with alert ids
+    links_url: Optional[str] = None
 
 
 class Cancel:
@@ -86,83 +74,37 @@ def parse_maxrec(value, settings: TapSettings) -> int:
     return min(maxrec, settings.maxrec_max)  # a huge MAXREC is capped at the hard limit (and says OVERFLOW)
 
 
-# -- uploads -----------------------------------------------------------------------------------------------------
-
-def _declares_a_dtd(data: bytes) -> bool:
-    """Whether an uploaded document declares a DTD (internal entities expand: billion laughs), in UTF-8 or UTF-16."""
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        data = data.decode("utf-16", "replace").encode("utf-8")
-    return b"<!DOCTYPE" in data or b"<!ENTITY" in data
-
-
-def parse_upload(name: str, data: bytes, settings: TapSettings) -> tuple[tuple[ColumnMeta, ...], list[tuple]]:
-    """A VOTable upload -> (columns, rows). Raises QueryError with what is wrong."""
-    from astropy.io.votable import parse_single_table  # astropy is slow to import; only uploads need it
-
-    if not UPLOAD_NAME.match(name):
-        raise QueryError(f"upload table name {name!r} is not valid: use letters, digits and _ (starting with a letter)")
-    if len(data) > settings.upload_max_bytes:
-        raise QueryError(f"upload {name!r} is {len(data)} bytes; the limit is {settings.upload_max_bytes}")
-    if _declares_a_dtd(data):
-        raise QueryError(f"upload {name!r} has a DOCTYPE: refused (no DTDs or entity declarations are accepted, as on "
-                         "the VTP side)")
-    try:
-        table = parse_single_table(io.BytesIO(data), verify="ignore")
-    except Exception as e:  # noqa: BLE001 - astropy raises many kinds for bad VOTables
-        raise QueryError(f"upload {name!r} is not a readable VOTable: {e}") from None
-    array = table.array
-    if len(array) > settings.upload_max_rows:
-        raise QueryError(f"upload {name!r} has {len(array)} rows; the limit is {settings.upload_max_rows}")
-    columns = []
-    seen = set()
-    for f in table.fields:
-        col_name = (f.name or f.ID or "").lower()
-        if not UPLOAD_NAME.match(col_name) or col_name in seen:
-            raise QueryError(f"upload {name!r}: column name {f.name!r} is not a valid, unique ADQL name")
-        seen.add(col_name)
-        kind = array.dtype[f.ID or f.name].kind if (f.ID or f.name) in array.dtype.names else "O"
-        if f.datatype in ("char", "unicodeChar"):
-            columns.append(ColumnMeta(col_name, "char", "*", f.xtype, f.unit and str(f.unit), f.ucd))
-        elif f.arraysize not in (None, "1") or kind not in "fiub":
-            raise QueryError(f"upload {name!r}: column {f.name!r} ({f.datatype}[{f.arraysize}]) is an array; "
-                             "only scalar numbers and strings can be uploaded")
-        else:  # numbers keep their VOTable type; booleans and bytes become short
-            datatype = f.datatype if f.datatype in ("short", "int", "long", "float", "double") else (
-                "double" if kind == "f" else "short" if f.datatype in ("boolean", "unsignedByte") else "long")
-            columns.append(ColumnMeta(col_name, datatype, None, None, f.unit and str(f.unit), f.ucd))
-    rows = []
-    for record in array.tolist():  # masked values come out as None
-        row = []
-        for c, v in zip(columns, record):
-            if v is None:
-                pass
-            elif c.datatype == "char":
-                v = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-            elif c.datatype in ("double", "float"):
-                v = float(v)
-                v = None if math.isnan(v) else v
-            else:
-                v = int(v)
-            row.append(v)
-        rows.append(tuple(row))
-    return tuple(columns), rows
-
-
-def fetch_upload(name: str, url: str, settings: TapSettings) -> bytes:
-    """An upload given by URL (TAP upload-http): fetched here with a time and size limit."""
-    if not settings.http_uploads:
-        raise QueryError(f"UPLOAD {name}: uploads by URL are switched off here; send the table inline")
-    try:
-        with urllib.request.urlopen(url, timeout=UPLOAD_FETCH_TIMEOUT) as response:
-            data = response.read(settings.upload_max_bytes + 1)
-    except Exception as e:  # noqa: BLE001 - any failure to fetch is the user's URL
-        raise QueryError(f"UPLOAD {name}: cannot fetch {url}: {e}") from None
-    if len(data) > settings.upload_max_bytes:
-        raise QueryError(f"UPLOAD {name}: {url} is larger than the limit of {settings.upload_max_bytes} bytes")
-    return data
-
-
 # -- the run -------------------------------------------------------------------------------------------------------
+
+def width_of(column: ColumnMeta) -> int:
+    """How many SQL columns one result column is read from: 2 for a DALI point, 3 for a circle, else 1."""
+    return int(column.arraysize) if column.xtype in ("point", "circle") else 1
+
+
+def grouper(widths: list[int]) -> Callable[[list[tuple]], list[tuple]]:
+    """A function putting the SQL columns of each row back together as result columns: a point's or circle's
+    numbers into one tuple (None when any is NULL); the identity when every width is 1."""
+    if all(w == 1 for w in widths):
+        return lambda rows: rows
+    slices, start = [], 0
+    for w in widths:
+        slices.append((start, w))
+        start += w
+
+    def group(rows):
+        out = []
+        for row in rows:
+            cells = []
+            for first, w in slices:
+                if w == 1:
+                    cells.append(row[first])
+                else:
+                    part = tuple(row[first:first + w])
+                    cells.append(None if None in part else tuple(float(v) for v in part))
+            out.append(tuple(cells))
+        return out
+    return group
+
 
 class Runner:
     """Runs queries against ``database`` (a gateway.store.db.Database) for the sync and async paths."""
@@ -176,13 +118,16 @@ class Runner:
     def parse_maxrec(self, value) -> int:
         return parse_maxrec(value, self.settings)
 
-    def run(self, spec: QuerySpec, sink, cancel: Cancel, timeout: float) -> int:
+    def run(self, spec: QuerySpec, sink, cancel: Cancel, timeout: float, waited: float = 0.0) -> int:
         """Run ``spec`` to ``sink`` within ``timeout`` s; returns the row count. Raises QueryError for anything that
-        happens before ``sink.start`` (the caller answers with an error document)."""
+        happens before ``sink.start`` (the caller answers with an error document). ``waited``: seconds the query
+        already waited for a slot, taken off its time limit (messages name the whole limit)."""
         try:
             writer = writer_for(spec.format)
         except UnknownFormat as e:
             raise QueryError(str(e)) from None
+        if hasattr(writer, "links_url"):
+            writer.links_url = spec.links_url
         maxrec = spec.maxrec if spec.maxrec is not None else self.settings.maxrec_default
         uploads = {}
         for name, data in spec.uploads.items():
@@ -204,11 +149,11 @@ class Runner:
             if uploads:
                 self.dialect.create_uploads(conn, uploads)
             with self.dialect.result_cursor(conn) as cursor:
-                return self._stream(cursor, translation, writer, sink, maxrec, deadline, timeout, cancel)
+                return self._stream(cursor, translation, writer, sink, maxrec, deadline, (timeout, waited), cancel)
         except QueryError:
             raise
         except Exception as e:  # noqa: BLE001 - classified into a message a person can act on
-            raise QueryError(*self._explain(e, cancel, timeout)) from None
+            raise QueryError(*self._explain(e, cancel, (timeout, waited))) from None
         finally:
             cancel.bind(None)
             self._release(conn)
@@ -229,13 +174,16 @@ class Runner:
         except Exception:  # noqa: BLE001 - closing a broken connection
             pass
 
-    def _stream(self, cursor, translation, writer, sink, maxrec, deadline, timeout, cancel) -> int:
+    def _stream(self, cursor, translation, writer, sink, maxrec, deadline, limit, cancel) -> int:
         cursor.execute(translation.sql)
         first = cursor.fetchmany(min(BATCH_ROWS, maxrec + 1))
         columns = translation.columns
-        if cursor.description is not None and len(cursor.description) != len(columns):
-            raise QueryError(f"internal error: {len(cursor.description)} result columns, expected {len(columns)}",
+        widths = [width_of(c) for c in columns]
+        if cursor.description is not None and len(cursor.description) != sum(widths):
+            raise QueryError(f"internal error: {len(cursor.description)} result columns, expected {sum(widths)}",
                              status=500)
+        group = grouper(widths)
+        first = group(first)
         columns = resolve_types(columns, first)
         sink.start(writer.content_type)
         count, overflow = 0, False
@@ -253,24 +201,27 @@ class Runner:
                     break
                 if time.monotonic() > deadline:
                     raise TimeoutError()
-                batch = cursor.fetchmany(BATCH_ROWS)
+                batch = group(cursor.fetchmany(BATCH_ROWS))
             if cancel.cancelled:
                 sink.write(writer.footer(False, "the query was aborted"))
             else:
                 sink.write(writer.footer(overflow))
         except Exception as e:  # noqa: BLE001 - the header is out: report in the document
-            message, _ = self._explain(e, cancel, timeout)
+            message, _ = self._explain(e, cancel, limit)
             sink.write(writer.footer(False, message))
         sink.finish()
         return count
 
-    def _explain(self, e: Exception, cancel: Cancel, timeout: float) -> tuple[str, int]:
+    def _explain(self, e: Exception, cancel: Cancel, limit: tuple[float, float]) -> tuple[str, int]:
+        """(message, HTTP status) for ``e``; ``limit``: (seconds the query had to run, seconds it waited before)."""
         text = str(e).strip()
+        timeout, waited = limit
         kind = type(e).__name__
         if cancel.cancelled:
             return "the query was aborted", 400
         if isinstance(e, TimeoutError) or self.dialect.is_time_limit(e):
-            return (f"the query ran longer than its time limit of {timeout:g} s and was stopped; narrow it "
+            wait = f", {waited:.1f} s of it waiting for a free slot," if waited >= 0.05 else ""
+            return (f"the query ran longer than its time limit of {timeout + waited:g} s{wait} and was stopped; narrow it "
                     "(a cone, TOP, an indexed column such as mjd) or run it as an async job with a longer "
                     "EXECUTIONDURATION"), 400
         if self.dialect.is_database_error(e):

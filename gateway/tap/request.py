@@ -104,8 +104,10 @@ def resolve_uploads(value: Optional[str], parts: dict[str, bytes]) -> dict[str, 
     return uploads
 
 
-def send_error(request, message: str, status: int = 400) -> bytes:
+def send_error(request, message: str, status: int = 400, retry_after: Optional[int] = None) -> bytes:
     request.setResponseCode(status)
+    if retry_after is not None:
+        request.setHeader(b"retry-after", str(retry_after).encode())
     request.setHeader(b"content-type", b"application/x-votable+xml")
     return error_document(message)
 
@@ -133,7 +135,7 @@ class TapResource(web_resource.Resource):
             return send_error(request, f"{request.method.decode()} is not supported on {request.path.decode()}",
                               405)
         except QueryError as e:
-            return send_error(request, e.message, e.status)
+            return send_error(request, e.message, e.status, e.retry_after)
         except Exception as e:  # noqa: BLE001 - a TAP client gets a VOTable, never Twisted's HTML traceback
             log.failure("TAP request {path} failed", path=request.path)
             return send_error(request, f"internal error: {type(e).__name__}: {e}", 500)

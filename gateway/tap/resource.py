@@ -14,7 +14,9 @@ from typing import Optional
 
 from twisted.python.threadpool import ThreadPool
 
+from gateway.tap.admission import SyncAdmission
 from gateway.tap.catalog import Catalog
+from gateway.tap.datalink import LinksResource
 from gateway.tap.jobs import AsyncResource
 from gateway.tap.query import Runner
 from gateway.tap.request import TapResource
@@ -30,6 +32,7 @@ class RootResource(TapResource):
         self.service = service
         self.putChild(b"sync", SyncResource(service))
         self.putChild(b"async", AsyncResource(service))
+        self.putChild(b"links", LinksResource(service))
         for name, child in vosi_resources(service).items():
             self.putChild(name, child)
 
@@ -48,13 +51,16 @@ class TapService:
     """State shared by the resources: the settings, the runner, the job manager, the sync thread pool."""
 
     def __init__(self, database, reactor, settings: TapSettings, base_url: Optional[str] = None,
-                 workdir: Optional[str] = None, catalog: Optional[Catalog] = None, sync_threads: int = 4):
+                 workdir: Optional[str] = None, catalog: Optional[Catalog] = None):
         self.reactor = reactor
         self.settings = settings
         self.base_url = base_url.rstrip("/") if base_url else None
         self.runner = Runner(database, settings, catalog)
         self.jobs = JobManager(self.runner, reactor, workdir)
-        self.sync_pool = ThreadPool(1, sync_threads, name="tap-sync")
+        # one thread per sync slot: admission keeps the rest waiting in the reactor, not in the pool's queue
+        self.sync_admission = SyncAdmission(reactor, settings.sync_max_running, settings.sync_max_per_client,
+                                            settings.sync_max_queued, settings.sync_timeout)
+        self.sync_pool = ThreadPool(1, settings.sync_max_running, name="tap-sync")
         self.sync_pool.start()
         reactor.addSystemEventTrigger("before", "shutdown", self.stop)
 
@@ -76,5 +82,5 @@ def tap_resource(database, reactor, settings: TapSettings, base_url: Optional[st
                  workdir: Optional[str] = None, **options) -> TapResource:
     """The /tap resource tree over ``database`` (gateway.store.db.Database). ``base_url``: the public URL of
     /tap (default: from each request's Host header); ``workdir``: where async results go (default: a temporary
-    directory, removed at stop). ``options``: catalog, sync_threads."""
+    directory, removed at stop). ``options``: catalog."""
     return RootResource(TapService(database, reactor, settings, base_url, workdir, **options))

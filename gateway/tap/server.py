@@ -31,7 +31,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workdir", default=None, help="directory for async results (default: a temporary one)")
     for f in dataclasses.fields(TapSettings):
         names = [f"--{f.name.replace('_', '-')}"] + ALIASES.get(f.name, [])
-        if isinstance(f.default, bool):
+        if isinstance(f.default, tuple):
+            parser.add_argument(*names, dest=f.name, default=list(f.default), action="append", help=f"[tap] {f.name} "
+                                "(repeat for more)")
+        elif isinstance(f.default, bool):
             parser.add_argument(*names, dest=f.name, default=f.default, action=argparse.BooleanOptionalAction,
                                 help=f"[tap] {f.name}")
         else:
@@ -43,7 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
-    settings = TapSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TapSettings)})
+    settings = TapSettings(**{f.name: tuple(getattr(args, f.name)) if isinstance(f.default, tuple)
+                              else getattr(args, f.name) for f in dataclasses.fields(TapSettings)})
     database = Database(args.db, reactor)
     site = http_site(Store(database), database, reactor, args.public_url, settings, args.workdir)
     endpoint = endpoints.serverFromString(reactor, args.listen)

@@ -11,6 +11,11 @@ class TapSettings:
 
     #: seconds a synchronous query may run before it is cancelled
     sync_timeout: float = 60.0
+    #: sync queries running at once, overall and per client address (running and waiting), and how many may
+    #: wait for a slot (the wait counts in sync_timeout); beyond: HTTP 503 with Retry-After
+    sync_max_running: int = 4
+    sync_max_per_client: int = 2
+    sync_max_queued: int = 16
     #: seconds a sync client may read nothing of a result before it is disconnected
     stall_timeout: float = 300.0
     #: seconds: default EXECUTIONDURATION of async jobs, and the longest one may ask for
@@ -22,8 +27,10 @@ class TapSettings:
     #: largest TAP_UPLOAD table accepted (bytes, rows)
     upload_max_bytes: int = 33_554_432
     upload_max_rows: int = 1_000_000
-    #: UPLOAD=name,http://... fetches the table (TAP 1.1 requires it); False: inline uploads only
-    http_uploads: bool = True
+    #: UPLOAD=name,http://... makes the server fetch the table; off by default (the server would fetch from
+    #: wherever a client says); when on, only from public addresses, or the hosts/networks listed here
+    http_uploads: bool = False
+    upload_allow_hosts: tuple[str, ...] = ()
     #: async jobs kept at most, and running at once
     max_jobs: int = 1000
     max_running: int = 2

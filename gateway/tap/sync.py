@@ -130,11 +130,19 @@ class SyncResource(TapResource):
         check_lang(values)
         spec = QuerySpec(values["query"], values.get("responseformat") or values.get("format"),
                          service.runner.parse_maxrec(values.get("maxrec")),
-                         resolve_uploads(values.get("upload"), parts))
+                         resolve_uploads(values.get("upload"), parts), service.base(request) + "/links")
+        ticket = service.sync_admission.enter(client_address(request))  # QueryError 503 when at a limit
         cancel = Cancel()
         sink = RequestSink(request, service.reactor, cancel, service.settings.stall_timeout)
-        d = threads.deferToThreadPool(service.reactor, service.sync_pool, service.runner.run, spec, sink, cancel,
-                                      service.settings.sync_timeout)
+        # the place is free once the response is out or the client has gone (while waiting too), and at the
+        # latest when the query's thread is done: a client's next query must not find its previous one counted
+        request.notifyFinish().addBoth(lambda _: service.sync_admission.leave(ticket))
+
+        def run(ticket):
+            d = threads.deferToThreadPool(service.reactor, service.sync_pool, service.runner.run, spec, sink, cancel,
+                                          ticket.remaining, ticket.timeout - ticket.remaining)
+            d.addBoth(lambda result: (service.sync_admission.leave(ticket), result)[1])
+            return d
 
         def failed(failure):
             if sink.started or sink.gone:
@@ -142,11 +150,17 @@ class SyncResource(TapResource):
                     log.failure("sync query failed after the response started", failure)
                 return
             if failure.check(QueryError):
-                body = send_error(request, failure.value.message, failure.value.status)
+                error = failure.value
+                body = send_error(request, error.message, error.status, error.retry_after)
             else:
                 log.failure("sync query failed", failure)
                 body = send_error(request, f"internal error: {failure.getErrorMessage()}", 500)
             request.write(body)
             request.finish()
-        d.addErrback(failed)
+        ticket.ready.addCallback(run).addErrback(failed)
         return NOT_DONE_YET
+
+
+def client_address(request) -> str:
+    """The address a request came from (what the per-client limit counts)."""
+    return getattr(request.getClientAddress(), "host", None) or "unknown"

@@ -1,4 +1,5 @@
-"""Result writers: VOTable 1.4 (BINARY2, TABLEDATA), CSV, TSV, JSON, written batch by batch.
+"""Result writers: VOTable 1.4 (BINARY2, TABLEDATA) here, CSV, TSV, JSON in :mod:`.textformats`, written batch
+by batch.
 
 Each writer turns (columns, batches of row tuples) into bytes incrementally: ``header(columns)``, then
 ``rows(batch)`` per batch, then ``footer(overflow, error)``. Nothing holds the whole result, so memory stays flat
@@ -13,14 +14,13 @@ QUERY_STATUS is ERROR with the message as its text.
 from __future__ import annotations
 
 import base64
-import csv
 import datetime
 import decimal
 import gc
 import io
-import json
 import math
 import random
+import re
 import time
 import tracemalloc
 from dataclasses import replace
@@ -31,10 +31,14 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 
 from gateway.store.schema import DIASOURCE
-from gateway.tap.catalog import Catalog, ColumnMeta
+from gateway.tap.catalog import FRAMES, Catalog, ColumnMeta
+from gateway.tap.links import service_descriptor
+from gateway.tap.textformats import CSVWriter, JSONWriter, TSVWriter, as_numbers, as_text
 
 VOTABLE_NS = "http://www.ivoa.net/xml/VOTable/v1.3"
 
+#: XML ID of each frame's COOSYS/TIMESYS element
+FRAME_IDS = {frame: f"{element.lower()}_{frame}" for frame, (element, _) in FRAMES.items()}
 #: VOTable datatype -> big-endian numpy type for BINARY2
 NUMPY_TYPES = {"long": ">i8", "int": ">i4", "short": ">i2", "double": ">f8", "float": ">f4", "boolean": "S1"}
 
@@ -48,6 +52,10 @@ def resolve_types(columns: list[ColumnMeta], batch: list[tuple]) -> list[ColumnM
     non-null value in ``batch`` (SQLite results carry no declared types)."""
     out = []
     for i, c in enumerate(columns):
+        if c.datatype == "char" and c.xtype is None and any(type(row[i]) is str and not row[i].isascii()
+                                                            for row in batch):
+            out.append(replace(c, datatype="unicodeChar"))  # VOTable char is ASCII (1.4, 1.5)
+            continue
         if c.datatype is not None:
             out.append(c)
             continue
@@ -62,20 +70,11 @@ def resolve_types(columns: list[ColumnMeta], batch: list[tuple]) -> list[ColumnM
             out.append(replace(c, datatype="unsignedByte", arraysize="*"))
         elif isinstance(value, datetime.datetime):
             out.append(replace(c, datatype="char", arraysize="*", xtype="timestamp"))
+        elif isinstance(value, str) and any(type(row[i]) is str and not row[i].isascii() for row in batch):
+            out.append(replace(c, datatype="unicodeChar", arraysize="*"))
         else:
             out.append(replace(c, datatype="char", arraysize="*"))
     return out
-
-
-def _text(value) -> str:
-    """A non-numeric value as text (timestamps ISO 8601 without a zone, as DALI wants)."""
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-        return value.isoformat()
-    if isinstance(value, (bytes, memoryview)):
-        return " ".join(str(b) for b in bytes(value))
-    return str(value)
 
 
 def _field_xml(c: ColumnMeta, index: int) -> str:
@@ -88,6 +87,8 @@ def _field_xml(c: ColumnMeta, index: int) -> str:
         attrs.append(f"unit={quoteattr(c.unit)}")
     if c.ucd:
         attrs.append(f"ucd={quoteattr(c.ucd)}")
+    if c.frame in FRAMES:
+        attrs.append(f'ref="{FRAME_IDS[c.frame]}"')
     body = f"<DESCRIPTION>{escape(c.description)}</DESCRIPTION>" if c.description else ""
     return f"<FIELD {' '.join(attrs)}>{body}</FIELD>" if body else f"<FIELD {' '.join(attrs)}/>"
 
@@ -101,6 +102,19 @@ def _document_start(infos: list[tuple[str, str, str]]) -> str:
     return head
 
 
+def _systems(columns: list[ColumnMeta]) -> str:
+    """The COOSYS and TIMESYS elements the FIELDs of ``columns`` refer to (``ref``; only those: an element no
+    FIELD refers to says nothing), after a results RESOURCE's INFOs."""
+    out = ""
+    used = {c.frame for c in columns}
+    for frame, (element, attrs) in FRAMES.items():
+        if frame not in used:
+            continue
+        out += f'<{element} ID="{FRAME_IDS[frame]}" ' + " ".join(f"{k}={quoteattr(v)}" for k, v in attrs.items())
+        out += "/>\n"
+    return out
+
+
 def error_document(message: str) -> bytes:
     """The VOTable a TAP service answers with when a query fails (DALI): QUERY_STATUS ERROR and the message."""
     return (_document_start([("QUERY_STATUS", "ERROR", message)]) + "</RESOURCE>\n</VOTABLE>\n").encode("utf-8")
@@ -112,12 +126,14 @@ class VOTableWriter:
 
     def __init__(self, infos: Iterable[tuple[str, str, str]] = ()):
         self.infos = list(infos)
+        #: the DataLink {links} URL: a result with an alert-id column gets a service descriptor for it
+        self.links_url: Optional[str] = None
         self.columns: list[ColumnMeta] = []
         self._pending = b""  # BINARY2 bytes not yet base64-encoded (kept to a multiple of 3 across batches)
 
     def header(self, columns: list[ColumnMeta]) -> bytes:
         self.columns = columns
-        text = _document_start([("QUERY_STATUS", "OK", "")] + self.infos) + "<TABLE>\n"
+        text = _document_start([("QUERY_STATUS", "OK", "")] + self.infos) + _systems(columns) + "<TABLE>\n"
         text += "\n".join(_field_xml(c, i) for i, c in enumerate(columns)) + "\n"
         text += '<DATA><BINARY2><STREAM encoding="base64">\n' if self.serialization == "BINARY2" \
             else "<DATA><TABLEDATA>\n"
@@ -144,7 +160,10 @@ class VOTableWriter:
             text += f'<INFO name="QUERY_STATUS" value="ERROR">{escape(error)}</INFO>\n'
         elif overflow:
             text += '<INFO name="QUERY_STATUS" value="OVERFLOW">result truncated at MAXREC rows</INFO>\n'
-        return (text + "</RESOURCE>\n</VOTABLE>\n").encode("utf-8")
+        text += "</RESOURCE>\n"
+        if self.links_url:
+            text += service_descriptor(self.links_url, [i for i, c in enumerate(self.columns) if c.alert_id])
+        return (text + "</VOTABLE>\n").encode("utf-8")
 
 
 class TableDataWriter(VOTableWriter):
@@ -172,7 +191,13 @@ def binary2_rows(columns: list[ColumnMeta], batch: list[tuple]) -> bytes:
 
     for i, (c, col) in enumerate(zip(columns, values)):
         dtype = NUMPY_TYPES.get(c.datatype) if not c.arraysize else None
-        if dtype is not None and c.datatype in ("double", "float"):
+        if c.datatype == "double" and c.arraysize and c.arraysize.isdigit():  # a fixed array: DALI point, circle
+            width = int(c.arraysize)
+            nan = (math.nan,) * width
+            array = np.array([nan if v is None else v for v in col], dtype=np.float64).reshape(n, width)
+            masks[:, i] = [v is None for v in col]
+            fixed.append((f"c{i}", (">f8", (width,)), array))
+        elif dtype is not None and c.datatype in ("double", "float"):
             try:
                 array = np.array(col, dtype=np.float64)  # None -> NaN
             except (TypeError, ValueError):
@@ -189,13 +214,18 @@ def binary2_rows(columns: list[ColumnMeta], batch: list[tuple]) -> bytes:
             fixed.append((f"c{i}", dtype, array))
         else:
             flush_fixed()
-            # variable length: a 4-byte big-endian length segment, then the bytes (b"" for NULL)
-            encoded = [v.encode("utf-8") if type(v) is str else b"" if v is None else _bytes(v) for v in col]
-            if c.datatype == "char" and not all(map(bytes.isascii, encoded)):
-                # VOTable char is ASCII (astropy refuses anything else): non-ASCII becomes '?' here; the
-                # TABLEDATA, CSV, TSV and JSON formats carry the exact UTF-8 text
-                encoded = [b.decode("utf-8").encode("ascii", "replace") if not b.isascii() else b for b in encoded]
-            lengths = np.fromiter(map(len, encoded), dtype=np.uint32, count=n).astype(">u4")
+            # variable length: a 4-byte big-endian length segment (in characters), then the bytes (b"" for NULL)
+            if c.datatype == "unicodeChar":  # UCS-2: two bytes a character
+                encoded = [b"" if v is None else _ucs2(v if type(v) is str else as_text(v)) for v in col]
+                lengths = np.fromiter((len(b) // 2 for b in encoded), dtype=np.uint32, count=n).astype(">u4")
+            else:
+                encoded = [v.encode("utf-8") if type(v) is str else b"" if v is None else _bytes(v) for v in col]
+                if c.datatype == "char" and not all(map(bytes.isascii, encoded)):
+                    # VOTable char is ASCII (astropy refuses anything else): a non-ASCII character in a column
+                    # declared char (its first batch was ASCII) becomes '?' here, as DaCHS does
+                    encoded = [b.decode("utf-8").encode("ascii", "replace") if not b.isascii() else b
+                               for b in encoded]
+                lengths = np.fromiter(map(len, encoded), dtype=np.uint32, count=n).astype(">u4")
             masks[:, i] = [v is None for v in col]
             segments.append(lengths.view(np.dtype((np.void, 4))).tolist())
             segments.append(encoded)
@@ -207,8 +237,19 @@ def binary2_rows(columns: list[ColumnMeta], batch: list[tuple]) -> bytes:
     return b"".join(chain.from_iterable(zip(flag_bytes, *segments)))
 
 
+#: characters beyond the Basic Multilingual Plane, which UCS-2 (VOTable unicodeChar) cannot carry
+_BEYOND_BMP = re.compile("[\U00010000-\U0010FFFF]")
+
+
+def _ucs2(text: str) -> bytes:
+    """``text`` as VOTable unicodeChar bytes (UCS-2, big-endian); characters beyond the BMP become U+FFFD."""
+    if not text.isascii() and _BEYOND_BMP.search(text):
+        text = _BEYOND_BMP.sub("\ufffd", text)
+    return text.encode("utf-16-be")
+
+
 def _bytes(v) -> bytes:
-    return bytes(v) if isinstance(v, (bytes, memoryview)) else _text(v).encode("utf-8")
+    return bytes(v) if isinstance(v, (bytes, memoryview)) else as_text(v).encode("utf-8")
 
 
 def _float(v) -> float:
@@ -230,76 +271,13 @@ def _td(value, c: ColumnMeta) -> str:
         return f"<TD>{value}</TD>"
     if isinstance(value, decimal.Decimal):
         return f"<TD>{float(value)!r}</TD>"
-    return f"<TD>{escape(_text(value))}</TD>"
+    if isinstance(value, tuple):  # a fixed array (DALI point, circle): numbers separated by blanks
+        return f"<TD>{as_numbers(value)}</TD>"
+    return f"<TD>{escape(as_text(value))}</TD>"
 
 
 def tabledata_rows(columns: list[ColumnMeta], batch: list[tuple]) -> str:
     return "".join("<TR>" + "".join(_td(v, c) for v, c in zip(row, columns)) + "</TR>\n" for row in batch)
-
-
-class CSVWriter:
-    content_type = "text/csv; charset=utf-8"
-    delimiter = ","
-
-    def header(self, columns: list[ColumnMeta]) -> bytes:
-        self.columns = columns
-        return self._lines([[c.name for c in columns]])
-
-    def _lines(self, rows) -> bytes:
-        out = io.StringIO()
-        writer = csv.writer(out, delimiter=self.delimiter, lineterminator="\r\n" if self.delimiter == "," else "\n")
-        writer.writerows(rows)
-        return out.getvalue().encode("utf-8")
-
-    def rows(self, batch: list[tuple]) -> bytes:
-        return self._lines([["" if v is None else (repr(v) if isinstance(v, float) else _text(v)) for v in row]
-                            for row in batch])
-
-    def footer(self, overflow: bool = False, error: Optional[str] = None) -> bytes:
-        return b""
-
-
-class TSVWriter(CSVWriter):
-    content_type = "text/tab-separated-values; charset=utf-8"
-    delimiter = "\t"
-
-
-class JSONWriter:
-    """``{"metadata": [...], "data": [[...], ...], "overflow": bool}``; NaN becomes null."""
-    content_type = "application/json"
-
-    def header(self, columns: list[ColumnMeta]) -> bytes:
-        self.columns = columns
-        self._first = True
-        meta = [{k: v for k, v in (("name", c.name), ("datatype", c.datatype), ("arraysize", c.arraysize),
-                                   ("xtype", c.xtype), ("unit", c.unit), ("ucd", c.ucd),
-                                   ("description", c.description)) if v is not None} for c in columns]
-        return ('{"metadata": ' + json.dumps(meta) + ', "data": [\n').encode("utf-8")
-
-    def rows(self, batch: list[tuple]) -> bytes:
-        text = ",\n".join(json.dumps([_json(v) for v in row]) for row in batch)
-        if not text:
-            return b""
-        if not self._first:
-            text = ",\n" + text
-        self._first = False
-        return text.encode("utf-8")
-
-    def footer(self, overflow: bool = False, error: Optional[str] = None) -> bytes:
-        tail = {"overflow": overflow}
-        if error is not None:
-            tail["error"] = error
-        return ("\n], " + json.dumps(tail)[1:] + "\n").encode("utf-8")
-
-
-def _json(v):
-    if v is None or isinstance(v, (int, str)):
-        return v
-    if isinstance(v, float):
-        return None if math.isnan(v) or math.isinf(v) else v
-    if isinstance(v, decimal.Decimal):
-        return float(v)
-    return _text(v)
 
 
 FORMATS = {

@@ -304,3 +304,26 @@ def test_an_alert_db_made_with_the_rtree_loses_it_and_keeps_its_rows(tmp_path):
         assert "diasource_sky" not in names and "diasource_sky_insert" not in names and "diasource_zones" in names
     finally:
         database.stop()
+
+
+def test_every_mjd_column_is_tai_whatever_the_survey():
+    """ZTF publishes UTC, Rubin TAI: the rows hold TAI for both (ZTF + 37 s since 2017, Rubin as shipped)."""
+    from gateway.store.rows import alert_rows
+    from gateway.times import utc_to_tai
+
+    by_survey = {}
+    for event in EVENTS:
+        by_survey.setdefault(event.alert.survey, event)
+    assert set(by_survey) == {"rubin", "ztf"}
+    for survey, event in by_survey.items():
+        det = fields.detection(event.alert)
+        rows = alert_rows(event)
+        expected = utc_to_tai(det.mjd) if survey == "ztf" else det.mjd
+        if survey == "ztf":
+            assert det.time_scale == "utc" and expected - det.mjd == pytest.approx(37 / 86400, abs=1e-9)
+        else:
+            assert det.time_scale == "tai"
+        assert rows.alert[0][8] == pytest.approx(expected, abs=1e-9)
+        assert rows.diasource[0][7] == pytest.approx(expected, abs=1e-9)
+        first, last = rows.diaobject[0][4], rows.diaobject[0][5]
+        assert first <= expected <= last

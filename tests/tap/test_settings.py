@@ -2,15 +2,15 @@
 
 import dataclasses
 
-from gateway.config import defaults
+from gateway.config import defaults, frozen
 from gateway.tap.settings import TapSettings
 
 
 def test_config_defaults_are_the_tap_settings_defaults():
-    assert defaults()["tap"] == dataclasses.asdict(TapSettings())
+    assert {name: frozen(value) for name, value in defaults()["tap"].items()} == dataclasses.asdict(TapSettings())
 
 
 def test_default_types_match():
-    documented = defaults()["tap"]
+    documented = {name: frozen(value) for name, value in defaults()["tap"].items()}
     assert {name: type(value) for name, value in dataclasses.asdict(TapSettings()).items()} == {
         name: type(value) for name, value in documented.items()}

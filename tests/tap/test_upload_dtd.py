@@ -2,7 +2,8 @@
 
 import pytest
 
-from gateway.tap.query import QueryError, parse_upload
+from gateway.tap.errors import QueryError
+from gateway.tap.uploads import parse_upload
 from gateway.tap.settings import TapSettings
 
 VOTABLE = """<?xml version="1.0" encoding="UTF-8"?>{doctype}

@@ -1,9 +1,10 @@
-"""The geometry rewrite: CONTAINS, INTERSECTS, DISTANCE, COORD1/2 and COORDSYS become plain SQL predicates and
-values, spelled by the backend's dialect (q3c on PostgreSQL; the R*Tree plus exact tests on SQLite).
+"""The geometry rewrite: CONTAINS, INTERSECTS, DISTANCE, COORD1/2, COORDSYS, AREA and CENTROID become plain SQL
+predicates and values, spelled by the backend's dialect (q3c on PostgreSQL; the R*Tree plus exact tests on SQLite).
 
 POINT, CIRCLE, BOX and POLYGON are read into :class:`Point`, :class:`Circle` and :class:`Polygon` (BOX as the
-polygon through its four corners, with great-circle edges); they exist only inside the functions above. Degrees
-throughout, ICRS only.
+polygon through its four corners, with great-circle edges). In the outer select list a POINT, CIRCLE or CENTROID
+is returned as a value (DALI ``point``: double[2], ``circle``: double[3]): :meth:`GeometryRewriter.values`
+turns it into its 2 or 3 numbers as SQL columns, which the runner puts back together. Degrees throughout, ICRS.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Optional
 
 from sqlglot import exp
 
+from gateway.sky import unit_vector
 from gateway.tap.adql.parse import AdqlError, describe, position
+from gateway.tap.catalog import ColumnMeta
 
 COORD_SYSTEMS = {"", "ICRS", "ICRS GEOCENTER", "ICRS TOPOCENTER", "ICRS BARYCENTER", "UNKNOWNFRAME"}
 
@@ -70,6 +73,40 @@ def call(name: str, *args: exp.Expression) -> exp.Expression:
     return exp.Anonymous(this=name, expressions=list(args))
 
 
+_SQ_DEG_PER_SR = (180.0 / math.pi) ** 2
+
+
+def _triangles(vertices: list[tuple[float, float]]):
+    """(unit vectors a, b, c; signed solid angle in sr) of the fan of triangles from the first vertex."""
+    vs = [unit_vector(*v) for v in vertices]
+    for b, c in zip(vs[1:-1], vs[2:]):
+        a = vs[0]
+        triple = (a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0])
+                  + a[2] * (b[0] * c[1] - b[1] * c[0]))
+        dots = sum(p * q for p, q in zip(a, b)) + sum(p * q for p, q in zip(b, c)) + sum(p * q for p, q in zip(c, a))
+        yield a, b, c, 2.0 * math.atan2(triple, 1.0 + dots)  # Van Oosterom & Strackee
+
+
+def polygon_area(vertices: list[tuple[float, float]]) -> float:
+    """Area (deg^2) of a spherical polygon with great-circle edges, vertices (ra, dec) in deg, either order."""
+    return abs(sum(t[3] for t in _triangles(vertices))) * _SQ_DEG_PER_SR
+
+
+def polygon_centroid(vertices: list[tuple[float, float]]) -> tuple[float, float]:
+    """(ra, dec) deg of the area-weighted centroid of a spherical polygon."""
+    x = y = z = 0.0
+    for a, b, c, area in _triangles(vertices):
+        x, y, z = x + area * (a[0] + b[0] + c[0]), y + area * (a[1] + b[1] + c[1]), z + area * (a[2] + b[2] + c[2])
+    norm = math.sqrt(x * x + y * y + z * z)
+    if norm == 0.0:
+        raise AdqlError("CENTROID of a polygon without area is not defined")
+    return math.degrees(math.atan2(y, x)) % 360.0, math.degrees(math.asin(max(-1.0, min(1.0, z / norm))))
+
+
+#: geometries that may be select-list values: DALI xtype and how many numbers
+GEOMETRY_VALUES = {Point: ("point", 2), Circle: ("circle", 3)}
+
+
 def is_predicate(node) -> bool:
     """CONTAINS(...) or INTERSECTS(...)."""
     return isinstance(node, exp.Contains) or (isinstance(node, exp.Anonymous) and node.name.upper() == "INTERSECTS")
@@ -96,6 +133,14 @@ class GeometryRewriter:
                 if system not in COORD_SYSTEMS:
                     self.fail(f"coordinate system '{args[0].this}' is not supported: use 'ICRS' (or '')", node)
                 args = args[1:]
+        if name == "CENTROID":
+            g = self.geometry(args[0]) if len(args) == 1 else self.fail("CENTROID takes one geometry", node)
+            if isinstance(g, Circle):
+                return Point(g.ra, g.dec)
+            if isinstance(g, Polygon):
+                ra, dec = polygon_centroid(g.vertices)
+                return Point(number(ra), number(dec))
+            return g
         if name == "POINT":
             if len(args) != 2:
                 self.fail("POINT takes (coordsys, ra, dec)", node)
@@ -192,7 +237,42 @@ class GeometryRewriter:
             return (p.ra if name == "COORD1" else p.dec).copy()
         if name == "COORDSYS":
             return exp.Literal.string("ICRS")
+        if name == "AREA":  # square degrees
+            g = self.geometry(node.expressions[0]) if len(node.expressions) == 1 else None
+            if isinstance(g, Point):
+                return number(0.0)
+            if isinstance(g, Polygon):
+                return number(polygon_area(g.vertices))
+            if isinstance(g, Circle):
+                radius = constant_value(g.radius)
+                if radius is not None:
+                    return number(2 * math.pi * (1 - math.cos(math.radians(radius))) * _SQ_DEG_PER_SR)
+                cap = exp.Sub(this=exp.Literal.number(1), expression=call("cos", call("radians", g.radius.copy())))
+                return exp.paren(exp.Mul(this=number(2 * math.pi * _SQ_DEG_PER_SR), expression=exp.paren(cap)))
+            self.fail("AREA takes one geometry (POINT, CIRCLE, BOX or POLYGON)", node)
         return node
+
+    def values(self, select: exp.Select, columns: list[ColumnMeta]) -> list[ColumnMeta]:
+        """POINT, CIRCLE and CENTROID in ``select``'s list turned into their numbers (ra, dec[, radius]) as SQL
+        columns; returns ``columns`` with those result columns as DALI point/circle arrays of their width."""
+        out = list(columns)
+        for i, projection in reversed(list(enumerate(select.expressions))):
+            inner = projection.this if isinstance(projection, exp.Alias) else projection
+            if not (isinstance(inner, exp.Anonymous) and inner.name.upper() in ("POINT", "CIRCLE", "CENTROID")):
+                continue
+            g = self.geometry(inner)
+            if type(g) not in GEOMETRY_VALUES:
+                self.fail(f"a {type(g).__name__.upper()} cannot be returned as a value; POINT and CIRCLE can", inner)
+            xtype, width = GEOMETRY_VALUES[type(g)]
+            name = out[i].name
+            parts = [g.ra, g.dec] + ([g.radius] if isinstance(g, Circle) else [])
+            items = [exp.Alias(this=exp.paren(p.copy()), alias=exp.to_identifier(f"{name}__{k}", quoted=True))
+                     for k, p in enumerate(parts)]
+            select.set("expressions", select.expressions[:i] + items + select.expressions[i + 1:])
+            out[i] = ColumnMeta(name, "double", str(width), xtype, "deg", "pos.eq" if xtype == "point" else None,
+                                f"{xtype.upper()} (ICRS, deg): " + ("ra dec" if width == 2 else "ra dec radius"),
+                                frame="icrs")
+        return out
 
     def rewrite(self, tree: exp.Expression) -> exp.Expression:
         """``tree`` with all its geometry rewritten; AdqlError for geometry used where it cannot be."""
@@ -208,7 +288,7 @@ class GeometryRewriter:
 
         tree = tree.transform(transform, copy=False)
         for node in tree.find_all(exp.Anonymous):
-            if node.name.upper() in ("POINT", "CIRCLE", "BOX", "POLYGON", "INTERSECTS"):
-                self.fail(f"{node.name.upper()} can only be used inside CONTAINS, INTERSECTS, DISTANCE or "
-                          "COORD1/COORD2 here (geometry columns are not returned)", node)
+            if node.name.upper() in ("POINT", "CIRCLE", "BOX", "POLYGON", "INTERSECTS", "CENTROID"):
+                self.fail(f"{node.name.upper()} can only be used inside CONTAINS, INTERSECTS, DISTANCE, AREA, "
+                          "CENTROID or COORD1/COORD2, or as a POINT or CIRCLE value in the outer select list", node)
         return tree

@@ -16,10 +16,13 @@ class AdqlError(ValueError):
 
 
 class ADQL(Dialect):
-    """Standard SQL plus ``SELECT TOP n`` (LOG(x), the natural logarithm in ADQL, is mapped to LN later)."""
+    """Standard SQL plus ``SELECT TOP n`` and hexadecimal literals ``0x2F`` (LOG(x), the natural logarithm in
+    ADQL, is mapped to LN later). Hexadecimal literals were in the ADQL 2.1 proposals (PR-20180112 section 2.2.10)
+    and left out of the 2.1 REC; read as numbers here, because any other reading (``0 AS xff``) is silently wrong."""
 
     class Tokenizer(tokens.Tokenizer):
         KEYWORDS = {**tokens.Tokenizer.KEYWORDS, "TOP": tokens.TokenType.TOP}
+        HEX_STRINGS = [("0x", ""), ("0X", "")]
 
 
 # Node types a translated ADQL query may contain; everything else (DDL, DML, PRAGMA, window functions, ...) is refused.
@@ -33,12 +36,13 @@ ALLOWED_NODES = {
     exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max,
     exp.Abs, exp.Ceil, exp.Floor, exp.Exp, exp.Ln, exp.Log, exp.Pow, exp.Sqrt, exp.Round, exp.Trunc, exp.Rand,
     exp.Pi, exp.Sin, exp.Cos, exp.Tan, exp.Cot, exp.Asin, exp.Acos, exp.Atan, exp.Atan2, exp.Degrees, exp.Radians,
-    exp.Upper, exp.Lower, exp.Contains, exp.Anonymous, exp.Var,
+    exp.Upper, exp.Lower, exp.Contains, exp.Anonymous, exp.Var, exp.With, exp.CTE,
     exp.Concat,  # only from adjacent string literals ('a' 'b'), as ADQL allows
 }
 # ADQL functions sqlglot does not know as such (exp.Anonymous), by upper-case name
-GEOMETRY_FUNCTIONS = {"POINT", "CIRCLE", "BOX", "POLYGON", "INTERSECTS", "DISTANCE", "COORD1", "COORD2", "COORDSYS"}
-ALLOWED_ANONYMOUS = GEOMETRY_FUNCTIONS | {"LOG10", "TRUNCATE"}
+GEOMETRY_FUNCTIONS = {"POINT", "CIRCLE", "BOX", "POLYGON", "INTERSECTS", "DISTANCE", "COORD1", "COORD2", "COORDSYS",
+                      "AREA", "CENTROID"}
+ALLOWED_ANONYMOUS = GEOMETRY_FUNCTIONS | {"LOG10", "TRUNCATE", "IN_UNIT"}
 CAST_TYPES = {exp.DataType.Type.INT, exp.DataType.Type.SMALLINT, exp.DataType.Type.BIGINT, exp.DataType.Type.FLOAT,
               exp.DataType.Type.DOUBLE, exp.DataType.Type.CHAR, exp.DataType.Type.VARCHAR,
               exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TEXT}
@@ -73,7 +77,7 @@ def parse(adql: str) -> exp.Expression:
         raise AdqlError(f"QUERY is {len(adql):,} characters long; the limit is {MAX_QUERY_LENGTH:,} (upload long "
                         "lists of values as a table with UPLOAD instead)")
     first_word = (re.sub(r"^(\s|\(|--[^\n]*(\n|$))+", "", adql).split(None, 1) or [""])[0].rstrip(";").upper()
-    if first_word != "SELECT":
+    if first_word not in ("SELECT", "WITH"):
         if first_word.isalpha():
             raise AdqlError(f"only SELECT queries are allowed here; this starts with {first_word}. Nothing was run "
                             "and nothing can be written.")
@@ -86,8 +90,9 @@ def parse(adql: str) -> exp.Expression:
         where = f" at line {first.get('line')}, column {first.get('col')}" if first.get("line") else ""
         raise AdqlError(f"ADQL syntax error{where}" + (f" near '{near}'" if near else "") + ": "
                         + (first.get("description") or str(e)).lower()) from None
-    except SqlglotError as e:  # tokenizer errors (unterminated string, ...)
-        raise AdqlError(f"ADQL syntax error: {e}") from None
+    except SqlglotError:  # tokenizer errors: sqlglot's text quotes the whole query over several lines
+        raise AdqlError("ADQL syntax error: a string ('...') or quoted name (\"...\") is not closed, or the "
+                        "query has a character ADQL does not use") from None
     if len(statements) != 1:
         raise AdqlError(f"QUERY must be exactly one SELECT statement; found {len(statements)} statements "
                         "(separated by ';'). Only queries run here: nothing can be written.")
@@ -95,6 +100,12 @@ def parse(adql: str) -> exp.Expression:
     if not isinstance(tree, (exp.Select, exp.Union, exp.Intersect, exp.Except)):
         raise AdqlError(f"only SELECT queries are allowed here; this is {tree.key.upper()}, which would change "
                         "or inspect the database. Nothing was run.")
+    for hexadecimal in list(tree.find_all(exp.HexString)):
+        try:
+            hexadecimal.replace(exp.Literal.number(int(hexadecimal.this, 16)))
+        except ValueError:
+            raise AdqlError(f"'0x{hexadecimal.this}' is not a hexadecimal number{position(hexadecimal, adql)}"
+                            ) from None
     return tree
 
 
@@ -109,8 +120,8 @@ def check_allowed(tree: exp.Expression, adql: str) -> None:
         if isinstance(node, exp.DataType) and node.this not in CAST_TYPES:
             raise AdqlError(f"CAST to {node.sql()} is not supported; use INTEGER, SMALLINT, BIGINT, REAL, "
                             "DOUBLE PRECISION, CHAR, VARCHAR or TIMESTAMP")
-        if isinstance(node, exp.Select) and node.args.get("with_"):
-            raise AdqlError("WITH is not part of ADQL 2.0")
+        if isinstance(node, exp.With) and (node.args.get("recursive") or node.parent is not tree):
+            raise AdqlError("WITH is allowed once, at the start of the query, and not RECURSIVE (ADQL 2.1)")
         if (isinstance(node, exp.Join) and node.args.get("kind")
                 and node.kind.upper() not in ("INNER", "OUTER", "CROSS")):
             raise AdqlError(f"{node.kind.upper()} JOIN is not supported")

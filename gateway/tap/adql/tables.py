@@ -15,6 +15,7 @@ from sqlglot.schema import MappingSchema
 
 from gateway.tap.adql.geometry import is_predicate
 from gateway.tap.adql.parse import ADQL, AdqlError, position
+from gateway.tap.adql.units import in_unit_column
 from gateway.tap.catalog import Catalog, ColumnMeta, TableMeta, result_column
 
 #: sqlglot type of a computed result column -> (VOTable datatype, arraysize, xtype)
@@ -28,8 +29,12 @@ INFERRED_TYPES = {
 
 
 def resolve_tables(tree: exp.Expression, catalog: Catalog, adql: str) -> None:
-    """Qualify every table with its schema (and give it its own name as alias); unknown ones -> AdqlError."""
+    """Qualify every table with its schema (and give it its own name as alias); unknown ones -> AdqlError. A name
+    the query's WITH defines is that common table."""
+    common = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     for table in tree.find_all(exp.Table):
+        if not table.db and table.name.lower() in common:
+            continue
         if table.args.get("catalog"):
             raise AdqlError(f"table name {table.sql()} has too many parts; use schema.table")
         schema = table.db or None
@@ -42,6 +47,38 @@ def resolve_tables(tree: exp.Expression, catalog: Catalog, adql: str) -> None:
         table.set("this", exp.to_identifier(meta.name))
         if not table.alias:  # keep references like "TAP_SCHEMA.tables.table_name" resolvable
             table.set("alias", exp.TableAlias(this=exp.to_identifier(meta.name)))
+
+
+def default_name(node: exp.Expression) -> str:
+    """The name of a select-list item that has no alias, as DaCHS gives it: a column's name, a function's name in
+    lower case (``count``, ``max``, ``distance``), else ``expr``."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.Column):
+        return node.name
+    if isinstance(node, exp.Anonymous):
+        return node.name.lower()
+    if isinstance(node, exp.Func) and not isinstance(node, (exp.Case, exp.If)):
+        return type(node).sql_names()[0].lower()
+    return "expr"
+
+
+def name_columns(tree: exp.Expression) -> None:
+    """Give every unnamed select-list item of every SELECT its :func:`default_name`, made unique within its
+    SELECT by a suffix (``expr``, ``expr_2``, ...), so no result column is called ``_col_0``."""
+    for select in tree.find_all(exp.Select):
+        taken = {p.alias_or_name.lower() for p in select.expressions
+                 if isinstance(p, (exp.Alias, exp.Column)) and p.alias_or_name}
+        for projection in list(select.expressions):
+            if isinstance(projection, (exp.Alias, exp.Column, exp.Star)):
+                continue
+            base = default_name(projection)
+            name, n = base, 1
+            while name.lower() in taken:
+                n += 1
+                name = f"{base}_{n}"
+            taken.add(name.lower())
+            projection.replace(exp.Alias(this=projection.copy(), alias=exp.to_identifier(name)))
 
 
 def mapping_schema(catalog: Catalog) -> MappingSchema:
@@ -92,16 +129,36 @@ def _outer_select(tree: exp.Expression) -> exp.Select:
     return tree
 
 
-def result_columns(tree: exp.Expression, catalog: Catalog) -> list[ColumnMeta]:
-    """The result columns in order: catalog metadata for plain column references, else a type inferred from the
-    expression (datatype None: the writer decides from the values; SQLite columns have no fixed type)."""
-    select = _outer_select(tree)
+def _sources(select: exp.Select, catalog: Catalog, common: dict) -> dict[str, TableMeta]:
+    """Table alias -> TableMeta of what ``select`` reads from: published tables, and subqueries and common
+    tables (their result columns), so a column keeps its metadata through them."""
     aliases = {}
     for source in [select.args.get("from_")] + list(select.args.get("joins") or []):
-        if source is not None and isinstance(source.this, exp.Table):
-            meta = catalog.get(source.this.db, source.this.name)
+        if source is None:
+            continue
+        item = source.this
+        if isinstance(item, exp.Table):
+            meta = catalog.get(item.db, item.name) if item.db else common.get(item.name.lower())
+            if meta is None and not item.db:
+                meta = catalog.get(None, item.name)
             if meta is not None:
-                aliases[source.this.alias_or_name] = meta
+                aliases[item.alias_or_name] = meta
+        elif isinstance(item, exp.Subquery) and item.alias:
+            columns = tuple(result_columns(item.this, catalog, common))
+            aliases[item.alias] = TableMeta("", item.alias, "", columns)
+    return aliases
+
+
+def result_columns(tree: exp.Expression, catalog: Catalog, common: dict | None = None) -> list[ColumnMeta]:
+    """The result columns in order: catalog metadata for plain column references (through subqueries and common
+    tables too), else a type inferred from the expression (datatype None: the writer decides from the values;
+    SQLite columns have no fixed type)."""
+    common = dict(common or {})
+    for cte in (tree.args.get("with_").expressions if tree.args.get("with_") else []):
+        common[cte.alias_or_name.lower()] = TableMeta("", cte.alias_or_name, "",
+                                                      tuple(result_columns(cte.this, catalog, common)))
+    select = _outer_select(tree)
+    aliases = _sources(select, catalog, common)
     out = []
     for projection in select.expressions:
         name = projection.alias_or_name
@@ -112,13 +169,18 @@ def result_columns(tree: exp.Expression, catalog: Catalog) -> list[ColumnMeta]:
         if meta is not None:
             out.append(result_column(meta, name))
             continue
+        converted = in_unit_column(inner, aliases)
+        if converted is not None:
+            out.append(result_column(converted, name))
+            continue
         kind = inner.type.this.name if getattr(inner, "type", None) is not None else "UNKNOWN"
-        if isinstance(inner, exp.Anonymous) and inner.name.upper() in ("DISTANCE", "COORD1", "COORD2"):
-            kind = "DOUBLE"
+        unit = None
+        if isinstance(inner, exp.Anonymous) and inner.name.upper() in ("DISTANCE", "COORD1", "COORD2", "AREA"):
+            kind, unit = "DOUBLE", ("deg**2" if inner.name.upper() == "AREA" else "deg")
         elif is_predicate(inner):
             kind = "INT"
         datatype, arraysize, xtype = INFERRED_TYPES.get(kind, (None, None, None))
-        out.append(ColumnMeta(name, datatype, arraysize, xtype))
+        out.append(ColumnMeta(name, datatype, arraysize, xtype, unit))
     return out
 
 
@@ -171,3 +233,20 @@ def tap_schema_cte(catalog: Catalog, names: list[str], dialect) -> str:
             body = "VALUES " + ", ".join(values)
         parts.append(f'"tap_schema_{name}"({cols}) AS ({body})')
     return "WITH " + ", ".join(parts) + " "
+
+
+def column_lookup(tree: exp.Expression, catalog: Catalog):
+    """A function giving the catalog metadata of a qualified column of ``tree`` (through subqueries and common
+    tables), or None."""
+    common = {}
+    for cte in (tree.args.get("with_").expressions if tree.args.get("with_") else []):
+        common[cte.alias_or_name.lower()] = TableMeta("", cte.alias_or_name, "",
+                                                      tuple(result_columns(cte.this, catalog, common)))
+
+    def lookup(column: exp.Column):
+        select = column.find_ancestor(exp.Select)
+        if select is None:
+            return None
+        meta = _sources(select, catalog, common).get(column.table)
+        return meta.column(column.name) if meta is not None else None
+    return lookup
