@@ -6,8 +6,8 @@ It makes the visit itself (newest Rubin schema lsst-alert-packet ships; ``--prv`
 file), then, for each alert DB and worker count:
 
 * starts ``vogateway serve --watch`` on an empty state directory (its own process), with ``--subscribers`` acking
-  VTP subscribers attached (one more process: each answers authenticate, acks every event by IVORN, counts
-  distinct IVORNs and repeats);
+  VTP subscribers attached (processes of at most 25 connections: each answers authenticate, acks every event
+  by IVORN, counts distinct IVORNs and repeats);
 * moves the file into the watched directory (a rename: it arrives whole) and starts the clock;
 * stops the clock when the last alert is queryable over TAP (``SELECT COUNT(*) FROM gateway.alert`` on /tap/sync)
   and every subscriber holds every event.
@@ -164,6 +164,10 @@ def children(pid: int) -> list[int]:
         return []
 
 
+#: subscriber connections per subscriber process
+PER_PROCESS = 25
+
+
 def subscriber_worker(port: int, connections: int, expected: int, out: str) -> None:
     """``connections`` acking VTP subscribers; writes {"distinct", "repeats", "done_at"} per connection to ``out``."""
     from twisted.internet import defer, protocol, reactor, task
@@ -256,7 +260,8 @@ def serve_supports_workers() -> bool:
     return "--workers" in help_text
 
 
-def run_visit(visit: Path, alerts: int, db: str, workers, subscribers: int, workdir: Path) -> dict:
+def run_visit(visit: Path, alerts: int, db: str, workers, subscribers: int, workdir: Path,
+              buffer_mb: int = 0) -> dict:
     watch, state, staging = workdir / "watch", workdir / "state", workdir / "staging"
     for folder in (watch, state, staging):
         folder.mkdir(parents=True)
@@ -266,7 +271,9 @@ def run_visit(visit: Path, alerts: int, db: str, workers, subscribers: int, work
     if db == "postgresql":
         reset_postgres()
     config = workdir / "gateway.toml"
-    config.write_text("[sources]\nwatch_interval = 0.25\n[output]\ndirectory = \"\"\n")
+    config.write_text("[sources]\nwatch_interval = 0.25\n[output]\ndirectory = \"\"\n"
+                      + (f"[vtp]\nsubscriber_buffer_bytes = {buffer_mb * 1_000_000}\n"
+                         f"subscriber_buffer_events = {buffer_mb * 100}\n" if buffer_mb else ""))
     command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--source", str(watch), "--watch",
                "--db", url, "--http", f"127.0.0.1:{http}", "--broadcast", f"127.0.0.1:{broadcast}", "--receive", "",
                "--state-dir", str(state)]
@@ -274,15 +281,21 @@ def run_visit(visit: Path, alerts: int, db: str, workers, subscribers: int, work
         command += ["--workers", str(workers)]
     log = open(workdir / "gateway.log", "w")
     gateway = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    subs = None
+    procs = []
     try:
         wait_listening(http, gateway)
         wait_listening(broadcast, gateway)
-        out = str(workdir / "subscribers.json")
-        subs = subprocess.Popen([sys.executable, __file__, "--subscriber-worker", str(broadcast), str(subscribers),
-                                 str(alerts), out], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        if subs.stdout.readline().strip() != "ready":
-            raise RuntimeError("the subscribers did not start")
+        # at most PER_PROCESS connections per subscriber process: one Python process reading 100 streams of 13 kB
+        # events falls behind a gateway moving 700 alerts/s, and the broker rightly drops it as slow
+        outs, procs = [], []
+        for first in range(0, subscribers, PER_PROCESS):
+            outs.append(str(workdir / f"subscribers-{first}.json"))
+            procs.append(subprocess.Popen([sys.executable, __file__, "--subscriber-worker", str(broadcast),
+                                           str(min(PER_PROCESS, subscribers - first)), str(alerts), outs[-1]],
+                                          stdout=subprocess.PIPE, text=True, cwd=ROOT))
+        for subs in procs:
+            if subs.stdout.readline().strip() != "ready":
+                raise RuntimeError("the subscribers did not start")
         start = time.time()
         os.rename(staging / visit.name, watch / visit.name)
         queryable_at = None
@@ -295,8 +308,10 @@ def run_visit(visit: Path, alerts: int, db: str, workers, subscribers: int, work
                 raise RuntimeError("not all alerts queryable after 900 s")
             else:
                 time.sleep(0.1)
-        subs.wait(timeout=300)
-        held = json.loads(Path(out).read_text())
+        held = []
+        for subs, out in zip(procs, outs):
+            subs.wait(timeout=300)
+            held += json.loads(Path(out).read_text())
         rss = peak_rss_mb(gateway.pid)
         worker_rss = max((peak_rss_mb(pid) for pid in children(gateway.pid)), default=0.0)
         done = [s["done_at"] for s in held]
@@ -306,7 +321,7 @@ def run_visit(visit: Path, alerts: int, db: str, workers, subscribers: int, work
         return {"seconds": finished - start, "queryable_s": queryable_at - start, "held_s": max(done) - start,
                 "rss_mb": rss, "worker_rss_mb": worker_rss, "repeats": sum(s["repeats"] for s in held)}
     finally:
-        for process in (subs, gateway):
+        for process in (*procs, gateway):
             if process is not None and process.poll() is None:
                 process.terminate()
                 try:
@@ -327,6 +342,9 @@ def main() -> int:
     parser.add_argument("--cutout", type=int, default=64, help="cutout side, pixels (default 64)")
     parser.add_argument("--revisit", type=float, default=0.1, help="fraction of alerts on an earlier object")
     parser.add_argument("--subscribers", type=int, default=10)
+    parser.add_argument("--buffer-mb", type=int, default=0,
+                        help="the broker's per-subscriber buffer, MB (default: the gateway's, 4 MB); subscribers on "
+                             "this machine share its cores with the gateway and fall behind in a burst")
     parser.add_argument("--workers", default="1,2", help="worker counts to try (ignored if serve has no --workers)")
     parser.add_argument("--db", default="sqlite,postgresql")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vogateway-bench")
@@ -348,7 +366,7 @@ def main() -> int:
     for db in args.db.split(","):
         for count in workers:
             with tempfile.TemporaryDirectory(prefix="visit-") as workdir:
-                result = run_visit(visit, args.alerts, db, count, args.subscribers, Path(workdir))
+                result = run_visit(visit, args.alerts, db, count, args.subscribers, Path(workdir), args.buffer_mb)
             e2e = args.alerts / result["seconds"]
             label = f"{db}, {'no worker pool' if count is None else f'{count} worker' + ('s' if count > 1 else '')}"
             print(f"{label}: e2e {result['seconds']:.2f} s ({e2e:,.0f} alerts/s; queryable {result['queryable_s']:.2f} s, "
