@@ -6,6 +6,7 @@
     vogateway send HOST:PORT FILE...   submit VOEvents to a VTP broker, as an author
     vogateway routes test FILTER [IN]  which alerts a filter selects (routes list, routes fields)
     vogateway outbox [retry|drop ID]   forwards waiting or failed in the outbox
+    vogateway stats [URL]              throughput and counts of a running gateway (its /metrics)
     vogateway config                   print the documented default config
 
 A command module has ``register(commands)``, which adds its subparser to ``commands`` (argparse subparsers) with
@@ -20,11 +21,11 @@ import argparse
 import sys
 
 from gateway import __version__
-from gateway.commands import convert, outbox, routes, send, serve, show_config, validate
+from gateway.commands import convert, outbox, routes, send, serve, show_config, stats, validate
 from gateway.config import ConfigError
 
 #: the command modules, in the order ``vogateway --help`` lists them
-COMMANDS = (serve, convert, validate, send, routes, outbox, show_config)
+COMMANDS = (serve, convert, validate, send, routes, outbox, stats, show_config)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -109,6 +109,8 @@ class KafkaSource(Service):
                        "enable.auto.commit": False, "error_cb": self._kafka_error}
         #: counters: messages received, rejected as undecodable, committed offsets, retries after failures
         self.received = self.rejected = self.commits = self.retries = 0
+        #: (topic, partition) -> the next offset to read as far as the pipeline has handled them (committed soon)
+        self.positions: dict[tuple[str, int], int] = {}
         #: (topic, partition) pairs this consumer currently owns
         self.assignment: list[tuple[str, int]] = []
         self._partitions: dict[tuple[str, int], _Partition] = {}
@@ -329,5 +331,6 @@ class KafkaSource(Service):
         tracked = self._partitions.get((topic, partition))
         commit = tracked.finish(offset) if tracked is not None else None
         if commit is not None:
+            self.positions[(topic, partition)] = commit
             with self._commit_lock:
                 self._to_commit[(topic, partition)] = commit

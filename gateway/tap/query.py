@@ -172,6 +172,8 @@ class Runner:
         self.dialect = dialect_for(database.kind)
         self.settings = settings
         self.catalog = catalog or Catalog.default()
+        #: called with (outcome "ok" | "error", seconds) after each query, in the query's thread: for metrics
+        self.observers: list[Callable[[str, float], None]] = []
 
     def parse_maxrec(self, value) -> int:
         return parse_maxrec(value, self.settings)
@@ -179,6 +181,16 @@ class Runner:
     def run(self, spec: QuerySpec, sink, cancel: Cancel, timeout: float) -> int:
         """Run ``spec`` to ``sink`` within ``timeout`` s; returns the row count. Raises QueryError for anything that
         happens before ``sink.start`` (the caller answers with an error document)."""
+        started, outcome = time.monotonic(), "error"
+        try:
+            count = self._run(spec, sink, cancel, timeout)
+            outcome = "ok"
+            return count
+        finally:
+            for observe in self.observers:
+                observe(outcome, time.monotonic() - started)
+
+    def _run(self, spec: QuerySpec, sink, cancel: Cancel, timeout: float) -> int:
         try:
             writer = writer_for(spec.format)
         except UnknownFormat as e:
