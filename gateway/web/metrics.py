@@ -114,6 +114,17 @@ def _gauge(name: str, documentation: str, labels=(), values=()) -> GaugeMetricFa
     return family
 
 
+def kafka_lags(source) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> messages not handled yet: the high watermark minus the position handled (or, for a
+    partition with nothing handled since start, the fetch position), where both are known."""
+    lags = {}
+    for key, high in source.high_watermarks.items():
+        position = source.positions.get(key, source.fetch_positions.get(key))
+        if position is not None:
+            lags[key] = max(0, high - position)
+    return lags
+
+
 class _StateCollector:
     """Turns the parts' own counters into metric families, at scrape time."""
 
@@ -150,7 +161,7 @@ class _StateCollector:
         yield _counter("vogateway_store_failures", "Events the alert DB could not store", values=[((), store.failed)])
 
     def _sources(self, parts):
-        files, kafka_received, positions = [], [], []
+        files, kafka_received, positions, lags = [], [], [], []
         for source in parts.sources:
             if hasattr(source, "files_read"):
                 files.append(((", ".join(str(p) for p in source.paths),), source.files_read))
@@ -159,10 +170,13 @@ class _StateCollector:
                 kafka_received.append(((topics,), source.received))
                 positions += [((topic, str(partition)), offset)
                               for (topic, partition), offset in sorted(source.positions.items())]
+                lags += [((topic, str(partition)), lag) for (topic, partition), lag in sorted(kafka_lags(source).items())]
         yield _counter("vogateway_source_files_read", "Input files read to the end, by file source", ["paths"], files)
         yield _counter("vogateway_kafka_messages", "Kafka messages received, by source", ["topics"], kafka_received)
         yield _gauge("vogateway_kafka_position", "Next offset to read, as far as the pipeline has handled them "
                      "(committed shortly after)", ["topic", "partition"], positions)
+        yield _gauge("vogateway_kafka_lag", "Messages in the partition not handled yet (high watermark minus "
+                     "position, as the consumer last saw them)", ["topic", "partition"], lags)
 
     def _vtp(self, broker):
         if broker is None:

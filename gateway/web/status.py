@@ -20,6 +20,7 @@ from twisted.web import resource, server
 from gateway import __version__
 from gateway.web.common import text_response
 from gateway.web.health import source_problems
+from gateway.web.metrics import kafka_lags
 from gateway.web.skymap import BAND_COLOURS, GALACTIC_PLANE, GRATICULE, HEIGHT, WIDTH, band_colour, project
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -75,7 +76,9 @@ class StatusData:
         rows = []
         for source in self.gateway.sources:
             if hasattr(source, "positions"):  # Kafka
-                offsets = ", ".join(f"{t}[{p}] @ {o}" for (t, p), o in sorted(source.positions.items())) or "none yet"
+                lags = kafka_lags(source)
+                offsets = ", ".join(f"{t}[{p}] @ {o}" + (f", lag {lags[t, p]}" if (t, p) in lags else "")
+                                    for (t, p), o in sorted(source.positions.items())) or "none yet"
                 owned = ", ".join(f"{t}[{p}]" for t, p in source.assignment) or "no partitions assigned"
                 rows.append([", ".join(source.topics), "kafka", offsets,
                              f"{source.received} messages; {owned}"])
