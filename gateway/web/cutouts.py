@@ -10,7 +10,7 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from gateway.voevent.build import CUTOUT_KINDS
-from gateway.web.common import text_response
+from gateway.web.common import Reply, text_response
 from gateway.web.png import StampError, stamp_png
 
 log = Logger()
@@ -66,6 +66,8 @@ class Cutouts(resource.Resource):
         return server.NOT_DONE_YET
 
     def _png(self, request, alert_id: int, kind: str):
+        reply = Reply(request)
+
         def render(content):
             if content is None:
                 return None
@@ -73,21 +75,19 @@ class Cutouts(resource.Resource):
 
         def found(png):
             if png is None:
-                request.write(text_response(request, 404, f"alert {alert_id} has no {kind} cutout"))
+                reply.send(text_response(request, 404, f"alert {alert_id} has no {kind} cutout"))
             else:
                 request.setHeader(b"content-type", b"image/png")
                 request.setHeader(b"cache-control", b"max-age=86400")  # a stored cutout never changes
-                request.write(png)
-            request.finish()
+                reply.send(png)
 
         def failed(failure):
             if failure.check(StampError, ValueError):
-                request.write(text_response(request, 422, f"the {kind} cutout of alert {alert_id} cannot be shown "
-                                                          f"as an image: {failure.getErrorMessage()}"))
+                reply.send(text_response(request, 422, f"the {kind} cutout of alert {alert_id} cannot be shown as "
+                                                       f"an image: {failure.getErrorMessage()}"))
             else:
                 log.failure("cutout {alert_id}/{kind} as PNG", failure, alert_id=alert_id, kind=kind)
-                request.write(text_response(request, 503, "the alert DB could not be read; try again"))
-            request.finish()
+                reply.send(text_response(request, 503, "the alert DB could not be read; try again"))
 
         self.store.cutout(alert_id, kind).addCallback(render).addCallbacks(found, failed)
         return server.NOT_DONE_YET

@@ -7,7 +7,7 @@ from twisted.internet import defer, threads
 from twisted.web import resource, server
 
 from gateway.store.schema import SCHEMA
-from gateway.web.common import text_response
+from gateway.web.common import Reply, text_response
 
 #: a DB that does not answer ``SELECT 1`` within this many seconds is not ready
 DB_TIMEOUT = 5.0
@@ -53,6 +53,7 @@ class Ready(resource.Resource):
             conn.close()
 
     def render_GET(self, request):
+        reply = Reply(request)
         probe = threads.deferToThreadPool(self.clock, self.clock.getThreadPool(), self._probe)
         timer = self.clock.callLater(DB_TIMEOUT, probe.cancel)
 
@@ -73,9 +74,7 @@ class Ready(resource.Resource):
             problems = problems + source_problems(self.sources)
             body = text_response(request, 503, "not ready: " + "; ".join(problems)) if problems else \
                 text_response(request, 200, "ready")
-            if not request.finished and not getattr(request, "_disconnected", False):
-                request.write(body)
-                request.finish()
+            reply.send(body)
 
         probe.addCallbacks(db_answered, db_failed).addCallback(answer)
         return server.NOT_DONE_YET

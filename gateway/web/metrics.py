@@ -20,6 +20,7 @@ from twisted.web import resource, server
 from gateway import __version__
 from gateway.event import Event
 from gateway.forward.outbox.store import backlog
+from gateway.web.common import Reply, text_response
 
 log = Logger()
 
@@ -230,11 +231,13 @@ class MetricsResource(resource.Resource):
         self.metrics = metrics
 
     def render_GET(self, request):
+        reply = Reply(request)
+
         def answer(_):
             request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
-            request.write(self.metrics.text())
-            request.finish()
+            reply.send(self.metrics.text())
 
         self.metrics.refresh().addCallback(answer).addErrback(
-            lambda failure: log.failure("metrics", failure) or request.finish())
+            lambda failure: log.failure("metrics", failure) or reply.send(
+                text_response(request, 500, "the metrics could not be made; the gateway's log says why")))
         return server.NOT_DONE_YET

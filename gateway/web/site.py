@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from twisted.web import resource, server, static
+from twisted.web import resource, server
 
 from gateway.tap.resource import tap_resource
 from gateway.tap.settings import TapSettings
@@ -42,6 +42,26 @@ class Root(resource.Resource):
         return text_response(request, 200, "\n".join(lines))
 
 
+class Assets(resource.Resource):
+    """GET /static/<name>: the page's script and style sheet, shipped in the package (no CDN: no internet needed)."""
+
+    isLeaf = True
+    TYPES = {".js": b"text/javascript; charset=utf-8", ".css": b"text/css; charset=utf-8"}
+
+    def __init__(self):
+        super().__init__()
+        self.files = {path.name: path for path in STATIC.iterdir() if path.suffix in self.TYPES}
+
+    def render_GET(self, request):
+        name = "/".join(part.decode("utf-8", "replace") for part in request.postpath)
+        path = self.files.get(name)
+        if path is None:
+            return text_response(request, 404, f"no such file: /static/{name}")
+        request.setHeader(b"content-type", self.TYPES[path.suffix])
+        request.setHeader(b"cache-control", b"max-age=300")
+        return path.read_bytes()
+
+
 #: paths asked for every few seconds by scrapers, orchestrators and the status page: not written to the access log
 _POLLED = (b"/metrics", b"/health", b"/ready", b"/status.json", b"/static/")
 
@@ -66,11 +86,9 @@ def http_site(store, database, reactor, base_url: Optional[str], tap: TapSetting
     if gateway is not None:
         tap_root.service.runner.observers.append(gateway.metrics.tap_query)
         status = StatusData(gateway, reactor)
-        assets = static.File(str(STATIC))
-        assets.childNotFound = resource.NoResource("no such file")
         children.update({"metrics": MetricsResource(gateway.metrics), "health": Health(),
                          "ready": Ready(database, gateway.sources, reactor), "status.json": status.resource(),
-                         "static": assets, "voevent": RecentVOEvent(gateway.recent)})
+                         "static": Assets(), "voevent": RecentVOEvent(gateway.recent)})
     # TAP parses request bodies itself: Twisted's multipart parser rejects STILTS's upload boundary
     site = _Site(Root(children, status), parsePOSTFormSubmission=False)
     site.noisy = False

@@ -18,7 +18,7 @@ from urllib.parse import quote
 from twisted.web import resource, server
 
 from gateway import __version__
-from gateway.web.common import text_response
+from gateway.web.common import Reply, text_response
 from gateway.web.health import source_problems
 from gateway.web.metrics import kafka_lags
 from gateway.web.skymap import BAND_COLOURS, GALACTIC_PLANE, GRATICULE, HEIGHT, WIDTH, band_colour, project
@@ -146,11 +146,12 @@ class _StatusJSON(resource.Resource):
         self.data = data
 
     def render_GET(self, request):
+        reply = Reply(request)
+
         def answer(_):
             request.setHeader(b"content-type", b"application/json")
             request.setHeader(b"cache-control", b"no-store")
-            request.write(json.dumps(self.data.snapshot(), separators=(",", ":")).encode())
-            request.finish()
+            reply.send(json.dumps(self.data.snapshot(), separators=(",", ":")).encode())
 
         self.data.gateway.metrics.refresh().addCallback(answer)
         return server.NOT_DONE_YET

@@ -133,3 +133,28 @@ def test_stats_without_a_gateway_is_one_line():
     assert stats.returncode == 1 and stats.stdout == ""
     assert stats.stderr == f"vogateway stats: cannot read {url}/metrics: Connection was refused by other side: " \
                            "111: Connection refused.\n"
+
+
+def test_ready_follows_postgresql(tmp_path):
+    import psycopg
+
+    from postgres import fresh_database
+
+    with fresh_database("ready") as url:
+        name = url.rsplit("/", 1)[1]
+        main = serve(tmp_path, "main", "--source", str(tmp_path), "--watch", "--db", url)
+        try:
+            code, _, body = main.get("/ready")
+            assert (code, body) == (200, b"ready\n")
+            with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+                admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")  # no new connection gets in
+                try:
+                    code, _, body = main.get("/ready")
+                finally:
+                    admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+            assert code == 503, body
+            assert body.startswith(b"not ready: the alert DB cannot be read: ") and len(body.splitlines()) == 1
+            assert b"not currently accepting connections" in body
+            assert main.get("/ready")[0] == 200  # and ready again once it is back
+        finally:
+            main.stop()
