@@ -7,6 +7,7 @@
     vogateway replay --since T --to H:P  send stored events again (to a broker, or --subscriber IVO)
     vogateway routes test FILTER [IN]  which alerts a filter selects (routes list, routes fields)
     vogateway outbox [retry|drop ID]   forwards waiting or failed in the outbox
+    vogateway stats [URL]              throughput and counts of a running gateway (its /metrics)
     vogateway config                   print the documented default config
 
 A command module has ``register(commands)``, which adds its subparser to ``commands`` (argparse subparsers) with
@@ -21,11 +22,11 @@ import argparse
 import sys
 
 from gateway import __version__
-from gateway.commands import convert, outbox, replay, routes, send, serve, show_config, validate
+from gateway.commands import convert, outbox, replay, routes, send, serve, show_config, stats, validate
 from gateway.config import ConfigError
 
 #: the command modules, in the order ``vogateway --help`` lists them
-COMMANDS = (serve, convert, validate, send, replay, routes, outbox, show_config)
+COMMANDS = (serve, convert, validate, send, replay, routes, outbox, stats, show_config)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,6 +45,8 @@ from gateway.vtp.replay import replay_on_subscribe
 from gateway.vtp.service import vtp_services
 from gateway.vtp.settings import VTPSettingsError
 from gateway.web import http_site
+from gateway.web.metrics import GatewayMetrics
+from gateway.web.recent import RecentEvents
 from gateway.web.replay import ReplayControl
 
 log = Logger()
@@ -104,6 +106,10 @@ class Gateway(service.MultiService):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.sources: list = []
         self.router = Router()
+        self.started = reactor.seconds()
+        self.broker = self.forwarding = None  # the VTP broker and the ForwardService, when configured
+        self.metrics = GatewayMetrics(self, reactor)  # reads the parts when scraped: they need not exist yet
+        self.recent = RecentEvents(reactor)
         self._open_store()
         try:
             self.converter = converter = make_converter(config, history=self.history)
@@ -115,6 +121,7 @@ class Gateway(service.MultiService):
             self._add_vtp()
             self._add_http()
             self._add_pool()
+            self.router.add_sink(self.recent)
         except BaseException:
             self.database.stop()  # its threads would keep the process alive after a ConfigError
             raise
@@ -137,13 +144,15 @@ class Gateway(service.MultiService):
         return parse_event(xml, origin=origin)
 
     def _add_sinks(self):
-        self.router.add_sink(self.store)
+        self.router.add_sink(self.metrics.timed_store(self.store))
         if self.config.output.directory:
             self.router.add_sink(DirectorySink(self.config.output.directory))
 
     def _add_forward(self):
         with _config_error(RouteError):
-            self._attach(*forward_services(self.config.forward, self.database, self.reactor, vtp=self.config.vtp))
+            sink, services = forward_services(self.config.forward, self.database, self.reactor, vtp=self.config.vtp)
+        self.forwarding = services[0] if services else None
+        self._attach(sink, services)
 
     def _add_sources(self):
         sources, kafka = self.config.sources, self.config.kafka
@@ -181,6 +190,8 @@ class Gateway(service.MultiService):
         with _config_error(VTPSettingsError):
             self.broker, services = vtp_services(self.config.vtp, self.pipeline, self.reactor,
                                                  has_ivorn=self.store.has_ivorn)
+        if self.broker is not None:
+            self.broker.flush_listeners.append(self.metrics.broadcast)
         self._attach(self.broker, services)
         replay = self.config.replay
         if self.broker is not None and replay.on_subscribe:
@@ -204,7 +215,7 @@ class Gateway(service.MultiService):
             endpoint = server_endpoint(self.reactor, listen)  # before the site, which starts TAP's threads
         # without public_url, TAP's links follow each request's Host header: right for every name the host has
         site = http_site(self.store, self.database, self.reactor, self.config.gateway.public_url or None,
-                         self.config.tap, str(self.state_dir / "tap-jobs"))
+                         self.config.tap, str(self.state_dir / "tap-jobs"), gateway=self)
         if self.broker is not None:  # for `vogateway replay --subscriber IVO` (loopback clients only)
             site.resource.putChild(b"replay", ReplayControl(self.broker, self.store, self.reactor))
         http = StreamServerEndpointService(endpoint, site)

@@ -46,6 +46,8 @@ log = Logger()
 
 PAYLOADS = ("avro", "voevent")
 RETRY_FIRST, RETRY_MAX = 1.0, 60.0
+#: seconds between readings of the partitions' high watermarks (for the lag that metrics and the status page show)
+WATERMARK_INTERVAL = 2.0
 
 
 def parse_kafka_url(url: str) -> tuple[str, list[str]]:
@@ -113,6 +115,11 @@ class KafkaSource(Service):
                        "enable.auto.commit": False, "error_cb": self._kafka_error}
         #: counters: messages received, rejected as undecodable, committed offsets, retries after failures
         self.received = self.rejected = self.commits = self.retries = 0
+        #: (topic, partition) -> the next offset to read as far as the pipeline has handled them (committed soon)
+        self.positions: dict[tuple[str, int], int] = {}
+        #: (topic, partition) -> the partition's high watermark as the consumer last saw it (for lag; no request)
+        self.high_watermarks: dict[tuple[str, int], int] = {}
+        self.fetch_positions: dict[tuple[str, int], int] = {}  # next offset to fetch (read ahead of positions)
         #: (topic, partition) pairs this consumer currently owns
         self.assignment: list[tuple[str, int]] = []
         self._partitions: dict[tuple[str, int], _Partition] = {}
@@ -164,11 +171,14 @@ class KafkaSource(Service):
     def _run(self, consumer) -> None:
         backlog: deque = deque()
         paused = False
-        wait_until, delay = 0.0, RETRY_FIRST
+        wait_until, delay, next_watermarks = 0.0, RETRY_FIRST, 0.0
         try:
             consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
             while not self._stop.is_set():
                 self._commit(consumer)
+                if time.monotonic() >= next_watermarks:
+                    self._read_watermarks(consumer)
+                    next_watermarks = time.monotonic() + WATERMARK_INTERVAL
                 if not self._accepting.is_set():
                     self._stop.wait(self.poll_timeout)
                     continue
@@ -201,6 +211,19 @@ class KafkaSource(Service):
             except Exception as error:
                 self.reactor.callFromThread(log.warn, "kafka: closing the consumer: {error}", error=in_words(error))
             self.reactor.callFromThread(self._thread_exited)
+
+    def _read_watermarks(self, consumer) -> None:
+        """The high watermarks the fetch responses brought and the fetch positions (both local: no request)."""
+        highs, fetched, assignment = {}, {}, consumer.assignment()
+        for tp in assignment:
+            high = consumer.get_watermark_offsets(tp, cached=True)[1]
+            if high is not None and high >= 0:
+                highs[(tp.topic, tp.partition)] = high
+        for tp in consumer.position(assignment) if assignment else ():
+            if tp.offset >= 0:
+                fetched[(tp.topic, tp.partition)] = tp.offset
+        # replaced whole: the reactor thread reads consistent dicts
+        self.high_watermarks, self.fetch_positions = highs, fetched
 
     def _hand_over(self, message) -> bool:
         """Decode (here, off the reactor) and pass the result to the reactor; False: not now, try again later."""
@@ -343,5 +366,6 @@ class KafkaSource(Service):
         tracked = self._partitions.get((topic, partition))
         commit = tracked.finish(offset) if tracked is not None else None
         if commit is not None:
+            self.positions[(topic, partition)] = commit
             with self._commit_lock:
                 self._to_commit[(topic, partition)] = commit

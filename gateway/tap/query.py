@@ -114,6 +114,8 @@ class Runner:
         self.dialect = dialect_for(database.kind)
         self.settings = settings
         self.catalog = catalog or Catalog.default()
+        #: called with (outcome "ok" | "error", seconds) after each query, in the query's thread: for metrics
+        self.observers: list[Callable[[str, float], None]] = []
 
     def parse_maxrec(self, value) -> int:
         return parse_maxrec(value, self.settings)
@@ -122,6 +124,16 @@ class Runner:
         """Run ``spec`` to ``sink`` within ``timeout`` s; returns the row count. Raises QueryError for anything that
         happens before ``sink.start`` (the caller answers with an error document). ``waited``: seconds the query
         already waited for a slot, taken off its time limit (messages name the whole limit)."""
+        started, outcome = time.monotonic(), "error"
+        try:
+            count = self._run(spec, sink, cancel, timeout, waited)
+            outcome = "ok"
+            return count
+        finally:
+            for observe in self.observers:
+                observe(outcome, time.monotonic() - started)
+
+    def _run(self, spec: QuerySpec, sink, cancel: Cancel, timeout: float, waited: float = 0.0) -> int:
         try:
             writer = writer_for(spec.format)
         except UnknownFormat as e:

@@ -34,7 +34,7 @@ or grows memory beyond those bounds; it can reconnect and carry on.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from typing import Optional
 
 from twisted.internet import interfaces, protocol, task
@@ -143,6 +143,7 @@ class BrokerProtocol(AckReader):
         self.active = False
         self.broker.subscribers.discard(self)
         self.missed += len(self.outstanding)  # sent or queued, never acked
+        self.broker.departed.update(sent=self.sent, acked=self.acked, naked=self.naked, missed=self.missed)
         self.outstanding.clear()
         self.queue.clear()
         self.queued_bytes = self.queued_frames = 0
@@ -317,6 +318,8 @@ class Broker(protocol.ServerFactory):
         self.subscribers: set[BrokerProtocol] = set()
         self.events = self.deliveries = self.refused = self.dropped_slow = self.dropped_silent = self.dropped_idle = 0
         self.too_large = self.over_comet_cap = 0
+        self.departed: Counter = Counter()  # sent, acked, naked, missed of the subscribers that left (for totals)
+        self.flush_listeners: list = []  # called with (the events sent, when) after each flush: for metrics
         self._loop: Optional[task.LoopingCall] = None
         self._batch: list[tuple[Event, bytes]] = []  # accepted, not yet flushed
         self._flush_call = None
@@ -394,6 +397,8 @@ class Broker(protocol.ServerFactory):
                                            if subscriber.admits(root, fact)], now)
                 selections[key] = selection
             subscriber.deliver(selection, len(batch))
+        for listener in self.flush_listeners:
+            listener([event for event, _ in batch], now)
 
     def _tree(self, event: Event):
         try:

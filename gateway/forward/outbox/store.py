@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from gateway.event import Event
 from gateway.forward.outbox.items import Item, Outcome, Prepared
 from gateway.store.db import DatabaseClosed
-from gateway.store.schema import FORWARD_OUTBOX, FORWARD_PAYLOAD, OUTBOX_TABLES, TNS_REPORT, VOEVENT
+from gateway.store.schema import FORWARD_OUTBOX, FORWARD_PAYLOAD, OUTBOX_TABLES, SCHEMA, TNS_REPORT, VOEVENT
 
 log = Logger()
 
@@ -295,3 +295,14 @@ def _set_status(database, ids, all_failed, route, status, allowed) -> int:
                          f"AND objectid IS NOT NULL) AND status = 'failed'", (now,))
         return count
     return database.run_write(run)
+
+
+def backlog(database) -> defer.Deferred:
+    """Deferred[{route: (rows waiting, created time of the oldest waiting (s) or None, rows failed)}] on a reader
+    connection (for metrics and the status page: never the writer, which the pipeline needs)."""
+    sql = (f"SELECT route, SUM(CASE WHEN status IN ('pending', 'sending') THEN 1 ELSE 0 END), "
+           f"MIN(CASE WHEN status IN ('pending', 'sending') THEN created END), "
+           f"SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) FROM {SCHEMA}.{TABLE} "
+           f"WHERE status IN ('pending', 'sending', 'failed') GROUP BY route")
+    return database.read(lambda conn: {route: (int(waiting or 0), oldest, int(failed or 0))
+                                       for route, waiting, oldest, failed in conn.execute(sql).fetchall()})
