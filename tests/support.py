@@ -76,3 +76,12 @@ class ClockedReactor:
 
     def __getattr__(self, name):
         return getattr(self._reactor, name)
+
+
+def query(database, sql: str, params=()) -> list:
+    """Rows of ``sql`` on a new read-only connection of ``database`` (a gateway.store Database)."""
+    conn = database.reader()
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()

@@ -4,6 +4,7 @@ import os
 
 import pytest
 import pytest_twisted
+from support import query
 from twisted.internet import defer, reactor
 
 from gateway.alerts.files import iter_inputs
@@ -14,14 +15,6 @@ from gateway.store import Database, Store
 from gateway.store.packs import CutoutPacks, PackError
 
 EVENTS = [make_converter(load())(alert) for alert in iter_inputs([str(SAMPLES)]) if not isinstance(alert, Exception)]
-
-
-def query(db, sql, params=()):
-    conn = db.reader()
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def test_append_and_read_back(tmp_path):

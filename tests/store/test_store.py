@@ -8,6 +8,7 @@ import random
 
 import pytest
 import pytest_twisted
+from support import query
 from twisted.internet import defer, reactor
 
 from gateway.alerts import fields
@@ -35,14 +36,6 @@ def count(db, table, where="1=1", params=()):
     conn = db.reader()
     try:
         return conn.execute(f"SELECT count(*) FROM gateway.{table} WHERE {where}", params).fetchone()[0]
-    finally:
-        conn.close()
-
-
-def query(db, sql, params=()):
-    conn = db.reader()
-    try:
-        return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
 
