@@ -20,7 +20,9 @@ from typing import Optional
 from gateway.event import Event
 from gateway.times import TimeError, format_iso, parse_iso, to_tai
 from gateway.view import View
+from gateway.voevent.build import PROFILES
 from gateway.voevent.parse import view_of
+from gateway.voevent.skeleton import mid_exposure_iso
 
 #: the time scale of every MJD column of the alert DB
 MJD_SCALE = "tai"
@@ -75,11 +77,18 @@ def _flag(value) -> Optional[int]:
 def rows_for(event: Event) -> Rows:
     """All rows ``event`` adds: always a voevent row; for an alert also alert, diasource, diaobject, cutouts."""
     view = view_of(event)
-    rows = Rows(voevent=[(event.ivorn, event.role, view.author, _iso_time(view.iso_utc), view.ra, view.dec,
+    rows = Rows(voevent=[(event.ivorn, event.role, view.author, _iso_time(_event_time(event, view)), view.ra, view.dec,
                           view.error_radius, timestamp(event.received), event.origin,
                           event.xml.decode("utf-8", "replace"))])
     rows.extend(event.rows if event.rows is not None else alert_rows(event, view))
     return rows
+
+
+def _event_time(event: Event, view: View) -> Optional[str]:
+    """The VOEvent's ISOTime: for our own packets the middle of the exposure, as the builder writes it (ZTF's
+    alert times are the start); for received packets the view read it from the packet already."""
+    profile = PROFILES.get(view.survey) if event.alert is not None else None
+    return view.iso_utc if profile is None else mid_exposure_iso(view, profile.exposure_s)
 
 
 def alert_rows(event: Event, view: Optional[View] = None) -> Rows:

@@ -76,6 +76,16 @@ def table_rows(previous) -> str:
     return "".join(cells) + _DATA_CLOSE
 
 
+def mid_exposure_iso(view, default_exposure_s: float) -> str:
+    """The UTC ISO time of the middle of the exposure: WhereWhen's ISOTime (ZTF's times are its start: half the
+    exposure, ``default_exposure_s`` when the alert gives none, is added)."""
+    det = view.detection
+    if view.time_ref != "start" or det is None:
+        return view.iso_utc
+    exposure = fields.exposure_time(det) or default_exposure_s
+    return times.mjd_to_utc_iso(det.mjd + exposure / 2.0 / 86400.0, det.time_scale)
+
+
 class Values:
     """Everything of one alert that goes into its VOEvent, as text, and the shape it gives the document."""
 
@@ -90,8 +100,7 @@ class Values:
         # one convention in WhereWhen: mid-exposure, whatever instant the survey's time is (ZTF: the start)
         exposure = fields.exposure_time(det) or profile.exposure_s
         self.time_error = fmt_float(exposure / 2.0)
-        self.iso = view.iso_utc if view.time_ref != "start" else \
-            times.mjd_to_utc_iso(det.mjd + exposure / 2.0 / 86400.0, det.time_scale)
+        self.iso = mid_exposure_iso(view, profile.exposure_s)
         self.solar = view.solar_system
         self.radius = view.error_radius
         # triggering detection: text or None (absent) per Param of the profile, in profile order

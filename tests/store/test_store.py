@@ -320,3 +320,22 @@ def test_every_mjd_column_is_tai_whatever_the_survey():
         assert rows.diasource[0][7] == pytest.approx(expected, abs=1e-9)
         first, last = rows.diaobject[0][4], rows.diaobject[0][5]
         assert first <= expected <= last
+
+
+def test_event_time_is_the_packets_isotime_for_every_survey():
+    """``voevent.event_time`` is what the packet's WhereWhen says: for ZTF alerts the middle of the exposure the
+    builder writes, not the start the alert's jd gives."""
+    import re
+
+    from gateway.store.rows import rows_for
+
+    by_survey = {}
+    for event in EVENTS:
+        by_survey.setdefault(event.view.survey, event)
+    assert set(by_survey) == {"rubin", "ztf"}
+    for survey, event in by_survey.items():
+        iso = re.search(rb"<ISOTime>([^<]+)</ISOTime>", event.xml).group(1).decode()
+        stored = rows_for(event).voevent[0][3]
+        assert stored.replace(" ", "T").rstrip("Z")[:23] == iso.rstrip("Z")[:23], (survey, stored, iso)
+    assert by_survey["ztf"].view.iso_utc[:19] != re.search(rb"<ISOTime>([^<]+)</ISOTime>",
+                                                            by_survey["ztf"].xml).group(1).decode()[:19]
