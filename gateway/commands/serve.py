@@ -6,6 +6,7 @@ import argparse
 import re
 
 from gateway.commands.options import add_identity_flags, load_config
+from gateway.endpoints import configured_host_port
 
 
 def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
@@ -31,24 +32,18 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("-v", "--verbose", action="store_true", help="log every event, not only summaries")
 
 
+def shown(host: str, port: int) -> str:
+    """``HOST:PORT`` for a person: a listener on every interface is reached from here at 127.0.0.1."""
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
+    return f"{host}:{port}"
+
+
 def configured_address(description: str) -> str:
     """Where a listener is, for a person: ``HOST:PORT`` for ``HOST:PORT``, ``tls:HOST:PORT`` and
-    ``tcp:PORT:interface=HOST`` / ``ssl:PORT:...`` (all interfaces: 127.0.0.1, which reaches them from here);
-    other endpoint strings (``unix:...``) as given."""
+    ``tcp:PORT:interface=HOST`` / ``ssl:PORT:...``; other endpoint strings (``unix:...``) as given."""
     text = description.strip()
-    kind, _, rest = text.partition(":")
-    if kind in ("tcp", "ssl"):
-        port, *options = rest.split(":")
-        interfaces = [option[len("interface="):] for option in options if option.startswith("interface=")]
-        host = interfaces[0] if interfaces else "0.0.0.0"
-    else:
-        match = re.fullmatch(r"(?:tls:)?(\[[^\]]+\]|[^:\[\]]+):(\d+)", text)
-        if not match or kind == "unix":
-            return text
-        host, port = match.groups()
-    if not port.isdigit():
-        return text
-    return f"{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]', '') else host}:{port}"
+    named = configured_host_port(text[len("tls:"):] if text.startswith("tls:") else text)
+    return text if named is None else shown(*named)
 
 
 def banner(config, bound=lambda name: None) -> list[str]:
@@ -57,11 +52,7 @@ def banner(config, bound=lambda name: None) -> list[str]:
 
     def address(description: str, name: str) -> str:
         found = bound(name)
-        if found is None:
-            return configured_address(description)
-        host, port = found
-        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
-        return f"{host}:{port}"
+        return configured_address(description) if found is None else shown(*found)
 
     lines = []
     if config.http.listen:
