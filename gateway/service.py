@@ -13,6 +13,7 @@ import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
@@ -263,7 +264,7 @@ class Gateway(service.MultiService):
 
     def _warn_if_cutouts_unreachable(self) -> None:
         base = self.converter.public_url
-        host = re.sub(r"^\w+://(\[[^\]]+\]|[^/:]+).*$", r"\1", base)
+        host = urlsplit(base).hostname or ""
         public = [name for name in LISTENERS if (address := self._bound(name)) is not None
                   and not is_loopback(address.host)]
         if base and is_loopback(host) and public:
