@@ -180,13 +180,10 @@ def decode_message(data: bytes, source: str, position, library: SchemaLibrary, s
 def decode_body(data: bytes, schema: AlertSchema, source: str, position, simulated: bool = False,
                 offset: int = 0) -> Alert:
     """A schemaless Avro body (from ``offset``) written with ``schema``; the whole buffer must be used."""
-    stream = io.BytesIO(data)
-    stream.seek(offset)
     try:
-        record = fastavro.schemaless_reader(stream, schema.parsed, None)
+        record, left = schema.reader.read(data, offset)
     except Exception as error:
         raise AlertError(source, position, reason_of(error)) from None
-    left = len(data) - stream.tell()
     if left:
         raise AlertError(source, position, f"trailing bytes: {left} after the record (wrong schema id {schema.schema_id}?)")
     version = schema.version

@@ -24,6 +24,7 @@ from typing import BinaryIO, Iterator, Optional, Union
 import fastavro
 
 from gateway.alerts import Alert, AlertError
+from gateway.alerts.avro import RecordReader
 from gateway.alerts.decode import CONTAINER_MAGIC, decode_message, over_file, reason_of, survey_of_header
 from gateway.alerts.schemas import SchemaLibrary
 from gateway.errors import in_words
@@ -164,9 +165,9 @@ def _whole(path, source: str, simulated: bool) -> Iterator[Union[Alert, AlertErr
 
 @lru_cache(maxsize=64)
 def _parsed(schema_json: str):
-    """The parsed writer schema and (survey, version) of a container header (parsed once per header)."""
+    """The record reader and (survey, version) of a container header's writer schema (made once per header)."""
     definition = json.loads(schema_json)
-    return fastavro.parse_schema(definition), survey_of_header(definition)
+    return RecordReader(definition, fastavro.parse_schema(definition)), survey_of_header(definition)
 
 
 def decode_packet(packet: Packet, library: SchemaLibrary) -> list[Union[Alert, AlertError]]:
@@ -175,7 +176,7 @@ def decode_packet(packet: Packet, library: SchemaLibrary) -> list[Union[Alert, A
         return decode_message(packet.data, packet.source, packet.position, library, packet.simulated)
     schema_json, codec = packet.header
     try:
-        parsed, (survey, version, error) = _parsed(schema_json)
+        reader, (survey, version, error) = _parsed(schema_json)
     except Exception as failure:  # fastavro raises assorted types for a damaged schema (SchemaParseException, ...)
         return [AlertError(packet.source, packet.position, f"bad Avro container header: {in_words(failure)}")]
     if error is not None:
@@ -186,20 +187,17 @@ def decode_packet(packet: Packet, library: SchemaLibrary) -> list[Union[Alert, A
             data = zlib.decompress(data, -15)
         except zlib.error as failure:
             return [AlertError(packet.source, packet.position, f"corrupt deflate block: {failure}")]
-    stream = io.BytesIO(data)
+    records, failure = reader.read_block(data, packet.count)
     items: list[Union[Alert, AlertError]] = []
-    for k in range(packet.count):
-        index = packet.position + k
-        try:
-            record = fastavro.schemaless_reader(stream, parsed, None)
-        except Exception as failure:  # fastavro raises assorted types for damaged data
-            items.append(AlertError(packet.source, index, reason_of(failure)))
-            return items
+    for index, record in enumerate(records, packet.position):
         record_version = version or (record.get("schemavsn") if isinstance(record, dict) else None)
         if not record_version:
             items.append(AlertError(packet.source, index, "unknown schema: ZTF record without schemavsn"))
         else:
             items.append(Alert(survey, record_version, record, packet.source, index, packet.simulated))
+    if failure is not None:
+        items.append(AlertError(packet.source, packet.position + len(records), reason_of(failure)))
+        return items
     if packet.damage:
         items.append(AlertError(packet.source, packet.position + packet.count, packet.damage))
     return items

@@ -23,12 +23,14 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
 import fastavro
 import fastavro.schema
 
+from gateway.alerts.avro import RecordReader
 from gateway.errors import in_words
 from gateway.resources import resource
 
@@ -51,7 +53,8 @@ class SchemaLookupError(LookupError):
 
 @dataclass(frozen=True)
 class AlertSchema:
-    """One schema: ``parsed`` is ready for fastavro readers; ``definition`` is the plain JSON form."""
+    """One schema: ``parsed`` is ready for fastavro readers; ``definition`` is the plain JSON form; ``reader``
+    decodes schemaless records written with it."""
 
     survey: str
     version: str
@@ -64,6 +67,10 @@ class AlertSchema:
     def from_definition(cls, definition: dict, schema_id: Optional[int] = None, origin: str = "") -> "AlertSchema":
         survey, version = identify(definition)
         return cls(survey, version, schema_id, definition, fastavro.parse_schema(definition), origin)
+
+    @cached_property
+    def reader(self) -> RecordReader:
+        return RecordReader(self.definition, self.parsed)
 
 
 def rubin_schema_id(version: str) -> int:
