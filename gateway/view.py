@@ -21,9 +21,10 @@ ZP_NJY = 31.4
 _MAG_PER_RELFLUX = 2.5 / math.log(10.0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Detection:
-    """One detection (a Rubin diaSource or a ZTF candidate), survey-independent.
+    """One detection (a Rubin diaSource or a ZTF candidate), survey-independent. Read-only by convention: not a
+    frozen dataclass, because a Rubin alert makes ~31 of them and a frozen one costs ten times more to make.
 
     - ``ra``, ``dec``: deg, ICRS; None when missing or NaN (such an alert cannot be placed on the sky).
     - ``ra_err``, ``dec_err``: deg, or None (ZTF publishes no per-alert position error).

@@ -10,7 +10,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 
 from gateway.alerts.files import DirectorySource
-from gateway.alerts.packets import Packet, container_packets, decode_packet
+from gateway.alerts.packets import BlockChanged, Packet, container_packets, decode_packet
 from gateway.alerts.schemas import SchemaLibrary
 from gateway.pipeline import Pipeline, Router
 from gateway.pool import WorkerDied, WorkerPool, WorkerSettings
@@ -115,3 +115,23 @@ def test_a_directory_source_feeds_the_pool_blocks_not_alerts(pool, tmp_path):
     expected = sum(p.count for p in sample_packets())
     assert len(sink.events) + pipeline.stats.rejected_total == expected
     assert len(sink.events) == len({e.ivorn for e in sink.events}) > 100
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_block_whose_file_changed_fails_alone_and_the_pool_goes_on(pool, tmp_path):
+    """Workers read blocks by reference: a file rewritten after slicing fails its packets (the source reads the
+    file again), never decodes the other bytes, and kills no worker."""
+    yield pool.start()
+    path = tmp_path / "alerts.avro"
+    path.write_bytes((SAMPLES / "rubin" / "11.1" / "simulated.avro").read_bytes())
+    packets = list(container_packets(path, by_reference=True))
+    good = yield pool.submit(packets[0])
+    assert good and good[0].ivorn
+    path.write_bytes(b"Obj\x01" + b"\x00" * (path.stat().st_size - 4))  # same file, other bytes
+    outcome = yield defer.DeferredList([pool.submit(packets[0])], consumeErrors=True)
+    [(ok, failure)] = outcome
+    assert not ok and failure.check(BlockChanged), failure
+    assert "changed while its alerts were read" in failure.getErrorMessage()
+    assert pool.deaths == 0
+    again = yield pool.submit(sample_packets()[0])
+    assert again

@@ -312,10 +312,12 @@ class DirectorySource(Service):
             if recheck:
                 log.info("{path}: read again after an interrupted reading; alerts already in the alert DB count "
                          "as duplicates", path=str(path))
-            # with a worker pool, the reactor only slices the file into blocks: decoding is the workers' job
-            pooled = getattr(self.pipeline, "pool", None) is not None
-            read = container_packets if pooled else read_container
-            for item in read(path, str(path), simulated):
+            # with a worker pool, the reactor only finds the blocks of the file: the workers read and decode them
+            if getattr(self.pipeline, "pool", None) is not None:
+                items = container_packets(path, str(path), simulated, by_reference=True)
+            else:
+                items = read_container(path, str(path), simulated)
+            for item in items:
                 if isinstance(item, AlertError):
                     self.pipeline.reject(item)
                     continue

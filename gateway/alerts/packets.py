@@ -5,6 +5,12 @@ or a whole Avro container as ZTF streams), or one block of an Avro container fil
 :func:`container_packets` without decoding anything (a block's record count and size are in its framing). The
 reactor process only reads and slices bytes; :func:`decode_packet` turns a packet into alerts wherever it runs.
 
+With ``by_reference``, a block is not even read: its packet says where its bytes are (:class:`BlockRef`) and the
+worker reads them from the file itself, so the ~65 kB of a Rubin alert cross no pipe and the reactor process
+touches only the framing. The worker checks it reads the file the reactor opened (device and inode) and that the
+bytes end in the container's sync marker; a file replaced or cut under it fails the packet with
+:class:`BlockChanged` (nothing is decoded from it, and the source reads the file again).
+
 Container framing (Avro 1.x spec, "Object Container Files"): ``Obj\\x01``, a metadata map (``avro.schema``,
 ``avro.codec``), a 16-byte sync marker, then blocks of (record count: long, byte size: long, the records, the
 sync marker). Codecs ``null`` and ``deflate`` are split here; a file in any other codec is decoded whole by
@@ -15,7 +21,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -47,6 +55,52 @@ class Packet:
     #: why the block is short or does not end in the sync marker ("": it is whole); its records before the
     #: damage still decode, as fastavro's reader gives them
     damage: str = ""
+    #: where the block's bytes are when ``data`` is empty (``container_packets(..., by_reference=True)``)
+    ref: Optional["BlockRef"] = None
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRef:
+    """A container block's bytes in a file: ``size`` bytes at ``offset``, then the 16-byte ``sync`` marker, in the
+    file with ``identity`` (st_dev, st_ino) at ``path``."""
+
+    path: str
+    identity: tuple[int, int]
+    offset: int
+    size: int
+    sync: bytes
+
+
+class BlockChanged(OSError):
+    """The file a block reference points into is gone, another file, or no longer holds the block."""
+
+
+#: files a process reads blocks from, kept open between packets: identity -> file descriptor (a few: one file is
+#: read at a time, and a descriptor of a file replaced since still reads the file the reactor sliced)
+_open_blocks: "OrderedDict[tuple[int, int], int]" = OrderedDict()
+_MAX_OPEN = 4
+
+
+def read_block(ref: BlockRef) -> bytes:
+    """The bytes ``ref`` points at; :class:`BlockChanged` if the file is not the one sliced or not whole there."""
+    fd = _open_blocks.get(ref.identity)
+    if fd is None:
+        try:
+            fd = os.open(ref.path, os.O_RDONLY)
+        except OSError as error:
+            raise BlockChanged(f"{ref.path}: cannot read it again ({error.strerror}) while its alerts were read") from None
+        status = os.fstat(fd)
+        if (status.st_dev, status.st_ino) != ref.identity:
+            os.close(fd)
+            raise BlockChanged(f"{ref.path}: replaced by another file while its alerts were read")
+        _open_blocks[ref.identity] = fd
+        while len(_open_blocks) > _MAX_OPEN:
+            os.close(_open_blocks.popitem(last=False)[1])
+    _open_blocks.move_to_end(ref.identity)
+    data = os.pread(fd, ref.size + len(ref.sync), ref.offset)
+    if len(data) != ref.size + len(ref.sync) or data[ref.size:] != ref.sync:
+        raise BlockChanged(f"{ref.path}: changed while its alerts were read (a block no longer ends in the sync marker)")
+    return data[:ref.size]
 
 
 def _long(handle: BinaryIO) -> int:
@@ -103,17 +157,19 @@ def _header(handle: BinaryIO) -> tuple[dict[str, bytes], bytes]:
 
 
 def container_packets(path: Union[str, Path], source: str = "", simulated: bool = False, max_block_bytes: int = 0,
-                      ) -> Iterator[Union[Packet, AlertError]]:
+                      by_reference: bool = False) -> Iterator[Union[Packet, AlertError]]:
     """The blocks of an Avro container file as packets, in order; problems as AlertError items (never raises).
 
+    ``by_reference``: whole blocks are not read, their packets point into the file (:class:`BlockRef`).
     A file this cannot split (another codec, a damaged header) is decoded whole in this process instead, its
     alerts yielded as ``Alert`` items, so nothing is lost to the choice.
     """
     source = source or str(path)
-    yield from over_file(path, source, lambda handle: _blocks(handle, path, source, simulated, max_block_bytes))
+    yield from over_file(path, source,
+                         lambda handle: _blocks(handle, path, source, simulated, max_block_bytes, by_reference))
 
 
-def _blocks(handle: BinaryIO, path, source: str, simulated: bool, max_block_bytes: int
+def _blocks(handle: BinaryIO, path, source: str, simulated: bool, max_block_bytes: int, by_reference: bool = False,
             ) -> Iterator[Union[Packet, Alert, AlertError]]:
     if handle.read(4) != CONTAINER_MAGIC:
         yield from _whole(path, source, simulated)
@@ -128,6 +184,8 @@ def _blocks(handle: BinaryIO, path, source: str, simulated: bool, max_block_byte
     if codec not in SPLIT_CODECS:
         yield from _whole(path, source, simulated)
         return
+    status = os.fstat(handle.fileno())
+    identity, end = (status.st_dev, status.st_ino), status.st_size
     index = 0
     while True:
         try:
@@ -139,7 +197,17 @@ def _blocks(handle: BinaryIO, path, source: str, simulated: bool, max_block_byte
             if count < 0 or size < 0:
                 yield AlertError(source, index, "truncated or corrupt Avro: a negative block count or size")
                 return
-            data = handle.read(min(size, _left(handle)))  # never more than is there: a short read is damage, below
+            offset = handle.tell()
+            if by_reference and offset + size + 16 <= end and not (max_block_bytes and size > max_block_bytes):
+                handle.seek(size, io.SEEK_CUR)
+                marker = handle.read(16)
+                if marker == sync:
+                    ref = BlockRef(str(path), identity, offset, size, sync)
+                    yield Packet(b"", source, index, simulated, (schema, codec), count, ref=ref)
+                    index += count
+                    continue
+                handle.seek(offset)  # damaged: read it, below, to decode what comes before the damage
+            data = handle.read(min(size, end - offset))  # never more than is there: a short read is damage, below
             marker = handle.read(16)
         except (EOFError, ValueError) as error:
             yield AlertError(source, index, f"truncated or corrupt Avro: {error}")
@@ -181,7 +249,7 @@ def decode_packet(packet: Packet, library: SchemaLibrary) -> list[Union[Alert, A
         return [AlertError(packet.source, packet.position, f"bad Avro container header: {in_words(failure)}")]
     if error is not None:
         return [AlertError(packet.source, packet.position, error)]
-    data = packet.data
+    data = packet.data if packet.ref is None else read_block(packet.ref)  # BlockChanged: the source reads again
     if codec == "deflate":
         try:
             data = zlib.decompress(data, -15)

@@ -7,16 +7,16 @@ import pytest
 
 from gateway.alerts import Alert, AlertError
 from gateway.alerts.decode import encode_wire, read_container, write_container
-from gateway.alerts.packets import Packet, container_packets, decode_packet
+from gateway.alerts.packets import BlockChanged, Packet, container_packets, decode_packet
 from gateway.alerts.schemas import SchemaLibrary
 from gateway.resources import SAMPLES
 
 SAMPLE_FILES = sorted(p for p in SAMPLES.rglob("*.avro"))
 
 
-def decoded(path, library) -> list:
+def decoded(path, library, by_reference: bool = False) -> list:
     items = []
-    for item in container_packets(path):
+    for item in container_packets(path, by_reference=by_reference):
         items.extend(decode_packet(item, library) if isinstance(item, Packet) else [item])
     return items
 
@@ -26,10 +26,64 @@ def as_comparable(items):
             for i in items]
 
 
+@pytest.mark.parametrize("by_reference", [False, True], ids=["bytes", "by reference"])
 @pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_packets_decode_to_the_same_alerts_as_read_container(path):
+def test_packets_decode_to_the_same_alerts_as_read_container(path, by_reference):
     library = SchemaLibrary()
-    assert as_comparable(decoded(path, library)) == as_comparable(list(read_container(path)))
+    assert as_comparable(decoded(path, library, by_reference)) == as_comparable(list(read_container(path)))
+
+
+def one_per_block(tmp_path, name="alerts.avro", copies=3):
+    with open(SAMPLES / "rubin" / "11.1" / "simulated.avro", "rb") as handle:
+        reader = fastavro.reader(handle)
+        schema, records = reader.writer_schema, list(reader)
+    path = tmp_path / name
+    with open(path, "wb") as handle:
+        fastavro.writer(handle, fastavro.parse_schema(schema), records * copies, sync_interval=1)
+    return path
+
+
+def test_by_reference_the_packets_carry_no_bytes_and_the_decoder_reads_the_file(tmp_path):
+    path = one_per_block(tmp_path)
+    packets = list(container_packets(path, by_reference=True))
+    assert packets and all(p.data == b"" and p.ref.path == str(path) for p in packets)
+    assert sum(p.ref.size for p in packets) < path.stat().st_size  # the blocks, not the header and markers
+
+
+def test_a_file_replaced_or_rewritten_after_slicing_fails_the_packet_and_decodes_nothing(tmp_path):
+    path = one_per_block(tmp_path)
+    library = SchemaLibrary()
+    packets = list(container_packets(path, by_reference=True))
+    data = path.read_bytes()
+    # rewritten in place: the same file, other bytes where the block was
+    with open(path, "r+b") as handle:
+        handle.seek(packets[1].ref.offset + packets[1].ref.size)
+        handle.write(b"\xff" * 16)
+    with pytest.raises(BlockChanged, match="changed while its alerts were read"):
+        decode_packet(packets[1], library)
+    # cut short
+    path.write_bytes(data[:packets[2].ref.offset + 10])
+    with pytest.raises(BlockChanged, match="changed while its alerts were read"):
+        decode_packet(packets[2], library)
+    # replaced by another file of the same name (a new inode), before this process opened it
+    fresh = one_per_block(tmp_path, "other.avro")
+    later = list(container_packets(fresh, by_reference=True))
+    fresh.rename(tmp_path / "moved.avro")
+    (tmp_path / "other.avro").write_bytes(data)
+    with pytest.raises(BlockChanged, match="replaced by another file"):
+        decode_packet(later[0], library)
+    (tmp_path / "other.avro").unlink()
+    with pytest.raises(BlockChanged, match="cannot read it again"):
+        decode_packet(later[0], library)
+
+
+def test_a_damaged_block_comes_with_its_bytes_by_reference_too(tmp_path):
+    path = one_per_block(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    packets = list(container_packets(path, by_reference=True))
+    assert packets[-1].ref is None and packets[-1].damage
+    assert as_comparable(decoded(path, SchemaLibrary(), True)) == as_comparable(decoded(path, SchemaLibrary()))
 
 
 def test_many_records_per_block_and_deflate(tmp_path):
