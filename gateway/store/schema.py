@@ -210,7 +210,7 @@ CUTOUT = Table(
     (
         Column("alertid", "BIGINT", "Alert that carried the cutout", ucd="meta.id", nullable=False, indexed=True),
         Column("kind", "VARCHAR", "difference, science or template", ucd="meta.code", nullable=False),
-        Column("content", "BLOB", "FITS bytes as shipped (ZTF: gzipped)", ucd="meta.code", compressed=True),
+        Column("content", "BLOB", "FITS bytes as shipped (ZTF: gzipped)", ucd="meta.code"),
     ),
     primary_key=("alertid", "kind"),
     public=False,
