@@ -5,7 +5,8 @@ Sources call :meth:`Pipeline.ingest_packet` (undecoded Avro: built in the worker
 Kafka). Each returns a Deferred that fires once every sink has accepted the event(s); a source commits its
 position (Kafka offset, file checkpoint, VTP ack) only then.
 
-``recheck=True`` (a file read again after a crash cut its first reading short) also asks the store (``stored``)
+``recheck=True`` (a file read again after a crash cut its first reading short; a Kafka partition's first messages
+after it is assigned) also asks the store (``stored``)
 before routing each event: what the store committed then is counted as a duplicate, not broadcast again. Only
 those files pay for the question; everything else is deduplicated in memory.
 """
@@ -173,7 +174,7 @@ class Pipeline:
             routed.append(self._route(event, recheck))
         return _all(routed)
 
-    def ingest_voevent(self, xml: bytes, origin: str) -> defer.Deferred:
+    def ingest_voevent(self, xml: bytes, origin: str, recheck: bool = False) -> defer.Deferred:
         """Parse (safely) and route one VOEvent that arrived as XML. Fires with the Event or None."""
         try:
             event = self.parse(xml, origin=origin)
@@ -181,7 +182,7 @@ class Pipeline:
             return defer.succeed(self.reject(error))
         except ValueError as error:
             return defer.succeed(self.reject(AlertError(origin, None, str(error))))
-        return self._route(event)
+        return self._route(event, recheck)
 
     def ingest_event(self, event: Event) -> defer.Deferred:
         """Route an Event a source built itself (the VTP receiver, which has parsed the XML already)."""
@@ -198,6 +199,11 @@ class Pipeline:
             return defer.succeed(None)
         if recheck and self.stored is not None:
             return self._route_unless_stored(event)
+        if self._checks:  # rechecked events before it still wait for the store: it waits its turn behind them
+            entry = [event, False, defer.Deferred()]
+            self._checks.append(entry)
+            self._drain_checks()
+            return entry[2]
         return self._publish(event)
 
     def _duplicate(self, event: Event, where: str = "") -> None:

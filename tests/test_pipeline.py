@@ -163,3 +163,24 @@ def test_a_recheck_asks_the_store_routes_in_arrival_order_and_counts_what_it_has
     # a recheck of what was routed in this run is a duplicate at once, the store is not asked
     assert results(pipeline.ingest_alert(Alert("rubin", "7.4", {"id": 3}, "f.avro", 3), recheck=True)) is None
     assert len(asked) == 4 and pipeline.stats.duplicates == 2
+
+
+def test_an_event_that_needs_no_recheck_waits_behind_the_rechecked_ones_before_it():
+    """A Kafka partition rechecks only its first messages after an assignment: the next ones must not overtake them
+    while the store has not answered (subscribers get each object's events in order)."""
+    answers = {}
+
+    def stored(ivorn):
+        answers[ivorn] = defer.Deferred()
+        return answers[ivorn]
+
+    sink = Recorder()
+    pipeline = Pipeline(convert, parse, Router([sink]), SeenIvorns(clock=task.Clock()), stored=stored)
+    first = pipeline.ingest_alert(Alert("rubin", "7.4", {"id": 1}, "k", 1), recheck=True)
+    second = pipeline.ingest_alert(Alert("rubin", "7.4", {"id": 2}, "k", 2))
+    assert sink.events == [] and not second.called
+    answers["ivo://test.local/alerts#1"].callback(False)
+    assert [e.ivorn[-2:] for e in sink.events] == ["#1", "#2"]
+    assert results(first).ivorn.endswith("#1") and results(second).ivorn.endswith("#2")
+    third = pipeline.ingest_alert(Alert("rubin", "7.4", {"id": 3}, "k", 3))  # nothing waits: routed at once
+    assert results(third).ivorn.endswith("#3") and len(answers) == 1

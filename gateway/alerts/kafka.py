@@ -19,6 +19,10 @@ every earlier offset of its partition; auto-commit is always off.
   message is delivered again.
 - At most ``max_in_flight`` messages are in the pipeline at once; beyond that the consumer pauses its
   partitions (it keeps polling, so it stays in its group) and resumes when the pipeline catches up.
+- After a partition is assigned (at start, or in a rebalance after another gateway of the group died), its first
+  ``max_in_flight`` messages are ingested with ``recheck``: the pipeline asks the store whether it holds each of
+  their events, so what the previous owner stored but had not committed is counted as a duplicate and not
+  broadcast again. Those are the only messages that can be such; the rest go the fast way.
 
 ``settings`` go to librdkafka unchanged (``security.protocol``, ``sasl.*``, ``ssl.*``, ``session.timeout.ms``,
 ``auto.offset.reset``, ...), so SASL_SSL with OAUTHBEARER/OIDC for Rubin or GCN needs no code here.
@@ -123,6 +127,7 @@ class KafkaSource(Service):
         #: (topic, partition) pairs this consumer currently owns
         self.assignment: list[tuple[str, int]] = []
         self._partitions: dict[tuple[str, int], _Partition] = {}
+        self._recheck: dict[tuple[str, int], int] = {}  # messages still to check against the store, per partition
         self._pending: set[defer.Deferred] = set()
         self._retry_calls: set = set()
         self._slots = threading.BoundedSemaphore(max_in_flight)
@@ -299,8 +304,11 @@ class KafkaSource(Service):
             return
         self.received += 1
         self._partitions.setdefault((topic, partition), _Partition()).add(offset)
+        recheck = self._recheck.get((topic, partition), 0) > 0
+        if recheck:
+            self._recheck[(topic, partition)] -= 1
         if isinstance(items, Packet):
-            self._attempt(topic, partition, offset, items, RETRY_FIRST)
+            self._attempt(topic, partition, offset, items, RETRY_FIRST, recheck)
             return
         good = []
         for item in items:
@@ -310,18 +318,21 @@ class KafkaSource(Service):
             else:
                 good.append(item)
         if good:
-            self._attempt(topic, partition, offset, good, RETRY_FIRST)
+            self._attempt(topic, partition, offset, good, RETRY_FIRST, recheck)
         else:
             self._finish(topic, partition, offset)
 
-    def _attempt(self, topic, partition, offset, items: list, delay: float) -> None:
-        """Hand one message's alerts (or its VOEvent) to the pipeline; on failure, retry the message later."""
+    def _attempt(self, topic, partition, offset, items: list, delay: float, recheck: bool = False) -> None:
+        """Hand one message's alerts (or its VOEvent) to the pipeline; on failure, retry the message later.
+        ``recheck``: ask the store first (the message may have been handled, not committed, by a previous owner)."""
+        extra = {"recheck": True} if recheck else {}
         if isinstance(items, Packet):  # the worker pool's rejections are counted by the pipeline
-            tries = [defer.maybeDeferred(self.pipeline.ingest_packet, items)]
+            tries = [defer.maybeDeferred(self.pipeline.ingest_packet, items, **extra)]
         elif self.payload == "voevent":
-            tries = [defer.maybeDeferred(self.pipeline.ingest_voevent, xml, origin=f"kafka://{topic}") for xml in items]
+            tries = [defer.maybeDeferred(self.pipeline.ingest_voevent, xml, origin=f"kafka://{topic}", **extra)
+                     for xml in items]
         else:
-            tries = [defer.maybeDeferred(self.pipeline.ingest_alert, alert) for alert in items]
+            tries = [defer.maybeDeferred(self.pipeline.ingest_alert, alert, **extra) for alert in items]
         attempt = tries[0] if len(tries) == 1 else defer.gatherResults(tries, consumeErrors=True)
         self._pending.add(attempt)
 
@@ -344,7 +355,7 @@ class KafkaSource(Service):
 
             def retry():
                 self._retry_calls.discard(call)
-                self._attempt(topic, partition, offset, items, min(delay * 2, RETRY_MAX))
+                self._attempt(topic, partition, offset, items, min(delay * 2, RETRY_MAX), recheck)
 
             call = self.reactor.callLater(delay, retry)
             self._retry_calls.add(call)
@@ -353,6 +364,8 @@ class KafkaSource(Service):
 
     def _assigned(self, keys) -> None:
         self.assignment = sorted(set(self.assignment) | set(keys))
+        for key in keys:  # a previous owner may have handled up to its in-flight window without committing it
+            self._recheck[key] = self.max_in_flight
         log.info("kafka: assigned {partitions}", partitions=", ".join(f"{t}[{p}]" for t, p in keys))
 
     def _forget(self, keys) -> None:

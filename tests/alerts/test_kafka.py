@@ -384,3 +384,30 @@ def test_with_a_worker_pool_messages_are_decoded_and_built_by_the_workers_in_ord
     assert pipeline.stats.rejected == {"wrong magic byte": 1} and pipeline.pool.batches >= 1
     assert all(e.xml.startswith(b"<?xml") and e.rows is not None for e in sink.events)  # built in a worker
     assert consumer.received == 7
+
+
+@pytest_twisted.inlineCallbacks
+def test_after_an_assignment_the_first_messages_are_checked_against_the_store(kafka_broker):
+    """A gateway of the group died after storing messages it had not committed: whoever gets the partition reads
+    them again. The first ``max_in_flight`` messages after the assignment are looked up in the store; the stored
+    ones are duplicates, not broadcast again; later messages are not looked up at all."""
+    topic, group = kafka_broker.create_topic(fresh("alerts")), fresh("group")
+    kafka_broker.produce(topic, packets(8, 9_100_000))
+    committed_by_the_dead = {f"ivo://test.kafka/alerts#{9_100_000 + n}" for n in range(3)}
+    asked = []
+
+    def stored(ivorn):
+        asked.append(ivorn)
+        return ivorn in committed_by_the_dead
+
+    sink = RecordingSink()
+    pipeline = Pipeline(convert, parse, Router([sink]), stored=stored)
+    consumer = source(kafka_broker, topic, pipeline, group, max_in_flight=5)
+    consumer.startService()
+    try:
+        yield until(lambda: kafka_broker.committed(topic, group) == 8, what="offset 8 committed")
+    finally:
+        yield consumer.stopService()
+    assert [fields.alert_id(e.alert) for e in sink.events] == [9_100_000 + n for n in range(3, 8)]
+    assert pipeline.stats.duplicates == 3
+    assert asked == [f"ivo://test.kafka/alerts#{9_100_000 + n}" for n in range(5)]  # the window, in order
