@@ -29,8 +29,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.alerts import Alert, AlertError
-from gateway.alerts.decode import CONTAINER_MAGIC, read_container
-from gateway.alerts.packets import Packet, container_packets
+from gateway.alerts.decode import CONTAINER_MAGIC
+from gateway.alerts.packets import Packet, container_packets, read_file
 
 log = Logger()
 
@@ -111,7 +111,7 @@ def iter_inputs(paths: Iterable[Union[str, Path]], simulated: Optional[bool] = N
             continue
         for file in _files(path, not_avro):
             flag = is_simulated(file) if simulated is None else simulated
-            yield from read_container(file, str(file), flag)
+            yield from read_file(file, str(file), flag)
 
 
 def _signature(path: Path) -> Optional[tuple[int, int]]:
@@ -316,7 +316,7 @@ class DirectorySource(Service):
             if getattr(self.pipeline, "pool", None) is not None:
                 items = container_packets(path, str(path), simulated, by_reference=True)
             else:
-                items = read_container(path, str(path), simulated)
+                items = read_file(path, str(path), simulated)
             for item in items:
                 if isinstance(item, AlertError):
                     self.pipeline.reject(item)

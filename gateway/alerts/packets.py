@@ -225,6 +225,17 @@ def _blocks(handle: BinaryIO, path, source: str, simulated: bool, max_block_byte
         yield AlertError(source, 0, "empty file: Avro container holds no alerts")
 
 
+def read_file(path: Union[str, Path], source: str = "", simulated: bool = False) -> Iterator[Union[Alert, AlertError]]:
+    """The alerts of a container file decoded in this process, block by block, as a worker decodes them (cavro,
+    fastavro's verdict on what it refuses): what ``vogateway convert`` and a gateway without workers read."""
+    library = None  # container blocks carry their writer schema: no lookup by id
+    for item in container_packets(path, source, simulated):
+        if isinstance(item, Packet):
+            yield from decode_packet(item, library)
+        else:
+            yield item
+
+
 def _whole(path, source: str, simulated: bool) -> Iterator[Union[Alert, AlertError]]:
     from gateway.alerts.decode import read_container  # the slow path, for files this module cannot split
 
@@ -238,8 +249,9 @@ def _parsed(schema_json: str):
     return RecordReader(definition, fastavro.parse_schema(definition)), survey_of_header(definition)
 
 
-def decode_packet(packet: Packet, library: SchemaLibrary) -> list[Union[Alert, AlertError]]:
-    """The alerts (and errors) of one packet, in order. Never raises for bad data."""
+def decode_packet(packet: Packet, library: Optional[SchemaLibrary]) -> list[Union[Alert, AlertError]]:
+    """The alerts (and errors) of one packet, in order. Never raises for bad data. ``library`` resolves the schema
+    ids of wire-format packets (container blocks carry their schema)."""
     if packet.header is None:
         return decode_message(packet.data, packet.source, packet.position, library, packet.simulated)
     schema_json, codec = packet.header
