@@ -135,3 +135,17 @@ def test_a_block_whose_file_changed_fails_alone_and_the_pool_goes_on(pool, tmp_p
     assert pool.deaths == 0
     again = yield pool.submit(sample_packets()[0])
     assert again
+
+
+def test_a_worker_keeps_no_file_open_between_batches(tmp_path):
+    """A file deleted once read must give its space back: the worker closes what it read a batch from."""
+    from gateway.alerts import packets as packets_module
+    from gateway.pool.work import Worker
+
+    path = tmp_path / "alerts.avro"
+    path.write_bytes((SAMPLES / "rubin" / "11.1" / "simulated.avro").read_bytes())
+    worker = Worker(WorkerSettings(*IDENTITY))
+    built = worker.build(list(container_packets(path, by_reference=True)))
+    assert built and all(items for items in built)
+    assert packets_module._open_blocks == {}
+    assert not [fd for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == str(path.resolve())]

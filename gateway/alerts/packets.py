@@ -75,10 +75,17 @@ class BlockChanged(OSError):
     """The file a block reference points into is gone, another file, or no longer holds the block."""
 
 
-#: files a process reads blocks from, kept open between packets: identity -> file descriptor (a few: one file is
-#: read at a time, and a descriptor of a file replaced since still reads the file the reactor sliced)
+#: files a process reads blocks from, kept open between the packets of a batch: identity -> file descriptor (a few:
+#: one file is read at a time, and a descriptor of a file replaced since still reads the file the reactor sliced)
 _open_blocks: "OrderedDict[tuple[int, int], int]" = OrderedDict()
 _MAX_OPEN = 4
+
+
+def close_blocks() -> None:
+    """Close the files :func:`read_block` keeps open (a worker does after each batch: an operator who deletes a
+    file once it is read gets its space back, and no descriptor waits for the next file)."""
+    while _open_blocks:
+        os.close(_open_blocks.popitem()[1])
 
 
 def read_block(ref: BlockRef) -> bytes:

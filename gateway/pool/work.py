@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Optional, Union
 
 from gateway.alerts import Alert, AlertError
-from gateway.alerts.packets import Packet, decode_packet
+from gateway.alerts.packets import Packet, close_blocks, decode_packet
 from gateway.alerts.schemas import SchemaLibrary
 from gateway.errors import in_words
 from gateway.event import Event
@@ -59,7 +59,10 @@ class Worker:
 
     def build(self, packets: list[Packet]) -> list[list[Union[Event, AlertError]]]:
         """For each packet, its prepared Events and rejections, in order."""
-        return [[self._prepare(item) for item in decode_packet(packet, self.library)] for packet in packets]
+        try:
+            return [[self._prepare(item) for item in decode_packet(packet, self.library)] for packet in packets]
+        finally:
+            close_blocks()
 
     def _prepare(self, item: Union[Alert, AlertError]) -> Union[Event, AlertError]:
         if isinstance(item, AlertError):
