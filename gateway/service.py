@@ -184,6 +184,9 @@ class Gateway(service.MultiService):
             return
         with _config_error(FilterError):  # checked already by the routes and rules that use them
             settings = worker_settings(self.config)
+        packs = getattr(self.database.backend, "packs", None)
+        if packs is not None:  # SQLite beside its pack files: the workers write the cutouts themselves
+            settings = dataclasses.replace(settings, cutout_dir=str(packs.directory))
         self.pipeline.pool = WorkerPool(settings, workers or default_workers(), self.reactor)
         PoolService(self.pipeline.pool).setServiceParent(self)
 

@@ -149,3 +149,28 @@ def test_a_worker_keeps_no_file_open_between_batches(tmp_path):
     assert built and all(items for items in built)
     assert packets_module._open_blocks == {}
     assert not [fd for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == str(path.resolve())]
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_a_pack_directory_the_workers_write_the_cutouts_and_only_their_places_come_back(tmp_path):
+    from gateway.alerts import fields
+    from gateway.store.packs import CutoutPacks
+
+    settings = WorkerSettings(*IDENTITY, cutout_dir=str(tmp_path / "packs"))
+    workers = WorkerPool(settings, 2, reactor, batch_size=2)
+    try:
+        packets = [p for p in sample_packets() if p.source.endswith("11.1/simulated.avro")]
+        built = yield defer.gatherResults([workers.submit(p) for p in packets])
+    finally:
+        yield workers.stop()
+    events = [e for items in built for e in items]
+    library = SchemaLibrary()
+    shipped = {(fields.alert_id(a), kind): content for p in packets for a in decode_packet(p, library)
+               for kind, content in fields.cutouts(a).items()}
+    assert events and shipped
+    assert all(e.rows.cutout == [] for e in events)
+    located = [row for e in events for row in e.rows.cutout_pack]
+    assert len(located) == len(shipped)
+    reader = CutoutPacks(tmp_path / "packs")
+    assert {(row[0], row[1]): reader.read(*row[2:]) for row in located} == shipped
+    assert len({row[2] for row in located}) <= 2  # at most a pack per worker

@@ -17,6 +17,7 @@ from gateway.alerts.packets import Packet, close_blocks, decode_packet
 from gateway.alerts.schemas import SchemaLibrary
 from gateway.errors import in_words
 from gateway.event import Event
+from gateway.store.packs import CutoutPacks
 from gateway.store.rows import alert_rows
 from gateway.voevent.build import DEFAULT_AUTHOR_NAME, Converter
 from gateway.voevent.history import MemoryHistory
@@ -44,6 +45,9 @@ class WorkerSettings:
     #: Who/Author of the VOEvents (config gateway.author_name, author_email)
     author_name: str = DEFAULT_AUTHOR_NAME
     author_email: str = ""
+    #: the SQLite alert DB's pack directory: the worker writes the cutouts there itself (they are ~60 kB of an
+    #: alert's ~80 kB) and only their locations cross back; "": they cross back (PostgreSQL keeps them in the DB)
+    cutout_dir: str = ""
 
 
 class Worker:
@@ -56,6 +60,7 @@ class Worker:
                                    history=MemoryHistory(0), author_name=settings.author_name,
                                    author_email=settings.author_email)
         self.library = SchemaLibrary(registry_url=settings.schema_registry)
+        self.packs = CutoutPacks(settings.cutout_dir) if settings.cutout_dir else None
 
     def build(self, packets: list[Packet]) -> list[list[Union[Event, AlertError]]]:
         """For each packet, its prepared Events and rejections, in order."""
@@ -73,13 +78,18 @@ class Worker:
             return error
         except Exception as error:  # a converter bug must not stop the stream; the reactor process counts it
             return AlertError(item.source, item.position, f"conversion failed: {in_words(error)} (a gateway bug; please report it)")
-        return slim(event, self.settings.raw_fields, self.settings.light_curves)
+        return slim(event, self.settings.raw_fields, self.settings.light_curves, self.packs)
 
 
-def slim(event: Event, raw_fields: frozenset[str], light_curves: bool = False) -> Event:
-    """``event`` with its store rows made, and without what need not cross a process boundary."""
+def slim(event: Event, raw_fields: frozenset[str], light_curves: bool = False,
+         packs: Optional[CutoutPacks] = None) -> Event:
+    """``event`` with its store rows made, and without what need not cross a process boundary; with ``packs``, its
+    cutouts written there (before the DB row that locates them is committed: a crash leaves bytes no row points at,
+    never a row without its bytes)."""
     view = event.view
     rows = alert_rows(event, view)
+    if packs is not None and rows.cutout:
+        rows.cutout_pack, rows.cutout = packs.append(rows.cutout), []
     detection = view.detection and replace(view.detection, extra=_kept(view.detection.extra))
     if light_curves:
         previous, limits = tuple(replace(d, extra=_kept(d.extra)) for d in view.previous), view.upper_limits

@@ -2,7 +2,8 @@
 
 A Rubin alert carries three FITS stamps (~60 kB together, ten times the rest of its rows). Written as BLOBs they
 went through SQLite's WAL and again at each checkpoint, a third of every alert's write; appended to a pack file
-they are one sequential write per batch. The ``cutout_pack`` table (alertid, kind, pack, offset, length) is written
+they are one sequential write per batch. With a worker pool the workers append them (each to packs of its own), so
+the stamps never cross back to the reactor process; the DB's writer appends those of alerts built in-process. The ``cutout_pack`` table (alertid, kind, pack, offset, length) is written
 in the same transaction as the alert's other rows, after the bytes are in the pack:
 
 - a crash before the commit leaves bytes no row points at (space, never a wrong cutout);
@@ -85,15 +86,20 @@ class CutoutPacks:
                 self._fd = None
 
     def _open_next(self) -> None:
+        # a new pack of its own, never one another writer may have open: the DB's writer thread and each worker
+        # process append to packs side by side, and an offset is only right in a file one writer appends to
         if self._fd is not None:
             os.close(self._fd)
         self.directory.mkdir(parents=True, exist_ok=True)
         numbers = [int(m.group(1)) for m in map(_NAME.match, os.listdir(self.directory)) if m]
         number = max(numbers, default=0)
-        path = self.directory / f"cutouts-{number:06d}.pack"
-        if number == 0 or path.stat().st_size >= self.pack_bytes:
+        while True:
             number += 1
             path = self.directory / f"cutouts-{number:06d}.pack"
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+                break
+            except FileExistsError:  # another writer took this number first
+                continue
         self._name = path.name
-        self._size = os.fstat(self._fd).st_size
+        self._size = 0

@@ -39,9 +39,11 @@ class Rows:
     diasource: list[tuple] = field(default_factory=list)
     diaobject: list[tuple] = field(default_factory=list)
     cutout: list[tuple] = field(default_factory=list)
+    #: cutouts already in a pack file (a worker wrote them): (alertid, kind, pack, offset, length)
+    cutout_pack: list[tuple] = field(default_factory=list)
 
     def extend(self, other: "Rows") -> None:
-        for name in ("alert", "voevent", "diasource", "diaobject", "cutout"):
+        for name in ("alert", "voevent", "diasource", "diaobject", "cutout", "cutout_pack"):
             getattr(self, name).extend(getattr(other, name))
 
 

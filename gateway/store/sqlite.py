@@ -174,6 +174,8 @@ class SQLiteBulkWriter:
         for name, batch in tables.items():
             if batch and name == "cutout" and self.packs is not None:
                 conn.executemany(_PACKED_INSERT, self.packs.append(batch))
+            elif batch and name == "cutout_pack":
+                conn.executemany(_PACKED_INSERT, batch)
             elif batch:
                 conn.executemany(_INSERTS[name], batch)
         if objects:

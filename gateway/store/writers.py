@@ -103,5 +103,7 @@ class Writer:
                 new_detections.append(row)
         objects = merge_objects(rows.diaobject)
         tables = {"alert": rows.alert, "voevent": rows.voevent, "diasource": new_detections, "cutout": rows.cutout}
+        if rows.cutout_pack:  # located by the workers that wrote them (SQLite's pack files)
+            tables["cutout_pack"] = rows.cutout_pack
         self.bulk.write(conn, tables, objects)
         self.recent.add_all(seen)

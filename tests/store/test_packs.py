@@ -27,19 +27,32 @@ def test_append_and_read_back(tmp_path):
     packs.close()
 
 
-def test_a_new_process_appends_after_what_is_there_and_rolls_over(tmp_path):
+def test_a_new_writer_begins_a_pack_of_its_own_and_rolls_over(tmp_path):
     packs = CutoutPacks(tmp_path, pack_bytes=16)
-    packs.append([(1, "science", b"x" * 12)])
+    packs.append([(1, "science", b"x" * 5)])
     packs.close()
     # bytes a crash left without a DB row (written before a commit that never came) only take space
     with open(tmp_path / "cutouts-000001.pack", "ab") as orphan:
         orphan.write(b"orphan")
     again = CutoutPacks(tmp_path, pack_bytes=16)
     (row,) = again.append([(2, "science", b"y" * 5)])
-    assert row[2:] == ("cutouts-000002.pack", 0, 5)  # the first pack was full: 18 bytes >= 16
-    (row3,) = again.append([(3, "science", b"z")])
-    assert row3[2:] == ("cutouts-000002.pack", 5, 1)  # 5 bytes < 16: the same pack
-    assert again.read(*row[2:]) == b"y" * 5 and again.read(*row3[2:]) == b"z"
+    assert row[2:] == ("cutouts-000002.pack", 0, 5)  # never appended to a pack another writer may still have open
+    (row3,) = again.append([(3, "science", b"z" * 12)])
+    assert row3[2:] == ("cutouts-000002.pack", 5, 12)  # 5 bytes < 16: the same pack
+    (row4,) = again.append([(4, "science", b"w")])
+    assert row4[2:] == ("cutouts-000003.pack", 0, 1)  # 17 bytes >= 16: the next one
+    assert [again.read(*r[2:]) for r in (row, row3, row4)] == [b"y" * 5, b"z" * 12, b"w"]
+
+
+def test_writers_side_by_side_never_share_a_pack(tmp_path):
+    """The DB's writer thread and every worker process append cutouts at once: each offset must be in its file."""
+    writers = [CutoutPacks(tmp_path) for _ in range(4)]
+    rows = [w.append([(n, "science", bytes([n]) * (100 + n))]) for n, w in enumerate(writers)]
+    rows += [w.append([(10 + n, "template", bytes([10 + n]) * 7)]) for n, w in enumerate(writers)]
+    assert len({r[0][2] for r in rows[:4]}) == 4
+    reader = CutoutPacks(tmp_path)
+    for (row,) in rows:
+        assert reader.read(*row[2:]) == bytes([row[0]]) * row[4]
 
 
 @pytest.mark.parametrize("name", ["../gateway.db", "cutouts-1.pack", "/etc/passwd", ""])
