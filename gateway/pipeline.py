@@ -200,11 +200,17 @@ class Pipeline:
         if recheck and self.stored is not None:
             return self._route_unless_stored(event)
         if self._checks:  # rechecked events before it still wait for the store: it waits its turn behind them
-            entry = [event, False, defer.Deferred()]
-            self._checks.append(entry)
+            entry = self._in_line(event, known=False)
             self._drain_checks()
             return entry[2]
         return self._publish(event)
+
+    def _in_line(self, event: Event, known: Optional[bool]) -> list:
+        """Queue ``event`` behind the rechecked events before it: [event, what the store says of it (None: not
+        answered yet), its outcome (fired in its turn, by :meth:`_drain_checks`)]."""
+        entry = [event, known, defer.Deferred()]
+        self._checks.append(entry)
+        return entry
 
     def _duplicate(self, event: Event, where: str = "") -> None:
         self.stats.duplicates += 1
@@ -214,8 +220,7 @@ class Pipeline:
     def _route_unless_stored(self, event: Event) -> defer.Deferred:
         """Ask the store about ``event`` (at once), and route it, if the store does not have it, in its turn: after
         every rechecked event before it, so the order of arrival is kept whatever order the answers come in."""
-        entry = [event, None, defer.Deferred()]  # the event, the store's answer (None: not yet), its outcome
-        self._checks.append(entry)
+        entry = self._in_line(event, known=None)
 
         def unknown(failure):  # better sent twice than lost: route it, and say why
             log.warn("cannot ask the alert DB about {ivorn} ({why}); routing it", ivorn=event.ivorn,

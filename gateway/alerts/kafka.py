@@ -325,14 +325,13 @@ class KafkaSource(Service):
     def _attempt(self, topic, partition, offset, items: list, delay: float, recheck: bool = False) -> None:
         """Hand one message's alerts (or its VOEvent) to the pipeline; on failure, retry the message later.
         ``recheck``: ask the store first (the message may have been handled, not committed, by a previous owner)."""
-        extra = {"recheck": True} if recheck else {}
         if isinstance(items, Packet):  # the worker pool's rejections are counted by the pipeline
-            tries = [defer.maybeDeferred(self.pipeline.ingest_packet, items, **extra)]
+            tries = [defer.maybeDeferred(self.pipeline.ingest_packet, items, recheck=recheck)]
         elif self.payload == "voevent":
-            tries = [defer.maybeDeferred(self.pipeline.ingest_voevent, xml, origin=f"kafka://{topic}", **extra)
+            tries = [defer.maybeDeferred(self.pipeline.ingest_voevent, xml, origin=f"kafka://{topic}", recheck=recheck)
                      for xml in items]
         else:
-            tries = [defer.maybeDeferred(self.pipeline.ingest_alert, alert, **extra) for alert in items]
+            tries = [defer.maybeDeferred(self.pipeline.ingest_alert, alert, recheck=recheck) for alert in items]
         attempt = tries[0] if len(tries) == 1 else defer.gatherResults(tries, consumeErrors=True)
         self._pending.add(attempt)
 
