@@ -144,21 +144,18 @@ def bench_cones(db: Database, radius_arcsec: float, max_id: int, n: int = 200, s
     p = db.placeholder
     cones = [row for i in ids for row in
              conn.execute(f"SELECT ra, dec FROM {SCHEMA}.diasource WHERE diasourceid = {p}", (i,)).fetchall()]
+    # the backend's own sky-index condition (SQLite: the zone index; PostgreSQL: q3c), as TAP and /scs use it
+    from gateway.store.schema import DIASOURCE
+
+    def cone(ra, dec):
+        condition, params = db.backend.cone(DIASOURCE, ra, dec, radius)
+        return conn.execute(f"SELECT diasourceid, ra, dec FROM {SCHEMA}.diasource WHERE {condition}",
+                            params).fetchall()
+
     if db.kind == "sqlite":
-        sql = (f"SELECT s.diasourceid, s.ra, s.dec FROM {SCHEMA}.diasource s WHERE s.rowid IN (SELECT id FROM "
-               f"{SCHEMA}.diasource_sky WHERE ra_max >= ? AND ra_min <= ? AND dec_max >= ? AND dec_min <= ?) "
-               "AND sky_distance(s.ra, s.dec, ?, ?) <= ?")
         scan = f"SELECT diasourceid FROM {SCHEMA}.diasource WHERE sky_distance(ra, dec, ?, ?) <= ?"
-
-        def cone(ra, dec):
-            half = radius / max(math.cos(math.radians(abs(dec) + radius)), 1e-9)
-            return conn.execute(sql, (ra - half, ra + half, dec - radius, dec + radius, ra, dec, radius)).fetchall()
     else:
-        sql = f"SELECT diasourceid, ra, dec FROM {SCHEMA}.diasource WHERE q3c_radial_query(ra, dec, %s, %s, %s)"
         scan = f"SELECT diasourceid FROM {SCHEMA}.diasource WHERE q3c_dist(ra, dec, %s, %s) <= %s"
-
-        def cone(ra, dec):
-            return conn.execute(sql, (ra, dec, radius)).fetchall()
     times = []
     found = 0
     for ra, dec in cones:
