@@ -171,6 +171,26 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, tid: int = 0) -> float:
+    """User + system CPU of a live process (or of its thread ``tid``), s (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}" + (f"/task/{tid}" if tid else "") + "/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def cpu_snapshot(gateway: int, others: list[int]) -> dict:
+    """CPU so far of the gateway's reactor thread, the rest of its process, its workers and ``others``."""
+    reactor, whole = cpu_seconds(gateway, gateway), cpu_seconds(gateway)
+    return {"reactor": reactor, "threads": whole - reactor,
+            "workers": sum(cpu_seconds(pid) for pid in children(gateway)),
+            "subscribers": sum(cpu_seconds(pid) for pid in others)}
+
+
 def children(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -310,6 +330,7 @@ def run_visit(visit: Path, alerts: int, db: str, workers, subscribers: int, work
         for subs in procs:
             if subs.stdout.readline().strip() != "ready":
                 raise RuntimeError("the subscribers did not start")
+        cpu_before = cpu_snapshot(gateway.pid, [p.pid for p in procs])
         start = time.time()
         os.rename(staging / visit.name, watch / visit.name)
         queryable_at = None
@@ -322,10 +343,14 @@ def run_visit(visit: Path, alerts: int, db: str, workers, subscribers: int, work
                 raise RuntimeError("not all alerts queryable after 900 s")
             else:
                 time.sleep(0.1)
-        held = []
+        held, subscriber_cpu = [], 0.0
         for subs, out in zip(procs, outs):
+            while subs.poll() is None and not Path(out).exists():  # its CPU is read before it exits
+                time.sleep(0.05)
+            subscriber_cpu += cpu_seconds(subs.pid)
             subs.wait(timeout=300)
             held += json.loads(Path(out).read_text())
+        cpu_after = {**cpu_snapshot(gateway.pid, []), "subscribers": subscriber_cpu}
         rss = peak_rss_mb(gateway.pid)
         worker_rss = max((peak_rss_mb(pid) for pid in children(gateway.pid)), default=0.0)
         done = [s["done_at"] for s in held]
@@ -333,7 +358,8 @@ def run_visit(visit: Path, alerts: int, db: str, workers, subscribers: int, work
             raise RuntimeError(f"subscribers short of events: {[s['distinct'] for s in held]}")
         finished = max(queryable_at, *done)
         return {"seconds": finished - start, "queryable_s": queryable_at - start, "held_s": max(done) - start,
-                "rss_mb": rss, "worker_rss_mb": worker_rss, "repeats": sum(s["repeats"] for s in held)}
+                "rss_mb": rss, "worker_rss_mb": worker_rss, "repeats": sum(s["repeats"] for s in held),
+                "cpu": {part: cpu_after[part] - cpu_before[part] for part in cpu_before}}
     finally:
         for process in (*procs, gateway):
             if process is not None and process.poll() is None:
@@ -391,6 +417,11 @@ def main() -> int:
                   f"peak RSS {result['rss_mb']:.0f} MB"
                   + (f" (largest worker {result['worker_rss_mb']:.0f} MB)" if result["worker_rss_mb"] else "")
                   + f"; repeats seen by subscribers {result['repeats']}")
+            cpu = result["cpu"]
+            print(f"  CPU ms per alert: reactor thread {cpu['reactor'] * 1e3 / args.alerts:.2f}, the gateway's other "
+                  f"threads {cpu['threads'] * 1e3 / args.alerts:.2f}, workers {cpu['workers'] * 1e3 / args.alerts:.2f}, "
+                  f"subscribers {cpu['subscribers'] * 1e3 / args.alerts:.2f}; total "
+                  f"{sum(cpu.values()) * 1e3 / args.alerts:.2f} ({sum(cpu.values()) / result['seconds']:.2f} cores busy)")
     return 0
 
 
