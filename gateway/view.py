@@ -136,12 +136,13 @@ class View:
 EMPTY = View()
 
 
-def finite(value) -> Optional[float]:
+def finite(value, _isfinite=math.isfinite) -> Optional[float]:
     """The value as a float, or None if it is missing or NaN/inf."""
     if value is None:
         return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+    if value.__class__ is not float:  # Avro doubles are floats already: most calls skip the conversion
+        value = float(value)
+    return value if _isfinite(value) else None
 
 
 def flux_to_mag(flux: Optional[float], flux_err: Optional[float] = None) -> tuple[Optional[float], Optional[float]]:

@@ -277,33 +277,18 @@ def is_solar_system(alert: Alert) -> bool:
 
 
 def _rubin_detection(src: dict, names: _RubinNames) -> Detection:
-    flux, flux_err = finite(src.get(names.flux)), finite(src.get(names.flux_err))
+    # positional, in Detection's field order: ~31 per alert, the worker's most frequent call
+    get = src.get
+    flux, flux_err = finite(get(names.flux)), finite(get(names.flux_err))
     mag, mag_err = flux_to_mag(flux, flux_err)
-    negative = src.get("isNegative")
+    negative = get("isNegative")
     if negative is None:
-        negative = src.get("is_negative")
+        negative = get("is_negative")
     return Detection(
-        source_id=src.get("diaSourceId"),
-        object_id=_id(src.get("diaObjectId")) or _id(src.get("ssObjectId")),
-        ra=finite(src.get("ra")),
-        dec=finite(src.get(names.dec)),
-        ra_err=finite(src.get("raErr")),
-        dec_err=finite(src.get(names.dec_err)),
-        mjd=src[names.mjd],
-        time_scale="tai",
-        band=src.get(names.band),
-        psf_flux=flux,
-        psf_flux_err=flux_err,
-        mag=mag,
-        mag_err=mag_err,
-        snr=finite(src.get("snr")),
-        reliability=finite(src.get("reliability")),
-        is_dipole=src.get("isDipole"),
-        is_negative=negative,
-        trail_length=finite(src.get("trailLength")),
-        time_ref="mid",
-        extra=src,
-    )
+        get("diaSourceId"), get("diaObjectId") or get("ssObjectId") or None,  # Rubin writes 0 or null for "none"
+        finite(get("ra")), finite(get(names.dec)), finite(get("raErr")), finite(get(names.dec_err)),
+        src[names.mjd], "tai", get(names.band), flux, flux_err, mag, mag_err, finite(get("snr")),
+        finite(get("reliability")), get("isDipole"), negative, finite(get("trailLength")), "mid", src)
 
 
 def _ztf_detection(c: dict, object_id: str) -> Detection:
