@@ -80,6 +80,7 @@ class Router:
         self.sinks.append(sink)
 
     def publish(self, event: Event) -> defer.Deferred:
+        """Fires with ``event`` once every sink accepted it; fails with the first failure of a sink."""
         waiting = []
         for sink in self.sinks:
             try:
@@ -88,7 +89,9 @@ class Router:
                 accepted = defer.fail()
             if accepted is not None:  # None: nothing to wait for
                 waiting.append(accepted)
-        return defer.gatherResults(waiting, consumeErrors=True).addCallback(lambda _: event)
+        if len(waiting) == 1:  # the usual case, the alert DB alone: no DeferredList per event
+            return waiting[0].addCallback(lambda _: event)
+        return _all(waiting).addCallback(lambda _: event)
 
 
 class Stats:
@@ -262,6 +265,8 @@ class Pipeline:
 
 def _all(routed: list) -> defer.Deferred:
     """Fires with how many of ``routed`` became events once all fired; fails with the first failure."""
+    if len(routed) == 1:  # a packet of one alert (a Kafka message, most container blocks of rich alerts)
+        return routed[0].addCallback(lambda event: int(event is not None))
     done = defer.gatherResults(routed, consumeErrors=True)
     done.addCallback(lambda events: sum(1 for e in events if e is not None))
     return done.addErrback(lambda failure: failure.value.subFailure if failure.check(defer.FirstError) else failure)
