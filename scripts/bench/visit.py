@@ -183,12 +183,26 @@ def cpu_seconds(pid: int, tid: int = 0) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def postgres_pids() -> list[int]:
+    """The PostgreSQL server's processes on this machine (its CPU is the alert DB's share of the work)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+                pids.append(int(entry.name))
+        except OSError:
+            pass
+    return pids
+
+
 def cpu_snapshot(gateway: int, others: list[int]) -> dict:
-    """CPU so far of the gateway's reactor thread, the rest of its process, its workers and ``others``."""
+    """CPU so far of the gateway's reactor thread, the rest of its process, its workers, ``others`` and the
+    PostgreSQL server."""
     reactor, whole = cpu_seconds(gateway, gateway), cpu_seconds(gateway)
     return {"reactor": reactor, "threads": whole - reactor,
             "workers": sum(cpu_seconds(pid) for pid in children(gateway)),
-            "subscribers": sum(cpu_seconds(pid) for pid in others)}
+            "subscribers": sum(cpu_seconds(pid) for pid in others),
+            "postgres": sum(cpu_seconds(pid) for pid in postgres_pids())}
 
 
 def children(pid: int) -> list[int]:
@@ -420,7 +434,9 @@ def main() -> int:
             cpu = result["cpu"]
             print(f"  CPU ms per alert: reactor thread {cpu['reactor'] * 1e3 / args.alerts:.2f}, the gateway's other "
                   f"threads {cpu['threads'] * 1e3 / args.alerts:.2f}, workers {cpu['workers'] * 1e3 / args.alerts:.2f}, "
-                  f"subscribers {cpu['subscribers'] * 1e3 / args.alerts:.2f}; total "
+                  f"subscribers {cpu['subscribers'] * 1e3 / args.alerts:.2f}"
+                  + (f", PostgreSQL server {cpu['postgres'] * 1e3 / args.alerts:.2f}" if db == "postgresql" else "")
+                  + "; total "
                   f"{sum(cpu.values()) * 1e3 / args.alerts:.2f} ({sum(cpu.values()) / result['seconds']:.2f} cores busy)")
     return 0
 

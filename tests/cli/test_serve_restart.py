@@ -17,6 +17,7 @@ import fastavro
 import psutil
 
 from gateway.alerts import Alert
+from gateway.alerts.files import IN_FLIGHT_POOLED
 from gateway.alerts.ids import issue_id
 from gateway.alerts.packets import container_packets
 from gateway.resources import SAMPLES
@@ -115,9 +116,9 @@ def test_sigkill_mid_file_then_restart_broadcasts_only_what_was_not_committed(tm
     # nothing the alert DB had committed at the kill was broadcast again; what it had not could be (at least once)
     assert not twice & in_db, f"{len(twice & in_db)} committed events broadcast again"
     assert twice <= set(before_kill) - in_db and max(counts.values()) <= 2
-    # and they are bounded by what the file source keeps in flight: 200 alerts, plus one Avro block
+    # and they are bounded by what the file source keeps in flight (serve builds in a worker pool), plus one block
     block = max(packet.count for packet in container_packets(tmp_path / "inbox" / "alerts.avro", "", False))
-    assert len(twice) <= 200 + block, (len(twice), block)
+    assert len(twice) <= IN_FLIGHT_POOLED + block, (len(twice), block)
     assert set(counts) == set(ivorns)
     # the restart's summary: the committed alerts of the file are duplicates, the rest converted
     second_run = log.rsplit("read again after an interrupted reading", 1)[1]
