@@ -80,7 +80,7 @@ payload = "avro"
 # "sasl.oauthbearer.token.endpoint.url" = "..."
 
 [output]
-# Also write every event as <directory>/<localID>.xml; empty: don't.
+# Also write every event into <directory>, named after its IVORN (ivo://a/b#c -> a_b_c.xml); empty: don't.
 directory = "var/events"
 
 [store]
@@ -295,7 +295,7 @@ class StoreSettings:
 
 @dataclass(frozen=True)
 class OutputSettings:
-    """``[output]``: the directory every event is also written to as ``<localID>.xml`` (empty: none)."""
+    """``[output]``: the directory every event is also written to, named after its IVORN (empty: none)."""
 
     directory: str
 

@@ -11,13 +11,16 @@ from gateway.event import Event
 
 
 def file_name(event: Event) -> str:
-    """``<localID>.xml``: the IVORN's part after '#', made safe for a file system."""
-    local = event.ivorn.rpartition("#")[2] or event.ivorn
-    return "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in local) + ".xml"
+    """The whole IVORN but its ``ivo://``, made safe for a file system (``ivo://example.org/gateway/rubin#123`` ->
+    ``example.org_gateway_rubin_123.xml``): Rubin, ZTF and every author's events may share a localID, so the
+    localID alone would let one overwrite another. As Comet names the events it saves, by the whole IVORN."""
+    name = event.ivorn.removeprefix("ivo://")
+    return "".join(c if c.isalnum() or c in "-.+=" else "_" for c in name) + ".xml"
 
 
 class DirectorySink:
-    """Writes every event as ``<directory>/<localID>.xml`` (atomically: write, then rename), off the reactor."""
+    """Writes every event as ``<directory>/<IVORN>.xml`` (:func:`file_name`; atomically: write, then rename), off
+    the reactor."""
 
     def __init__(self, directory: os.PathLike):
         self.directory = Path(directory)
