@@ -184,6 +184,14 @@ def cpu_seconds(pid: int, tid: int = 0) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def exited(pid: int) -> bool:
+    """Has this child ended (a zombie, not reaped yet), or is it gone?"""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def postgres_pids() -> list[int]:
     """The PostgreSQL server's processes on this machine (its CPU is the alert DB's share of the work)."""
     pids = []
@@ -365,7 +373,8 @@ def run_visit(visit: Path, alerts: int, db: str, workers, subscribers: int, work
                 time.sleep(min(1.0, max(0.05, left / 3)))
         held, subscriber_cpu = [], 0.0
         for subs, out in zip(procs, outs):
-            while subs.poll() is None and not Path(out).exists():  # its CPU is read before it exits
+            # not subs.poll(): that would reap it, and its CPU time with it (a zombie's /proc entry keeps it)
+            while not Path(out).exists() and not exited(subs.pid):
                 time.sleep(0.05)
             subscriber_cpu += cpu_seconds(subs.pid)
             subs.wait(timeout=300)
