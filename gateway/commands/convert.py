@@ -20,6 +20,7 @@ def register(commands) -> None:
                                               "Confluent wire-format packet on stdin (-) to VOEvent 2.0 files.")
     add_identity_flags(convert)
     convert.add_argument("inputs", nargs="+", metavar="INPUT", help="Avro file, directory, or - for stdin")
-    convert.add_argument("-o", "--output-dir", type=Path, required=True, help="where to write the VOEvents, one file each, named after the IVORN")
+    convert.add_argument("-o", "--output-dir", type=Path, required=True,
+                         help="where to write the VOEvents, one file each, named after the IVORN")
     convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     convert.set_defaults(handler=cmd_convert)

@@ -28,7 +28,8 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
                        help="subscribe to a remote VTP broker (repeatable)")
     serve.add_argument("--filter", metavar="XPATH", help="XPath filter sent to remote brokers")
     serve.add_argument("--local-ivo", metavar="IVO", help="our IVO identity in VTP transport messages")
-    serve.add_argument("--output", metavar="DIR", help="also write every event into DIR, one file each, named after its IVORN")
+    serve.add_argument("--output", metavar="DIR",
+                       help="also write every event into DIR, one file each, named after its IVORN")
     serve.add_argument("-v", "--verbose", action="store_true", help="log every event, not only summaries")
 
 

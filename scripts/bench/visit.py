@@ -16,8 +16,8 @@ The baseline, measured in the same run on the same file: single-core fastavro de
 record materialised, nothing else done), best of three; and, for reference, the gateway's own decoder (cavro) on the
 same file. The ratio printed is e2e rate / fastavro decode rate, so 1.0 means
 "as fast as fastavro merely decoding the alerts on one core"; a second ratio is to the mean of one decode just
-before and one just after that run (the machines drift in speed within minutes). Peak RSS is the gateway process's VmHWM (and, with a
-worker pool, the largest worker's).
+before and one just after that run (the machines drift in speed within minutes). Peak RSS is the gateway
+process's VmHWM (and, with a worker pool, the largest worker's).
 
     .venv/bin/python scripts/bench/visit.py [--alerts 10000] [--prv 30] [--cutout 64] [--subscribers 10]
                                             [--workers 1,2] [--db sqlite,postgresql]
@@ -175,21 +175,25 @@ def peak_rss_mb(pid: int) -> float:
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def proc_stat(pid: int, tid: int = 0) -> list[str]:
+    """The fields of /proc/PID[/task/TID]/stat after the command name (state first); [] if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}" + (f"/task/{tid}" if tid else "") + "/stat").read_text()
+    except OSError:
+        return []
+    return text.rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int, tid: int = 0) -> float:
     """User + system CPU of a live process (or of its thread ``tid``), s (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}" + (f"/task/{tid}" if tid else "") + "/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    fields = proc_stat(pid, tid)
+    return (int(fields[11]) + int(fields[12])) / TICKS if fields else 0.0
 
 
 def exited(pid: int) -> bool:
     """Has this child ended (a zombie, not reaped yet), or is it gone?"""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    fields = proc_stat(pid)
+    return not fields or fields[0] == "Z"
 
 
 def postgres_pids() -> list[int]:
@@ -230,6 +234,7 @@ def subscriber_worker(port: int, connections: int, expected: int, out: str) -> N
     from twisted.internet import defer, protocol, reactor, task
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
+    from acking import AckTemplate  # beside this script
     from gateway.vtp import messages
     from gateway.vtp.framing import frame
 
@@ -237,17 +242,7 @@ def subscriber_worker(port: int, connections: int, expected: int, out: str) -> N
     length_at = struct.Struct("!I").unpack_from
 
     pack_length = struct.Struct("!I").pack
-    ack_parts = {}
-
-    def ack_template(now: float) -> tuple[bytes, bytes, int]:
-        # messages.ack's exact bytes around the IVORN, per second: these processes run on the cores the gateway is
-        # measured on (they stand for remote machines), so they must cost as little per event as they can
-        second = int(now)
-        if second not in ack_parts:
-            head, _, tail = messages.ack(local, "\x00", second).partition(b"\x00")
-            ack_parts.clear()
-            ack_parts[second] = head, tail, len(head) + len(tail)
-        return ack_parts[second]
+    ack_template = AckTemplate(local)
 
     class Subscriber(protocol.Protocol):
         def __init__(self):
@@ -467,13 +462,12 @@ def main() -> int:
                   f"peak RSS {result['rss_mb']:.0f} MB"
                   + (f" (largest worker {result['worker_rss_mb']:.0f} MB)" if result["worker_rss_mb"] else "")
                   + f"; repeats seen by subscribers {result['repeats']}")
-            cpu = result["cpu"]
-            print(f"  CPU ms per alert: reactor thread {cpu['reactor'] * 1e3 / args.alerts:.2f}, the gateway's other "
-                  f"threads {cpu['threads'] * 1e3 / args.alerts:.2f}, workers {cpu['workers'] * 1e3 / args.alerts:.2f}, "
-                  f"subscribers {cpu['subscribers'] * 1e3 / args.alerts:.2f}"
-                  + (f", PostgreSQL server {cpu['postgres'] * 1e3 / args.alerts:.2f}" if db == "postgresql" else "")
-                  + "; total "
-                  f"{sum(cpu.values()) * 1e3 / args.alerts:.2f} ({sum(cpu.values()) / result['seconds']:.2f} cores busy)")
+            ms = {part: seconds * 1e3 / args.alerts for part, seconds in result["cpu"].items()}
+            busy = sum(result["cpu"].values()) / result["seconds"]
+            print(f"  CPU ms per alert: reactor thread {ms['reactor']:.2f}, the gateway's other threads "
+                  f"{ms['threads']:.2f}, workers {ms['workers']:.2f}, subscribers {ms['subscribers']:.2f}"
+                  + (f", PostgreSQL server {ms['postgres']:.2f}" if db == "postgresql" else "")
+                  + f"; total {sum(ms.values()):.2f} ({busy:.2f} cores busy)")
     return 0
 
 

@@ -226,6 +226,7 @@ def subscriber_worker(port: int, connections: int, expected: int, authenticate: 
     from twisted.internet import defer, protocol, reactor, task
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
+    from acking import AckTemplate  # beside this script
     from gateway.vtp import messages
     from gateway.vtp.framing import frame
 
@@ -240,17 +241,7 @@ def subscriber_worker(port: int, connections: int, expected: int, authenticate: 
     sent_at_gap = sample[ivorn_end:sample.index(b'value="1.5') + 7]
     latencies = array("d")
     counts = {"deliveries": 0, "first": None, "last": None, "other": 0, "cpu": 0.0}
-    ack_parts = {}
-
-    def ack_template(now: float) -> tuple[bytes, bytes, int]:
-        # messages.ack's exact bytes around the IVORN, per second: acking 50 k events/s must not be the
-        # measuring side's bottleneck
-        second = int(now)
-        if second not in ack_parts:
-            head, _, tail = messages.ack(local, "\x00", second).partition(b"\x00")
-            ack_parts.clear()
-            ack_parts[second] = head, tail, len(head) + len(tail)
-        return ack_parts[second]
+    ack_template = AckTemplate(local)  # acking 50 k events/s must not be the measuring side's bottleneck
 
     class Subscriber(protocol.Protocol):
         """Reads every frame in what one read brought (all received at the same time) and acks them in one write:
