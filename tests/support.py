@@ -1,16 +1,40 @@
 """Helpers shared by test modules: free loopback ports, waiting for a condition, stopping a child process, counts
 in a summary."""
 
+import itertools
+import random
 import re
 import socket
 import subprocess
 import time
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+# Outside the kernel's ephemeral range: a port the kernel hands out (bind to 0) can be taken by any outgoing
+# connection before a slow child (Comet takes a second to start) binds it. Walked in a random order so that
+# concurrent test runs rarely meet.
+_EPHEMERAL = _ephemeral_ports()
+_CANDIDATES = [port for port in range(10000, 65536) if port not in _EPHEMERAL]
+random.shuffle(_CANDIDATES)
+_CANDIDATES = itertools.cycle(_CANDIDATES)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port nothing listens on, on any interface (Comet binds 0.0.0.0), outside the ephemeral range."""
+    for port in _CANDIDATES:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
 
 
 def counted(output, text: str) -> bool:
