@@ -91,6 +91,11 @@ db = "sqlite:///var/gateway.db"
 max_batch = 2000
 # Objects whose latest IVORN is kept in memory for Citations (loaded from the DB at start).
 history_objects = 200_000
+# Directory of the cutout pack files (the FITS stamps, ~60 kB of a Rubin alert's ~80 kB, appended there and
+# located by the DB). Empty: beside a SQLite DB file (PATH.cutouts/), in the DB itself on PostgreSQL. Gateway
+# processes sharing one PostgreSQL DB must all reach the directory (a shared filesystem); it cuts the database
+# server's work per alert by a third.
+cutouts = ""
 
 [http]
 # TAP service (/tap) and cutouts (/cutouts); endpoint string or HOST:PORT; empty: off.
@@ -291,6 +296,7 @@ class StoreSettings:
     db: str  # sqlite:///PATH or postgresql://...
     max_batch: int  # events per transaction at most
     history_objects: int  # objects whose latest IVORN is remembered for Citations
+    cutouts: str  # directory of the cutout pack files ("": beside a SQLite file, in the DB on PostgreSQL)
 
 
 @dataclass(frozen=True)

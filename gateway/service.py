@@ -132,7 +132,7 @@ class Gateway(service.MultiService):
 
     def _open_store(self):
         store = self.config.store
-        self.database = Database(store.db, self.reactor)
+        self.database = Database(store.db, self.reactor, cutout_dir=store.cutouts)
         self.store = Store(self.database, max_batch=store.max_batch)
         self.history = StoreHistory(store.history_objects)
         loaded = self.history.load(self.database)  # before the reactor runs: blocking is fine here
@@ -185,7 +185,7 @@ class Gateway(service.MultiService):
         with _config_error(FilterError):  # checked already by the routes and rules that use them
             settings = worker_settings(self.config)
         packs = getattr(self.database.backend, "packs", None)
-        if packs is not None:  # SQLite beside its pack files: the workers write the cutouts themselves
+        if packs is not None:  # cutouts in pack files: the workers write them themselves
             settings = dataclasses.replace(settings, cutout_dir=str(packs.directory))
         self.pipeline.pool = WorkerPool(settings, workers or default_workers(), self.reactor)
         PoolService(self.pipeline.pool).setServiceParent(self)

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from gateway.store.backend import Backend, DatabaseClosed, StoreError, parse_url
+from gateway.store.packs import PackError
 from gateway.store.postgres import PostgresBackend
 from gateway.store.schema import Table
 from gateway.store.sqlite import SQLiteBackend
@@ -32,10 +33,11 @@ log = Logger()
 _BACKENDS = {"sqlite": SQLiteBackend, "postgresql": PostgresBackend}
 
 
-def backend_for(url: str) -> Backend:
-    """The backend object for a store URL (see :func:`parse_url`)."""
+def backend_for(url: str, cutout_dir: str = "") -> Backend:
+    """The backend object for a store URL (see :func:`parse_url`); ``cutout_dir``: where its cutout packs are
+    ("": the backend's default, see :mod:`gateway.store.packs`)."""
     kind, target = parse_url(url)
-    return _BACKENDS[kind](target)
+    return _BACKENDS[kind](target, cutout_dir)
 
 
 class Database:
@@ -48,13 +50,13 @@ class Database:
     that differs between SQLite and PostgreSQL; ``placeholder`` its DB-API parameter marker (``?`` or ``%s``).
     """
 
-    def __init__(self, url: str, reactor=None, readers: int = 4):
+    def __init__(self, url: str, reactor=None, readers: int = 4, cutout_dir: str = ""):
         # imported only when none is given: importing it installs the default reactor, which a caller (twistd,
         # tests) may want to choose first
         from twisted.internet import reactor as default_reactor
 
         self.url = url
-        self.backend = backend_for(url)
+        self.backend = backend_for(url, cutout_dir)
         #: "sqlite" or "postgresql": the name other packages key their per-backend code on (TAP dialects)
         self.kind = self.backend.name
         self.placeholder = self.backend.placeholder
@@ -66,6 +68,12 @@ class Database:
         self._coalescing: dict = {}  # fn -> (items, their Deferreds) of the job not yet started
         self._rollback_listeners: list[Callable[[], None]] = []
         self._committing = False
+        packs = getattr(self.backend, "packs", None)
+        if packs is not None:  # an unwritable cutout directory is said at start, not at the first alert's cutouts
+            try:
+                packs.check()
+            except PackError as error:
+                raise StoreError(str(error)) from None
         self._writer = self.backend.connect_writer()  # synchronously, so a bad URL fails at start, clearly
         self._running = False
 

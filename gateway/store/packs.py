@@ -1,16 +1,20 @@
-"""Cutout bytes beside a SQLite alert DB: append-only pack files, and the DB row that says where each cutout is.
+"""Cutout bytes beside the alert DB: append-only pack files, and the DB row that says where each cutout is.
 
 A Rubin alert carries three FITS stamps (~60 kB together, ten times the rest of its rows). Written as BLOBs they
 went through SQLite's WAL and again at each checkpoint, a third of every alert's write; appended to a pack file
 they are one sequential write per batch. With a worker pool the workers append them (each to packs of its own), so
-the stamps never cross back to the reactor process; the DB's writer appends those of alerts built in-process. The ``cutout_pack`` table (alertid, kind, pack, offset, length) is written
-in the same transaction as the alert's other rows, after the bytes are in the pack:
+the stamps never cross back to the reactor process; the DB's writer appends those of alerts built in-process. The
+``cutout_pack`` table (alertid, kind, pack, offset, length) is written in the same transaction as the alert's other
+rows, after the bytes are in the pack:
 
 - a crash before the commit leaves bytes no row points at (space, never a wrong cutout);
 - like the DB's own WAL commits (``synchronous=NORMAL``), a pack survives a process crash at once and a power loss
   once the system has flushed it; a row whose bytes a power loss took is served as "missing", never as other bytes.
 
-PostgreSQL keeps cutouts in the DB (every gateway process of a consumer group must reach them).
+Where: beside a SQLite DB file (``PATH.cutouts/``) unless ``store.cutouts`` names a directory; PostgreSQL keeps
+cutouts in the DB (every gateway process of a consumer group reaches them there) unless ``store.cutouts`` names
+one, which all those processes must then reach (a shared filesystem; pack names never collide, see
+:meth:`CutoutPacks._open_next`).
 """
 
 from __future__ import annotations
@@ -19,12 +23,30 @@ import os
 import re
 import threading
 from pathlib import Path
+from typing import Optional
+
+from gateway.store.schema import SCHEMA
 
 #: a pack is closed and the next one begun past this size
 PACK_BYTES = 1 << 30
 _NAME = re.compile(r"^cutouts-(\d{6})\.pack$")
 #: buffers per writev call (the system's IOV_MAX is at least 1024)
 _IOV = 512
+
+
+def read_located(conn, packs: Optional["CutoutPacks"], marker: str, alert_id: int, kind: str) -> Optional[bytes]:
+    """The bytes of one cutout on a reader connection (either backend; ``marker``: its parameter marker): from the
+    ``cutout`` table, else from the pack ``cutout_pack`` points at (None: the alert has no such cutout)."""
+    where = (alert_id, kind)
+    row = conn.execute(f"SELECT content FROM {SCHEMA}.cutout WHERE alertid = {marker} AND kind = {marker}",
+                       where).fetchone()
+    if row is not None:  # in the DB: a DB in memory, a PostgreSQL DB without packs, or written before packs
+        return bytes(row[0])
+    row = conn.execute(f"SELECT pack, byte_offset, byte_length FROM {SCHEMA}.cutout_pack "
+                       f"WHERE alertid = {marker} AND kind = {marker}", where).fetchone()
+    if row is None or packs is None:
+        return None
+    return packs.read(*row)
 
 
 class PackError(ValueError):
@@ -41,6 +63,15 @@ class CutoutPacks:
         self._fd = None
         self._name = ""
         self._size = 0
+
+    def check(self) -> None:
+        """Make the directory if need be; PackError if this process cannot write packs there."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PackError(f"cannot make the cutout directory {self.directory}: {error.strerror}") from None
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            raise PackError(f"cannot write cutout packs in {self.directory}: permission denied")
 
     def append(self, cutouts: list[tuple]) -> list[tuple]:
         """Write the bytes of ``cutouts`` ((alertid, kind, content) rows) at the end of the current pack; the

@@ -14,6 +14,7 @@ from typing import Iterable, Optional
 
 from gateway.store import writers
 from gateway.store.backend import StoreError, insert_select_upsert
+from gateway.store.packs import CutoutPacks, read_located
 from gateway.store.schema import ALERT_TABLES, SCHEMA, Table
 
 _TYPES = {"BIGINT": "bigint", "INTEGER": "integer", "SMALLINT": "smallint", "DOUBLE": "double precision",
@@ -35,14 +36,16 @@ def _safe(conninfo: str) -> str:
 
 
 class PostgresBackend:
-    """``conninfo``: a PostgreSQL URL or conninfo string."""
+    """``conninfo``: a PostgreSQL URL or conninfo string; ``cutout_dir``: keep cutouts in pack files there (a
+    directory every gateway process sharing the DB reaches) rather than in the DB."""
 
     name = "postgresql"
     placeholder = "%s"
     least, greatest = "least", "greatest"
 
-    def __init__(self, conninfo: str):
+    def __init__(self, conninfo: str, cutout_dir: str = ""):
         self.conninfo = conninfo
+        self.packs = CutoutPacks(cutout_dir) if cutout_dir else None
 
     def __str__(self) -> str:
         return self.name
@@ -136,15 +139,11 @@ class PostgresBackend:
 
     # -- bulk writes --------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def read_cutout(conn, alert_id: int, kind: str) -> Optional[bytes]:
-        row = conn.execute(f"SELECT content FROM {SCHEMA}.cutout WHERE alertid = %s AND kind = %s",
-                           (alert_id, kind)).fetchone()
-        return None if row is None else bytes(row[0])
+    def read_cutout(self, conn, alert_id: int, kind: str) -> Optional[bytes]:
+        return read_located(conn, self.packs, "%s", alert_id, kind)
 
-    @staticmethod
-    def bulk_writer() -> PostgresBulkWriter:
-        return PostgresBulkWriter()
+    def bulk_writer(self) -> PostgresBulkWriter:
+        return PostgresBulkWriter(self.packs)
 
 
 def _column(c) -> str:
@@ -168,15 +167,17 @@ _BINARY_COPY = {t.name: [_TYPES[c.datatype] for c in t.columns] for t in ALERT_T
 #: binary: staging copied each row twice, which cost more than the rest of the alert's rows together
 _DIRECT = {t.name: f"INSERT INTO {SCHEMA}.{t.name} VALUES "
                    f"({', '.join('%b' if c.datatype == 'BLOB' else '%s' for c in t.columns)}) ON CONFLICT DO NOTHING"
-           for t in ALERT_TABLES if t.name in ("voevent", "cutout")}
+           for t in ALERT_TABLES if t.name in ("voevent", "cutout", "cutout_pack")}
 
 
 class PostgresBulkWriter:
     """COPY into temporary staging tables (binary where no timestamps), then one set-based INSERT ... SELECT ... ON
     CONFLICT per table; VOEvents and cutouts (:data:`_DIRECT`) go straight in. The object upsert adds the detections
-    each object's INSERT ... RETURNING said were new (no recount)."""
+    each object's INSERT ... RETURNING said were new (no recount). With ``packs``, cutouts go there and their
+    locations to ``cutout_pack``."""
 
-    def __init__(self):
+    def __init__(self, packs: Optional[CutoutPacks] = None):
+        self.packs = packs
         self._staged: set[int] = set()  # connections whose staging tables exist
 
     def forget(self) -> None:
@@ -190,6 +191,8 @@ class PostgresBulkWriter:
             for name, batch in tables.items():
                 if not batch:
                     continue
+                if name == "cutout" and self.packs is not None:
+                    name, batch = "cutout_pack", self.packs.append(batch)
                 if name in _DIRECT:
                     cursor.executemany(_DIRECT[name], batch)
                     continue

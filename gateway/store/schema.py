@@ -218,7 +218,7 @@ CUTOUT = Table(
 
 CUTOUT_PACK = Table(
     "cutout_pack",
-    "Where cutouts kept beside the DB are (SQLite: pack files in <db>.cutouts/, see gateway.store.packs).",
+    "Where cutouts kept beside the DB are (pack files in store.cutouts or <db>.cutouts/, see gateway.store.packs).",
     (
         Column("alertid", "BIGINT", "Alert that carried the cutout", ucd="meta.id", nullable=False),
         Column("kind", "VARCHAR", "difference, science or template", ucd="meta.code", nullable=False),

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 from gateway import sky
 from gateway.store import writers
 from gateway.store.backend import StoreError, insert_select_upsert
-from gateway.store.packs import CutoutPacks
+from gateway.store.packs import CutoutPacks, read_located
 from gateway.store.schema import ALERT_TABLES, CUTOUT_PACK, SCHEMA, Table
 
 _TYPES = {"BIGINT": "INTEGER", "INTEGER": "INTEGER", "SMALLINT": "INTEGER", "DOUBLE": "REAL", "REAL": "REAL",
@@ -25,18 +25,20 @@ _TYPES = {"BIGINT": "INTEGER", "INTEGER": "INTEGER", "SMALLINT": "INTEGER", "DOU
 
 
 class SQLiteBackend:
-    """``path``: the DB file, or ":memory:" (tests: one DB shared by the writer and the readers of this object)."""
+    """``path``: the DB file, or ":memory:" (tests: one DB shared by the writer and the readers of this object);
+    ``cutout_dir``: the cutout packs' directory ("": ``PATH.cutouts`` beside a file, in the DB when in memory)."""
 
     name = "sqlite"
     placeholder = "?"
     least, greatest = "min", "max"  # SQLite's scalar min()/max() of two arguments
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, cutout_dir: str = ""):
         self.path = path
         # a shared in-memory DB for tests: readers and the writer see the same tables
         self.memory_uri = f"file:gateway-{id(self)}?mode=memory&cache=shared" if path == ":memory:" else None
         #: cutouts in pack files beside a DB file (in the DB when it is in memory)
-        self.packs = None if self.memory_uri else CutoutPacks(f"{path}.cutouts")
+        default = "" if self.memory_uri else f"{path}.cutouts"
+        self.packs = CutoutPacks(cutout_dir or default) if cutout_dir or default else None
 
     def __str__(self) -> str:
         return self.name
@@ -142,15 +144,7 @@ class SQLiteBackend:
         return SQLiteBulkWriter(self.packs)
 
     def read_cutout(self, conn, alert_id: int, kind: str) -> Optional[bytes]:
-        where = (alert_id, kind)
-        row = conn.execute(f"SELECT content FROM {SCHEMA}.cutout WHERE alertid = ? AND kind = ?", where).fetchone()
-        if row is not None:  # in the DB: a DB in memory, or written before cutouts moved to packs
-            return bytes(row[0])
-        row = conn.execute(f"SELECT pack, byte_offset, byte_length FROM {SCHEMA}.cutout_pack "
-                           "WHERE alertid = ? AND kind = ?", where).fetchone()
-        if row is None or self.packs is None:
-            return None
-        return self.packs.read(*row)
+        return read_located(conn, self.packs, "?", alert_id, kind)
 
 
 _INSERTS = {name: f"INSERT OR IGNORE INTO {name} VALUES ({', '.join('?' * len(t.columns))})"

@@ -25,6 +25,9 @@ ALIASES = {"maxrec_default": ["--maxrec"], "maxrec_max": ["--maxrec-hard"]}
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", required=True, help="alert DB URL: sqlite:///var/alerts.db or postgresql://...")
+    parser.add_argument("--cutouts", default="", metavar="DIR",
+                        help="the cutout packs' directory, as [store] cutouts (default: beside a SQLite file; in the DB "
+                             "on PostgreSQL)")
     parser.add_argument("--listen", default="tcp:8080:interface=127.0.0.1", help="Twisted endpoint string")
     parser.add_argument("--public-url", default=None,
                         help="public URL of this service, as [gateway] public_url (default: each request's Host)")
@@ -48,7 +51,7 @@ def main(argv=None) -> None:
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
     settings = TapSettings(**{f.name: tuple(getattr(args, f.name)) if isinstance(f.default, tuple)
                               else getattr(args, f.name) for f in dataclasses.fields(TapSettings)})
-    database = Database(args.db, reactor)
+    database = Database(args.db, reactor, cutout_dir=args.cutouts)
     site = http_site(Store(database), database, reactor, args.public_url, settings, args.workdir)
     endpoint = endpoints.serverFromString(reactor, args.listen)
     endpoint.listen(site).addErrback(lambda f: (print(f"cannot listen: {f.value}", file=sys.stderr), reactor.stop()))

@@ -20,7 +20,7 @@ before and one just after that run (the machines drift in speed within minutes).
 process's VmHWM (and, with a worker pool, the largest worker's).
 
     .venv/bin/python scripts/bench/visit.py [--alerts 10000] [--prv 30] [--cutout 64] [--subscribers 10]
-                                            [--workers 1,2] [--db sqlite,postgresql]
+                                            [--workers 1,2] [--db sqlite,postgresql,postgresql+packs]
 
 Needs lsst-alert-packet (the ``rubin`` extra) for the schema. The made file is cached under --cache.
 """
@@ -336,10 +336,12 @@ def run_visit(visit: Path, alerts: int, db: str, workers, subscribers: int, work
     shutil.copyfile(visit, staging / visit.name)  # on the watched directory's file system: the move is a rename
     http, broadcast = free_port(), free_port()
     url = f"sqlite:///{state / 'gateway.db'}" if db == "sqlite" else POSTGRES
-    if db == "postgresql":
+    if db.startswith("postgresql"):
         reset_postgres()
     config = workdir / "gateway.toml"
-    config.write_text("[sources]\nwatch_interval = 0.25\n[output]\ndirectory = \"\"\n"
+    # postgresql+packs: the cutouts in pack files (store.cutouts) rather than in the DB
+    packs = f"[store]\ncutouts = \"{state / 'cutouts'}\"\n" if db == "postgresql+packs" else ""
+    config.write_text("[sources]\nwatch_interval = 0.25\n[output]\ndirectory = \"\"\n" + packs
                       + (f"[vtp]\nsubscriber_buffer_bytes = {buffer_mb * 1_000_000}\n"
                          f"subscriber_buffer_events = {buffer_mb * 100}\n" if buffer_mb else ""))
     command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--source", str(watch), "--watch",
@@ -426,7 +428,9 @@ def main() -> int:
                         help="the broker's per-subscriber buffer, MB (default: the gateway's, 4 MB); subscribers on "
                              "this machine share its cores with the gateway and fall behind in a burst")
     parser.add_argument("--workers", default="1,2", help="worker counts to try (ignored if serve has no --workers)")
-    parser.add_argument("--db", default="sqlite,postgresql")
+    parser.add_argument("--db", default="sqlite,postgresql,postgresql+packs",
+                        help="alert DBs to try: sqlite, postgresql (cutouts in the DB), postgresql+packs (cutouts in "
+                             "pack files, store.cutouts)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vogateway-bench")
     args = parser.parse_args()
 
@@ -466,7 +470,7 @@ def main() -> int:
             busy = sum(result["cpu"].values()) / result["seconds"]
             print(f"  CPU ms per alert: reactor thread {ms['reactor']:.2f}, the gateway's other threads "
                   f"{ms['threads']:.2f}, workers {ms['workers']:.2f}, subscribers {ms['subscribers']:.2f}"
-                  + (f", PostgreSQL server {ms['postgres']:.2f}" if db == "postgresql" else "")
+                  + (f", PostgreSQL server {ms['postgres']:.2f}" if db.startswith("postgresql") else "")
                   + f"; total {sum(ms.values()):.2f} ({busy:.2f} cores busy)")
     return 0
 

@@ -1,18 +1,22 @@
 """Scale-out as an operator runs it: two `vogateway serve` processes in one Kafka consumer group, one PostgreSQL.
 
 A 4-partition topic is shared between them; one is SIGKILLed mid-stream; the other takes its partitions over; in
-the end every alert is stored exactly once (no alert missing, none twice), whatever was in flight at the kill.
+the end every alert is stored exactly once (no alert missing, none twice), whatever was in flight at the kill. Their
+cutouts go to pack files in one directory both reach (``store.cutouts``): every alert's stamp is found there.
 """
 
 from __future__ import annotations
 
+import io
 import signal
 import subprocess
 import sys
 import time
 import uuid
 
+import numpy
 import psycopg
+from astropy.io import fits
 from alertdata import LIBRARY, first_record, rubin_files
 from kafka_broker import FAST_GROUP, kafka_broker  # noqa: F401  (the fixture)
 from postgres import fresh_database
@@ -20,8 +24,16 @@ from support import stop_process, wait_for
 
 from gateway.alerts.decode import encode_wire
 from gateway.alerts.schemas import rubin_schema_id
+from gateway.store.packs import CutoutPacks
 
 PARTITIONS, FIRST, SECOND = 4, 300, 300
+
+
+def stamp(n: int) -> bytes:
+    """A small FITS difference image of its own for alert ``n``."""
+    out = io.BytesIO()
+    fits.PrimaryHDU(numpy.full((8, 8), n, dtype=numpy.float32)).writeto(out)
+    return out.getvalue()
 
 
 def packets(start: int, count: int) -> list[bytes]:
@@ -30,7 +42,8 @@ def packets(start: int, count: int) -> list[bytes]:
     out = []
     for n in range(start, start + count):
         source = dict(record["diaSource"], diaSourceId=5 * 10**12 + n, diaObjectId=6 * 10**12 + n % 97)
-        out.append(encode_wire(dict(record, diaSourceId=source["diaSourceId"], diaSource=source),
+        out.append(encode_wire(dict(record, diaSourceId=source["diaSourceId"], diaSource=source,
+                                    cutoutDifference=stamp(n)),
                                rubin_schema_id("11.1"), schema))
     return out
 
@@ -47,6 +60,7 @@ def gateway(tmp_path, name: str, broker, topic: str, group: str, db: str) -> sub
     settings = "".join(f'"{key}" = {value}\n' for key, value in FAST_GROUP.items())
     config.write_text(f'[sources]\ninputs = ["kafka://{broker.bootstrap}/{topic}"]\nworkers = -1\n'
                       f'[kafka]\ngroup_id = "{group}"\n[kafka.settings]\n{settings}'
+                      f'[store]\ncutouts = "{tmp_path / "cutouts"}"\n'
                       '[output]\ndirectory = ""\n[http]\nlisten = ""\n[vtp]\nbroadcast = ""\nreceive = ""\n')
     log = open(tmp_path / f"{name}.log", "w")
     return subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config),
@@ -88,6 +102,14 @@ def test_two_gateways_share_a_topic_and_one_takes_over_when_the_other_is_killed(
             assert log_a.count("kafka: assigned") >= 1 and log_b.count("kafka: assigned") >= 2, (log_a, log_b)
             last = log_b.rsplit("kafka: assigned", 1)[1].splitlines()[0]
             assert all(f"{topic}[{p}]" in last for p in range(PARTITIONS)), last
+            with psycopg.connect(db) as conn:
+                assert conn.execute("SELECT count(*) FROM gateway.cutout").fetchone() == (0,)
+                located = conn.execute("SELECT alertid, kind, pack, byte_offset, byte_length "
+                                       "FROM gateway.cutout_pack").fetchall()
+            packs = CutoutPacks(tmp_path / "cutouts")
+            assert sorted(alert_id for alert_id, *_ in located) == [5 * 10**12 + n for n in range(FIRST + SECOND)]
+            for alert_id, kind, *where in located:
+                assert kind == "difference" and packs.read(*where) == stamp(alert_id - 5 * 10**12)
         finally:
             for process in (first, second):
                 stop_process(process, 20)

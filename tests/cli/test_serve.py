@@ -116,3 +116,15 @@ def test_an_alert_db_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "vogateway: cannot connect to PostgreSQL 'postgresql://postgres:***@127.0.0.1:1/test'" in result.stderr
     assert "Traceback" not in result.stderr and "secret" not in result.stderr
+
+
+def test_a_cutout_directory_that_cannot_be_made_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[store]\ncutouts = "{tmp_path / "a-file" / "cutouts"}"\n')
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--state-dir",
+                             str(tmp_path / "var"), "--http", "", "--broadcast", "", "--receive", ""],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (f"vogateway: cannot make the cutout directory {tmp_path / 'a-file' / 'cutouts'}: "
+                                     "Not a directory"), result.stderr

@@ -1,9 +1,11 @@
-"""Cutouts beside a SQLite alert DB: pack files appended in the writer's transaction, read back by offset."""
+"""Cutouts beside the alert DB: pack files appended in the writer's transaction, read back by offset (SQLite by
+default; PostgreSQL and SQLite wherever ``store.cutouts`` says)."""
 
 import os
 
 import pytest
 import pytest_twisted
+from postgres import fresh_database
 from support import query
 from twisted.internet import defer, reactor
 
@@ -95,5 +97,43 @@ def test_the_store_serves_packed_cutouts_and_those_of_older_dbs(tmp_path):
         os.truncate(tmp_path / "alerts.db.cutouts" / pack, offset)
         with pytest.raises(PackError, match="ends before the cutout"):
             yield store.cutout(event.view.alert_id, kind)
+    finally:
+        database.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'alerts.db'}"
+    else:
+        with fresh_database("gwpacks") as pg_url:
+            yield pg_url
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_store_cutouts_set_each_backend_keeps_the_cutouts_in_packs_there(tmp_path, url):
+    """``store.cutouts``: PostgreSQL (by default cutouts in the DB) and SQLite (by default beside its file) both
+    append them to packs in that directory, locate them in ``cutout_pack``, and serve them from there."""
+    shared = tmp_path / "shared-cutouts"
+    database = Database(url, reactor, cutout_dir=str(shared))
+    try:
+        store = Store(database)
+        yield defer.gatherResults([store.accept(e) for e in EVENTS])
+        shipped = {(e.view.alert_id, kind): content for e in EVENTS for kind, content in e.view.cutouts.items()}
+        assert shipped
+        for (alert_id, kind), content in shipped.items():
+            served = yield store.cutout(alert_id, kind)
+            assert served[:6] == b"SIMPLE" and (content[:6] == b"SIMPLE") <= (served == content)
+        mark = database.placeholder
+        assert query(database, "SELECT count(*) FROM gateway.cutout") == [(0,)]
+        assert query(database, "SELECT count(*) FROM gateway.cutout_pack") == [(len(shipped),)]
+        assert os.listdir(shared) == ["cutouts-000001.pack"]
+        assert not (tmp_path / "alerts.db.cutouts").exists()
+        assert (yield store.cutout(424243, "science")) is None
+        (pack,), = query(database, f"SELECT DISTINCT pack FROM gateway.cutout_pack WHERE alertid = {mark}",
+                         (next(iter(shipped))[0],))
+        os.remove(shared / pack)
+        with pytest.raises(PackError, match="is missing"):
+            yield store.cutout(*next(iter(shipped)))
     finally:
         database.stop()
