@@ -13,7 +13,7 @@ import sys
 from twisted.internet import endpoints, reactor
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
-from gateway.store import Store
+from gateway.store import Store, StoreError
 from gateway.store.db import Database
 from gateway.tap.settings import TapSettings
 from gateway.web import http_site
@@ -48,10 +48,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
     settings = TapSettings(**{f.name: tuple(getattr(args, f.name)) if isinstance(f.default, tuple)
                               else getattr(args, f.name) for f in dataclasses.fields(TapSettings)})
-    database = Database(args.db, reactor, cutout_dir=args.cutouts)
+    try:
+        database = Database(args.db, reactor, cutout_dir=args.cutouts)
+    except (StoreError, ValueError) as error:  # a bad URL, an unreachable server, an unwritable cutout directory
+        print(f"gateway.tap.server: {error}", file=sys.stderr)
+        sys.exit(2)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
     site = http_site(Store(database), database, reactor, args.public_url, settings, args.workdir)
     endpoint = endpoints.serverFromString(reactor, args.listen)
     endpoint.listen(site).addErrback(lambda f: (print(f"cannot listen: {f.value}", file=sys.stderr), reactor.stop()))
