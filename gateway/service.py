@@ -184,7 +184,7 @@ class Gateway(service.MultiService):
             return
         with _config_error(FilterError):  # checked already by the routes and rules that use them
             settings = worker_settings(self.config)
-        packs = getattr(self.database.backend, "packs", None)
+        packs = self.database.backend.packs
         if packs is not None:  # cutouts in pack files: the workers write them themselves
             settings = dataclasses.replace(settings, cutout_dir=str(packs.directory))
         self.pipeline.pool = WorkerPool(settings, workers or default_workers(), self.reactor)

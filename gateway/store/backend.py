@@ -8,9 +8,12 @@ and the bulk write of a batch of alert rows. Code outside the two backend module
 
 from __future__ import annotations
 
-from typing import Any, ContextManager, Iterable, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Optional, Protocol, Sequence
 
 from gateway.store.schema import Table
+
+if TYPE_CHECKING:
+    from gateway.store.packs import CutoutPacks
 
 
 class StoreError(Exception):
@@ -40,6 +43,8 @@ class Backend(Protocol):
     #: SQL names of the two-argument minimum and maximum (for upserts keeping the earliest/latest value)
     least: str
     greatest: str
+    #: where cutouts are kept beside the DB (None: in its ``cutout`` table), see :mod:`gateway.store.packs`
+    packs: Optional[CutoutPacks]
 
     def connect_writer(self) -> Any:
         """The one write connection, the alert tables created (raises StoreError with the reason)."""

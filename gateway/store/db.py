@@ -68,10 +68,9 @@ class Database:
         self._coalescing: dict = {}  # fn -> (items, their Deferreds) of the job not yet started
         self._rollback_listeners: list[Callable[[], None]] = []
         self._committing = False
-        packs = getattr(self.backend, "packs", None)
-        if packs is not None:  # an unwritable cutout directory is said at start, not at the first alert's cutouts
+        if self.backend.packs is not None:  # an unwritable cutout directory is said now, not at the first cutout
             try:
-                packs.check()
+                self.backend.packs.check()
             except PackError as error:
                 raise StoreError(str(error)) from None
         self._writer = self.backend.connect_writer()  # synchronously, so a bad URL fails at start, clearly

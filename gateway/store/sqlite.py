@@ -37,8 +37,8 @@ class SQLiteBackend:
         # a shared in-memory DB for tests: readers and the writer see the same tables
         self.memory_uri = f"file:gateway-{id(self)}?mode=memory&cache=shared" if path == ":memory:" else None
         #: cutouts in pack files beside a DB file (in the DB when it is in memory)
-        default = "" if self.memory_uri else f"{path}.cutouts"
-        self.packs = CutoutPacks(cutout_dir or default) if cutout_dir or default else None
+        directory = cutout_dir or ("" if self.memory_uri else f"{path}.cutouts")
+        self.packs = CutoutPacks(directory) if directory else None
 
     def __str__(self) -> str:
         return self.name

@@ -52,7 +52,7 @@ def main(argv=None) -> None:
                               else getattr(args, f.name) for f in dataclasses.fields(TapSettings)})
     try:
         database = Database(args.db, reactor, cutout_dir=args.cutouts)
-    except (StoreError, ValueError) as error:  # a bad URL, an unreachable server, an unwritable cutout directory
+    except StoreError as error:  # a bad URL, an unreachable server, an unwritable cutout directory
         print(f"gateway.tap.server: {error}", file=sys.stderr)
         sys.exit(2)
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])

@@ -44,8 +44,8 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from typing import Optional
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
@@ -332,8 +332,9 @@ def serve_supports_workers() -> bool:
     return "--workers" in help_text
 
 
-def wire_messages(visit: Path) -> list[bytes]:
-    """The visit's alerts as Confluent wire-format packets, as Rubin sends them on Kafka (cached beside the file)."""
+def wire_file(visit: Path) -> Path:
+    """A file of the visit's alerts as Confluent wire-format packets, as Rubin sends them on Kafka, each after its
+    4-byte length (made once, beside the visit)."""
     from gateway.alerts.decode import encode_wire, survey_of_header
     from gateway.alerts.schemas import rubin_schema_id
 
@@ -349,18 +350,21 @@ def wire_messages(visit: Path) -> list[bytes]:
                     packet = encode_wire(record, rubin_schema_id(version), schema)
                     out.write(struct.pack(">I", len(packet)) + packet)
         cache.with_suffix(".part").replace(cache)
-    data, messages, at = cache.read_bytes(), [], 0
-    while at < len(data):
-        (size,) = struct.unpack_from(">I", data, at)
-        messages.append(data[at + 4:at + 4 + size])
-        at += 4 + size
-    return messages
+    return cache
 
 
-def kafka_topic(messages: list[bytes], partitions: int = 4):
-    """A Tansu broker (the Kafka-protocol broker the tests run) holding ``messages`` on a new topic, spread over
-    ``partitions``; (broker, kafka:// URL, the consumer settings a quick group join needs)."""
-    sys.path.insert(0, str(ROOT / "tests"))
+def wire_packets(path: Path):
+    """The packets of a :func:`wire_file`, one by one (the file is 665 MB for 10,000 rich alerts)."""
+    with open(path, "rb") as handle:
+        while header := handle.read(4):
+            yield handle.read(struct.unpack(">I", header)[0])
+
+
+def kafka_topic(packets: Path, partitions: int = 4):
+    """A Tansu broker (the Kafka-protocol broker the tests run) holding the ``packets`` (a :func:`wire_file`) on a
+    new topic, spread over ``partitions``; (broker, kafka:// URL, the consumer settings a quick group join needs)."""
+    if str(ROOT / "tests") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tests"))
     from kafka_broker import FAST_GROUP, TansuBroker, tansu_binary
 
     binary = tansu_binary()
@@ -369,7 +373,7 @@ def kafka_topic(messages: list[bytes], partitions: int = 4):
     broker = TansuBroker(binary).start()
     topic = broker.create_topic("visit", partitions=partitions)
     producer = broker.producer(**{"linger.ms": 20, "batch.size": 1_000_000})
-    for n, value in enumerate(messages):
+    for n, value in enumerate(wire_packets(packets)):
         while True:
             try:
                 producer.produce(topic, value, partition=n % partitions)
@@ -528,13 +532,13 @@ def main() -> int:
     print(f"for reference: the gateway's own decoder (cavro) on one core {ours:.2f} s ({args.alerts / ours:,.0f} "
           f"alerts/s); ratios below are to the fastavro baseline")
     workers = [int(w) for w in args.workers.split(",")] if serve_supports_workers() else [None]
-    messages = wire_messages(visit) if args.source == "kafka" else []
+    packets = wire_file(visit) if args.source == "kafka" else None
     for db in args.db.split(","):
         for count in workers:
             before = decode_seconds(visit, 1)
             broker = kafka = None
             if args.source == "kafka":  # a broker of its own for each run: Tansu keeps the topic in memory
-                broker, topic_url, settings = kafka_topic(messages)
+                broker, topic_url, settings = kafka_topic(packets)
                 kafka = (topic_url, settings)
             try:
                 with tempfile.TemporaryDirectory(prefix="visit-") as workdir:
@@ -547,7 +551,8 @@ def main() -> int:
             # after this run is the fairer baseline for it (the first figure stays the overall one)
             nearby = (before + decode_seconds(visit, 1)) / 2
             e2e = args.alerts / result["seconds"]
-            label = ("kafka, " if kafka else "") + f"{db}, {'no worker pool' if count is None else f'{count} worker' + ('s' if count > 1 else '')}"
+            pool = "no worker pool" if count is None else f"{count} worker" + ("s" if count > 1 else "")
+            label = ("kafka, " if kafka else "") + f"{db}, {pool}"
             print(f"{label}: e2e {result['seconds']:.2f} s ({e2e:,.0f} alerts/s; queryable {result['queryable_s']:.2f} s, "
                   f"held by every subscriber {result['held_s']:.2f} s); ratio to decode {e2e / rate:.2f}x "
                   f"({e2e * nearby / args.alerts:.2f}x to the decode just before and after it, {nearby:.2f} s); "
